@@ -3,6 +3,7 @@
 # layer, atomically, with a fingerprint: a killed job loses only the layer it was on, and
 # a rerun keeps every finished shard (icet.shards). Greedy decoding; the image and prompt
 # never change, only the encoder layer whose features go through the frozen projector.
+# sweep.engine picks the fast engine (icet.engine) or the naive reference loop.
 
 
 # Why: ICET-l responses of the original model for one (model, test set, chunk of layers).
@@ -20,6 +21,8 @@ rule sweep_shard:
         variant="original",
         layers=lambda w: chunk_layers(w.model, w.chunk),
         generation=config["generation"],
+        engine=config["sweep"]["engine"],
+        batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
     threads: 1
@@ -50,6 +53,8 @@ rule evaluate_sweep:
         variant="aligned",
         layers=lambda w: chunk_layers(w.model, w.chunk),
         generation=config["generation"],
+        engine=config["sweep"]["engine"],
+        batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
     threads: 1

@@ -12,6 +12,8 @@ run_sweep_job(
     peft_adapter=snakemake.input.get("adapter"),
     max_new_tokens=snakemake.params.generation["max_new_tokens"],
     batch_size=snakemake.params.generation["batch_size"],
+    engine=snakemake.params.engine,
+    engine_batch_size=snakemake.params.batch_size,
     seed=snakemake.params.seed,
     device=snakemake.params.device,
     threads=snakemake.threads,

@@ -122,6 +122,18 @@ def _load(model_dir, peft_adapter, device, model_name, layers, logger) -> VLMAda
     return adapter
 
 
+def _records(rows: list[dict], responses: list[dict], layer: int, *, model_name: str,
+             variant: str, testset: str, seed: int) -> list[dict]:
+    """Data-set rows joined with their ICET-`layer` responses (docs/contracts.md), in order."""
+    shard = []
+    for row, response in zip(rows, responses):
+        record = dict(row)
+        record.update(model=model_name, variant=variant, testset=testset, layer=layer,
+                      seed=int(seed), **response)
+        shard.append(record)
+    return shard
+
+
 def _shard_rows(adapter: VLMAdapter, rows: list[dict], images: list[Path], layer: int, *,
                 model_name: str, variant: str, testset: str, max_new_tokens: int,
                 batch_size: int, seed: int, logger) -> list[dict]:
@@ -132,12 +144,8 @@ def _shard_rows(adapter: VLMAdapter, rows: list[dict], images: list[Path], layer
     responses = respond(adapter, [r["prompt"] for r in rows], images, layer,
                         max_new_tokens=int(max_new_tokens), batch_size=int(batch_size),
                         logger=logger)
-    shard = []
-    for row, response in zip(rows, responses):
-        record = dict(row)
-        record.update(model=model_name, variant=variant, testset=testset, layer=layer,
-                      seed=int(seed), **response)
-        shard.append(record)
+    shard = _records(rows, responses, layer, model_name=model_name, variant=variant,
+                     testset=testset, seed=seed)
     logger.info("ICET-%d: %d responses in %.1fs (%d finished before max_new_tokens)", layer,
                 len(shard), time.perf_counter() - started, sum(r["finished"] for r in shard))
     return shard
@@ -167,14 +175,20 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
                   index: str | os.PathLike, *, model_name: str, variant: str, testset: str,
                   peft_adapter: str | os.PathLike | None = None,
                   max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
+                  engine: str = "fast", engine_batch_size: int | str = "auto",
                   seed: int = 0, device: str = "cpu", threads: int | None = None,
                   log: str | os.PathLike | None = None) -> list[int]:
     """Sweep several layers with one model load: one resumable shard per layer (icet.shards).
 
     Shards already finished with the same fingerprint (data, model, adapter, settings, code
-    version) are kept untouched; the rest are generated and written atomically one by one.
+    version) are kept untouched; the rest are generated and written atomically, each as
+    soon as its layer is done (the fast engine finishes layers group by group). `engine`
+    is "fast" (icet.engine; `engine_batch_size` rows per batch) or "naive" (`batch_size`
+    prompts per generate call). It is not in the fingerprint: both give the same shards.
     `index` (the job's declared output) is written last. Returns the layers computed now.
     """
+    from icet.engine import check_engine, supports_fast, sweep_layers
+
     from icet import __version__
     from icet.runtime import configure
 
@@ -182,6 +196,7 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     logger = setup_logging(log, "sweep")
     layers = [check_layer_arg(layer) for layer in layers]
     _check_settings(variant, max_new_tokens)
+    check_engine(engine)
     rows, images = read_dataset(dataset)
     out_dir = Path(index).parent
     key = shards.fingerprint(
@@ -193,12 +208,33 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
                 testset, len(todo), len(layers), sorted(set(layers) - set(todo)) or "none")
     if todo:
         adapter = _load(model_dir, peft_adapter, device, model_name, todo, logger)
-        for layer in todo:
-            seed_everything(seed)  # each shard's bytes depend on nothing computed before it
-            shard = _shard_rows(adapter, rows, images, layer, model_name=model_name,
-                                variant=variant, testset=testset, max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, seed=seed, logger=logger)
-            write_jsonl(shards.shard_path(out_dir, layer), shard)
-            shards.mark_done(out_dir, layer, key)
+        if engine == "naive" or not supports_fast(adapter):
+            logger.info("engine: naive (%s)", "as configured" if engine == "naive" else
+                        f"{adapter.name} has no fast path")
+            for layer in todo:
+                seed_everything(seed)  # each shard's bytes depend on nothing computed before it
+                shard = _shard_rows(adapter, rows, images, layer, model_name=model_name,
+                                    variant=variant, testset=testset, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, seed=seed, logger=logger)
+                write_jsonl(shards.shard_path(out_dir, layer), shard)
+                shards.mark_done(out_dir, layer, key)
+        else:
+            started = time.perf_counter()
+
+            def write(layer: int, responses: list[dict]) -> None:
+                shard = _records(rows, responses, layer, model_name=model_name, variant=variant,
+                                 testset=testset, seed=seed)
+                write_jsonl(shards.shard_path(out_dir, layer), shard)
+                shards.mark_done(out_dir, layer, key)
+                logger.info("ICET-%d: %d responses written at %.1fs (%d finished before "
+                            "max_new_tokens)", layer, len(shard), time.perf_counter() - started,
+                            sum(r["finished"] for r in shard))
+
+            logger.info("engine: fast, batch_size=%s, max_new_tokens=%d, seed=%d",
+                        engine_batch_size, max_new_tokens, seed)
+            seed_everything(seed)  # greedy decoding: nothing random, seeded all the same
+            sweep_layers(adapter, [r["prompt"] for r in rows], images, todo, engine="fast",
+                         max_new_tokens=int(max_new_tokens), batch_size=engine_batch_size,
+                         on_layer=write, logger=logger)
     shards.write_index(index, out_dir, layers)
     return todo

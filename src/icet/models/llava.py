@@ -6,6 +6,9 @@ frozen projector. ICET-l is therefore one keyword argument: we pass the *negativ
 `l - (N+1)` because transformers treats `vision_feature_layer=0` as "no hidden states
 requested" and crashes (docs/contracts.md). LLaVA-NeXT runs every any-resolution tile
 through the vision tower in one batch, so the same index applies to every tile.
+
+The fast sweep (icet.engine) does not pass the index: `layer_embeddings` runs the tower once
+with every hidden state and projects each requested layer the way `get_image_features` does.
 """
 
 from __future__ import annotations
@@ -180,3 +183,70 @@ class LlavaAdapter(VLMAdapter):
             results.append(Generation(text=text, prompt_ids=ids[keep].tolist(),
                                       response_ids=response, finished=end is not None))
         return results
+
+    # The fast sweep engine (icet.engine): this flag and the four methods below opt in.
+    supports_fast_sweep = True
+
+    def layer_embeddings(self, prompts: list[str], images: list[Any],
+                         layers: list[int]) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+        """Prepared inputs and, per ICET layer, the LM's input embeddings with that layer's image features.
+
+        One vision-tower pass yields all N+1 hidden states; each layer's then goes through the
+        frozen projector exactly as transformers' get_image_features would (CLS crop for the
+        "default" strategy; LLaVA-NeXT tiles packed with image_newline by the model's own
+        pack_image_features) and is scattered into the image-token slots as LlavaModel does.
+        """
+        for layer in layers:
+            self.check_layer(layer)
+        inputs = self.prepare(prompts, images)
+        base = base_model_of(self.model)
+        core, config = base.model, base.config
+        strategy = config.vision_feature_select_strategy
+        input_ids = inputs["input_ids"]
+        with torch.inference_mode():
+            pixel_values = inputs["pixel_values"]
+            if self.model_type == "llava_next":
+                from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+                tiles = [image_size_to_num_patches(image_size=size, grid_pinpoints=config.image_grid_pinpoints,
+                                                   patch_size=config.vision_config.image_size)
+                         for size in inputs["image_sizes"]]
+                if pixel_values.dim() == 5:
+                    pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, tiles)], dim=0)
+            hidden = core.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+            text_embeds = core.get_input_embeddings()(input_ids)
+            slots = (input_ids == config.image_token_id).unsqueeze(-1)
+            embeds = {}
+            for layer in layers:
+                selected = hidden[layer]
+                if strategy == "default":
+                    selected = selected[:, 1:]
+                features = core.multi_modal_projector(selected)
+                if self.model_type == "llava_next":
+                    features, _ = core.pack_image_features(
+                        torch.split(features, tiles, dim=0), inputs["image_sizes"],
+                        vision_feature_select_strategy=strategy, image_newline=core.image_newline)
+                features = torch.cat(list(features), dim=0).to(text_embeds.dtype)
+                if int(slots.sum()) * text_embeds.shape[-1] != features.numel():
+                    raise IcetError(f"{self.name}: {int(slots.sum())} image tokens but "
+                                    f"{features.numel() // text_embeds.shape[-1]} image features")
+                embeds[layer] = text_embeds.masked_scatter(slots, features)
+        return inputs, embeds
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of generated token ids [rows, 1] (text tokens only)."""
+        return base_model_of(self.model).model.get_input_embeddings()(ids)
+
+    def lm_forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                   position_ids: torch.Tensor, past_key_values: Any) -> torch.Tensor:
+        """Last-position next-token logits of the language model, extending `past_key_values`."""
+        base = base_model_of(self.model)
+        out = base.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                         position_ids=position_ids, past_key_values=past_key_values,
+                                         use_cache=True)
+        return base.lm_head(out.last_hidden_state[:, -1:])[:, -1]
+
+    def new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=base_model_of(self.model).config.get_text_config())

@@ -1,0 +1,183 @@
+"""The fast ICET sweep engine: one encoder pass for every layer, many (prompt, layer) rows decoded together.
+
+The naive loop (`icet.sweep.respond`, engine "naive") calls `generate` per layer: it reruns
+the vision encoder for every layer and decodes one layer's batch at a time. Here the vision
+tower runs once per image per layer group with all hidden states, every layer's features go
+through the frozen projector, and the (prompt, layer) rows are decoded as one left-padded
+batch with a KV cache, greedily, dropping rows from the batch as they reach EOS. With greedy
+fp32 decoding the responses are token-identical to the naive loop's (tests/test_engine.py).
+
+An adapter opts in with `supports_fast_sweep = True` and four members (see LlavaAdapter):
+`layer_embeddings(prompts, images, layers) -> (inputs, {layer: inputs_embeds})`,
+`embed_tokens(ids)`, `lm_forward(inputs_embeds, attention_mask, position_ids, cache) -> logits`
+and `new_cache()`. Any other adapter runs the naive loop, whatever the engine setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from icet.errors import IcetError
+from icet.logs import progress
+from icet.models.base import Generation
+
+ENGINES = ("fast", "naive")
+# Rows decoded together on a CPU under "auto": past ~256 rows a toy decode step is compute
+# bound and larger batches only add padding (docs/performance.md).
+CPU_AUTO_ROWS = 256
+MAX_AUTO_ROWS = 1024  # beyond this a GPU step is bandwidth bound on the KV cache anyway
+GPU_MEMORY_SHARE = 0.5  # of free memory for the KV cache and activations; the rest is headroom
+
+LayerDone = Callable[[int, list[dict[str, Any]]], None]
+
+
+def supports_fast(adapter: Any) -> bool:
+    """Whether `adapter` implements the fast engine's members (else the naive loop runs)."""
+    return bool(getattr(adapter, "supports_fast_sweep", False))
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise IcetError(f"sweep engine {engine!r} is not one of {', '.join(ENGINES)}")
+    return engine
+
+
+def resolve_batch_size(batch_size: int | str, adapter: Any, max_tokens: int) -> int:
+    """Rows per decode batch: an integer as given, or "auto" from the device's free memory.
+
+    On a GPU a row costs its KV cache (2 x LM layers x KV heads x head dim x `max_tokens`
+    positions) plus one row of logits; GPU_MEMORY_SHARE of free memory is spent on rows.
+    """
+    if batch_size != "auto":
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise IcetError(f"sweep batch_size must be an integer >= 1 or 'auto', got {batch_size!r}")
+        return batch_size
+    device = adapter.device
+    if device.type != "cuda":
+        return CPU_AUTO_ROWS
+    text = adapter.model.config.get_text_config()
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    itemsize = torch.tensor([], dtype=adapter.dtype).element_size()
+    per_row = (2 * text.num_hidden_layers * heads * head_dim * max_tokens * itemsize
+               + 4 * text.vocab_size + 8 * max_tokens * text.hidden_size * itemsize)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(MAX_AUTO_ROWS, int(free * GPU_MEMORY_SHARE // per_row)))
+
+
+def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                  max_new_tokens: int, eos_ids: set[int]) -> list[tuple[list[int], bool]]:
+    """Greedy responses (token ids up to and including EOS, finished) of left-padded rows.
+
+    Position ids skip the left padding and the mask grows by one column a step, as in
+    `generate`; a row that emits EOS leaves the batch (and its KV cache) at once.
+    """
+    rows = inputs_embeds.shape[0]
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    finished = [False] * rows
+    alive = torch.arange(rows)
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = adapter.new_cache()
+    eos = torch.tensor(sorted(eos_ids), device=inputs_embeds.device)
+    with torch.inference_mode():
+        logits = adapter.lm_forward(inputs_embeds, mask, positions, cache)
+        for step in range(max_new_tokens):
+            chosen = logits.argmax(-1)
+            done = torch.isin(chosen, eos)
+            for row, token, stop in zip(alive.tolist(), chosen.tolist(), done.tolist()):
+                tokens[row].append(token)
+                finished[row] = stop
+            if step == max_new_tokens - 1:
+                break
+            if bool(done.any()):
+                keep = (~done).nonzero().squeeze(-1)
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                alive, mask, chosen = alive[keep.cpu()], mask[keep], chosen[keep]
+                positions = positions[keep]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+            positions = positions[:, -1:] + 1
+            logits = adapter.lm_forward(adapter.embed_tokens(chosen[:, None]), mask, positions, cache)
+    return list(zip(tokens, finished))
+
+
+def _result(adapter: Any, prompt_ids: list[int], response: list[int], finished: bool) -> dict[str, Any]:
+    """The sweep's response fields, as `icet.sweep.respond` writes them."""
+    text = adapter.processor.tokenizer.decode(response, skip_special_tokens=True).strip()
+    generation = Generation(text=text, prompt_ids=prompt_ids, response_ids=response, finished=finished)
+    return {"response": generation.text, "n_prompt_tokens": len(generation.prompt_ids),
+            "n_response_tokens": len(generation.response_ids), "finished": bool(generation.finished)}
+
+
+def plan_groups(n_prompts: int, layers: list[int], rows: int) -> list[list[int]]:
+    """Layer groups of about `rows` (prompt, layer) rows: a group's shards are written together.
+
+    A job killed mid-group loses only that group's layers, so groups are as small as the
+    batch allows: one layer when a layer alone fills the batch.
+    """
+    size = max(1, min(len(layers), rows // max(1, n_prompts)))
+    return [layers[i:i + size] for i in range(0, len(layers), size)]
+
+
+def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list[int], *,
+               max_new_tokens: int, batch_size: int | str = "auto", on_layer: LayerDone | None = None,
+               logger: Any = None) -> dict[int, list[dict[str, Any]]]:
+    """Every layer's responses to the (prompt, image) pairs, in order; `on_layer` as each layer completes."""
+    if len(prompts) != len(images):
+        raise IcetError(f"{len(prompts)} prompts but {len(images)} images")
+    for layer in layers:
+        adapter.check_layer(layer)
+    eos_ids = adapter.eos_token_ids
+    # "auto" sizes the batch for the first prompt's length (the test sets' prompts are alike).
+    prompt_tokens = adapter.prepare(prompts[:1], images[:1])["input_ids"].shape[1] if prompts else 0
+    rows = resolve_batch_size(batch_size, adapter, prompt_tokens + max_new_tokens)
+    results: dict[int, list[dict[str, Any]]] = {}
+    bar = progress(total=len(prompts) * len(layers), desc=f"{adapter.name} ICET fast", unit="row")
+    for group in plan_groups(len(prompts), layers, rows):
+        done: dict[int, list[Any]] = {layer: [None] * len(prompts) for layer in group}
+        chunk = max(1, rows // len(group))  # prompts per batch: each brings one row per layer
+        for start in range(0, len(prompts), chunk):
+            stop = min(len(prompts), start + chunk)
+            inputs, embeds = adapter.layer_embeddings(prompts[start:stop], images[start:stop], group)
+            mask = inputs["attention_mask"]
+            prompt_ids = [ids[keep.bool()].tolist() for ids, keep in zip(inputs["input_ids"].cpu(), mask.cpu())]
+            decoded = greedy_decode(adapter, torch.cat([embeds[layer] for layer in group]),
+                                    mask.repeat(len(group), 1), max_new_tokens, eos_ids)
+            for k, (response, finished) in enumerate(decoded):
+                layer, i = group[k // (stop - start)], k % (stop - start)
+                done[layer][start + i] = _result(adapter, prompt_ids[i], response, finished)
+            bar.update(len(decoded))
+        for layer in group:
+            results[layer] = done[layer]
+            if logger is not None:
+                logger.info("ICET-%d: %d prompts (fast engine, %d rows per batch)", layer, len(prompts), rows)
+            if on_layer is not None:
+                on_layer(layer, results[layer])
+    bar.close()
+    return results
+
+
+def sweep_layers(adapter: Any, prompts: list[str], images: list[Any], layers: list[int], *,
+                 engine: str = "fast", max_new_tokens: int, batch_size: int | str = "auto",
+                 naive_batch_size: int = 16, on_layer: LayerDone | None = None,
+                 logger: Any = None) -> dict[int, list[dict[str, Any]]]:
+    """Run the chosen engine (the naive loop if the adapter has no fast path) over `layers`."""
+    from icet.sweep import respond
+
+    check_engine(engine)
+    if engine == "fast" and supports_fast(adapter):
+        return fast_sweep(adapter, prompts, images, layers, max_new_tokens=max_new_tokens,
+                          batch_size=batch_size, on_layer=on_layer, logger=logger)
+    if engine == "fast" and logger is not None:
+        logger.info("%s has no fast sweep path: running the naive engine", adapter.name)
+    results = {}
+    for layer in layers:
+        results[layer] = respond(adapter, prompts, images, layer, max_new_tokens=max_new_tokens,
+                                 batch_size=naive_batch_size, logger=logger)
+        if on_layer is not None:
+            on_layer(layer, results[layer])
+    return results
