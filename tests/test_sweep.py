@@ -153,3 +153,49 @@ def test_sweep_job_checks_every_layer_before_generating(model_dir, dataset, tmp_
     with pytest.raises(IcetError, match="layer 9"):
         _job(model_dir, dataset, index, [0, 9])
     assert not (tmp_path / "out" / "layer-00.jsonl").exists()
+
+
+def test_fast_and_naive_engines_write_the_same_shards(model_dir, dataset, tmp_path):
+    fast = tmp_path / "fast" / "chunk-00.json"
+    naive = tmp_path / "naive" / "chunk-00.json"
+    assert _job(model_dir, dataset, fast, [0, 2, 4], engine="fast", engine_batch_size=4) == [0, 2, 4]
+    assert _job(model_dir, dataset, naive, [0, 2, 4], engine="naive") == [0, 2, 4]
+    for layer in (0, 2, 4):
+        name = f"layer-{layer:02d}.jsonl"
+        assert (fast.parent / name).read_bytes() == (naive.parent / name).read_bytes()
+    # The engine is not in the fingerprint: switching it keeps finished shards.
+    assert _job(model_dir, dataset, fast, [0, 2, 4], engine="naive") == []
+
+
+def test_fast_job_killed_mid_sweep_keeps_finished_layer_groups(model_dir, dataset, tmp_path, monkeypatch):
+    """3 prompts and 3 rows per batch: one layer per group; a crash in the third group keeps two."""
+    import icet.engine
+
+    index = tmp_path / "out" / "chunk-00.json"
+    real = icet.engine.greedy_decode
+    calls = []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(icet.engine, "greedy_decode", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        _job(model_dir, dataset, index, [0, 1, 2], engine="fast", engine_batch_size=3)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("layer-*.jsonl")) == ["layer-00.jsonl", "layer-01.jsonl"]
+    assert not index.exists()
+    monkeypatch.setattr(icet.engine, "greedy_decode", real)
+    assert _job(model_dir, dataset, index, [0, 1, 2], engine="fast", engine_batch_size=3) == [2]
+    clean = tmp_path / "clean" / "chunk-00.json"
+    _job(model_dir, dataset, clean, [0, 1, 2], engine="naive")
+    for layer in (0, 1, 2):
+        name = f"layer-{layer:02d}.jsonl"
+        assert (out / name).read_bytes() == (clean.parent / name).read_bytes()
+
+
+def test_unknown_engine_is_named(model_dir, dataset, tmp_path):
+    with pytest.raises(IcetError, match="sweep engine 'turbo' is not one of fast, naive"):
+        _job(model_dir, dataset, tmp_path / "out" / "chunk-00.json", [0], engine="turbo")
