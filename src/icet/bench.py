@@ -109,12 +109,14 @@ def bench_sweep(args: argparse.Namespace) -> int:
         if args.scaling:
             print("\nfast engine scaling")
             print(f"{'prompts':>8} {'layers':>7} {'rows':>6} {'fast s':>8} {'s/row':>8} {'tokens/s':>9}")
+            base = min(args.scale_prompts, len(prompts))
+            prompts_s, images_s = prompts[:base], images[:base]
             steps = [(m, layers) for m in (1, 2, 4)]
-            steps += [(1, layers[:k]) for k in sorted({1, max(1, len(layers) // 2)}) if k < len(layers)]
+            steps += [(4, layers[:k]) for k in sorted({1, max(1, len(layers) // 2)}) if k < len(layers)]
             for mult, some in steps:
-                seconds, results = _timed(adapter, prompts * mult, images * mult, some, "fast", args)
-                n_rows = len(prompts) * mult * len(some)
-                print(f"{len(prompts) * mult:>8} {len(some):>7} {n_rows:>6} {seconds:>8.2f} "
+                seconds, results = _timed(adapter, prompts_s * mult, images_s * mult, some, "fast", args)
+                n_rows = base * mult * len(some)
+                print(f"{base * mult:>8} {len(some):>7} {n_rows:>6} {seconds:>8.2f} "
                       f"{seconds / n_rows:>8.4f} {_tokens(results) / seconds:>9.0f}")
 
         print(f"\n{'engine':>6} {'prompts':>8} {'layers':>7} {'seconds':>8} {'tokens':>7} {'tokens/s':>9}")
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--naive-batch-size", type=int, default=16, help="prompts per generate call (naive)")
     sweep.add_argument("--threads", type=int, default=2, help="torch threads (the CI machine has 2 cores)")
     sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--scale-prompts", type=int, default=15,
+                       help="prompts at x1 in the scaling table (then x2, x4 and fewer layers at x4)")
     sweep.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the scaling table")
     args = parser.parse_args(argv)
     from icet.errors import IcetError

@@ -135,6 +135,8 @@ def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list
     # "auto" sizes the batch for the first prompt's length (the test sets' prompts are alike).
     prompt_tokens = adapter.prepare(prompts[:1], images[:1])["input_ids"].shape[1] if prompts else 0
     rows = resolve_batch_size(batch_size, adapter, prompt_tokens + max_new_tokens)
+    # Prompts of similar length share a batch: less left padding to run through the LM.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: dict[int, list[dict[str, Any]]] = {}
     bar = progress(total=len(prompts) * len(layers), desc=f"{adapter.name} ICET fast", unit="row")
     for group in plan_groups(len(prompts), layers, rows):
@@ -142,14 +144,16 @@ def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list
         chunk = max(1, rows // len(group))  # prompts per batch: each brings one row per layer
         for start in range(0, len(prompts), chunk):
             stop = min(len(prompts), start + chunk)
-            inputs, embeds = adapter.layer_embeddings(prompts[start:stop], images[start:stop], group)
+            picked = order[start:stop]
+            inputs, embeds = adapter.layer_embeddings([prompts[i] for i in picked],
+                                                      [images[i] for i in picked], group)
             mask = inputs["attention_mask"]
             prompt_ids = [ids[keep.bool()].tolist() for ids, keep in zip(inputs["input_ids"].cpu(), mask.cpu())]
             decoded = greedy_decode(adapter, torch.cat([embeds[layer] for layer in group]),
                                     mask.repeat(len(group), 1), max_new_tokens, eos_ids)
             for k, (response, finished) in enumerate(decoded):
                 layer, i = group[k // (stop - start)], k % (stop - start)
-                done[layer][start + i] = _result(adapter, prompt_ids[i], response, finished)
+                done[layer][picked[i]] = _result(adapter, prompt_ids[i], response, finished)
             bar.update(len(decoded))
         for layer in group:
             results[layer] = done[layer]
