@@ -3,10 +3,7 @@
 Each exhibit is one harmful prompt with its safe image, answered at a few ICET layers (and,
 for Tables 4-5, before and after L-PPO), every response beside the guard's verdict.
 
-- Layers are the paper's, for a 24-layer encoder; a model with N layers shows
-  round(l * N / 24) (half up), so the toy's 12-layer ViT shows ICET-9 for the paper's 18.
-  Exhibits of a model this run lacks (LLaVA-NeXT in the toy) use the run's main model;
-  the caption names the model actually shown.
+- Model and layers: icet.report.exhibits (the paper's layers scaled to each encoder).
 - The prompt: `prompt_id` when set, else the harmful prompt judged unsafe at the most of
   the exhibit's layers (original model; ties -> smallest id): the paper shows failures.
 - Responses are harmful text by design, so they are truncated and masked unless
@@ -15,7 +12,6 @@ for Tables 4-5, before and after L-PPO), every response beside the guard's verdi
 
 from __future__ import annotations
 
-import math
 import os
 import textwrap
 from pathlib import Path
@@ -32,43 +28,14 @@ from PIL import Image  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
 from icet.io import read_jsonl, write_csv, write_text  # noqa: E402
 from icet.logs import setup_logging  # noqa: E402
+from icet.report.exhibits import resolve_exhibit, scale_layer  # noqa: E402,F401
 from icet.report.figures import _save  # noqa: E402
 from icet.report.latex import write_latex  # noqa: E402
 from icet.report.tables import _pipe_table  # noqa: E402
 
-PAPER_ENCODER_LAYERS = 24  # CLIP ViT-L/14-336 of LLaVA-1.5, where the paper's layers live
 EXAMPLE_COLUMNS = ["exhibit", "model", "testset", "id", "variant", "layer", "paper_layer",
                    "prompt", "image", "response", "guard_verdict", "refusal", "masked"]
 VERDICT_COLOURS = dict(zip(("safe", "unsafe"), sns.color_palette("colorblind", 2)))
-
-
-def scale_layer(paper_layer: int, num_layers: int, paper_layers: int = PAPER_ENCODER_LAYERS) -> int:
-    """The paper's ICET layer on a `num_layers` encoder: proportional, rounded half up."""
-    return int(math.floor(paper_layer * num_layers / paper_layers + 0.5))
-
-
-def resolve_exhibit(spec: dict, models: dict[str, dict], main_model: str) -> dict:
-    """Which model, layers (ours and the paper's) and variants one exhibit shows in this run.
-
-    `models` maps names to config entries (num_layers, lppo); `spec` is report.examples.<x>.
-    """
-    model = spec["model"] if spec.get("model") in models else main_model
-    num_layers = models[model]["num_layers"]
-    pairs = [(scale_layer(l, num_layers), l) for l in spec["layers"]]
-    if spec.get("with_default"):
-        pairs.append((num_layers - 1, None))  # the layer the model was trained with
-    seen, layers, paper = set(), [], []
-    for ours, theirs in pairs:
-        if ours not in seen:
-            seen.add(ours)
-            layers.append(ours)
-            paper.append(theirs)
-    has_aligned = bool(models[model].get("lppo"))
-    variants = [v for v in spec.get("variants", ["original"])
-                if v == "original" or has_aligned]
-    return {"model": model, "requested_model": spec.get("model"), "layers": layers,
-            "paper_layers": paper, "testset": spec.get("testset", "cp"),
-            "variants": variants, "prompt_id": spec.get("prompt_id")}
 
 
 def mask_response(text: str, show: bool = False, shown_words: int = 4) -> str:
@@ -214,9 +181,4 @@ def figure1(exhibit: dict, score_files: Iterable[str | os.PathLike], data_dir: s
     logger.info("figure 1: %s, prompt %s, layers %s -> %s", exhibit["model"], rows[0]["id"],
                 exhibit["layers"], out_png)
     return rows
-
-
-def exhibits(specs: dict[str, dict], models: dict[str, dict], main_model: str) -> dict[str, dict]:
-    """Resolve every configured exhibit (see resolve_exhibit); order kept."""
-    return {name: resolve_exhibit(spec, models, main_model) for name, spec in specs.items()}
 
