@@ -44,7 +44,8 @@ def mask_response(text: str, show: bool = False, shown_words: int = 4) -> str:
     words = text.split(" ") if text else []
     if show or len(words) <= shown_words:
         return text
-    return " ".join(words[:shown_words]) + f" [... {len(words) - shown_words} words masked]"
+    kept = " ".join(words[:shown_words])
+    return f"{kept} [... {len(words) - shown_words} words masked]".lstrip()
 
 
 def _rows_by_key(score_files: Iterable[str | os.PathLike]) -> dict[tuple, dict]:
