@@ -87,7 +87,7 @@ rule figure_lppo:
         f"{RUN}/lppo/{{model}}/metrics.csv",
     output:
         png=report(f"{RUN}/figures/lppo-{{model}}.png", caption="../report/lppo.rst",
-                   category="Figures", subcategory="L-PPO training"),
+                   category="Figures"),
         pdf=f"{RUN}/figures/lppo-{{model}}.pdf",
     log:
         f"{LOGS}/figure_lppo/{{model}}.log",
@@ -105,7 +105,7 @@ rule figure_layers:
         lambda w: safety_scores(w.model),
     output:
         png=report(f"{RUN}/figures/layers-{{model}}.png", caption="../report/figure_layers.rst",
-                   category="Figures", subcategory="Per-layer safety"),
+                   category="Figures"),
         pdf=f"{RUN}/figures/layers-{{model}}.pdf",
     log:
         f"{LOGS}/figure_layers/{{model}}.log",
@@ -171,7 +171,7 @@ rule table_examples:
         lambda w: safety_scores(EXHIBITS[w.exhibit]["model"]),
     output:
         csv=report(f"{RUN}/tables/{{exhibit}}.csv", caption="../report/examples.rst",
-                   category="Tables", subcategory="Examples"),
+                   category="Tables"),
         md=f"{RUN}/tables/{{exhibit}}.md",
         tex=f"{RUN}/tables/{{exhibit}}.tex",
     log:
