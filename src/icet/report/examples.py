@@ -152,15 +152,13 @@ def figure1(exhibit: dict, score_files: Iterable[str | os.PathLike], data_dir: s
     image = Image.open(image_path).convert("RGB")
     n = len(rows)
     with sns.axes_style("white"), sns.plotting_context("paper"):
-        fig, axes = plt.subplots(1, n + 1, figsize=(2.6 * (n + 1), 3.0),
+        fig, axes = plt.subplots(1, n + 1, figsize=(2.6 * (n + 1), 3.4),
                                  gridspec_kw={"width_ratios": [1.0] + [1.2] * n})
         axes[0].imshow(image, interpolation="nearest")
         axes[0].set_xticks([])
         axes[0].set_yticks([])
-        axes[0].set_title("safe image + harmful prompt", fontsize=8)
-        # the prompt as the x label, so tight_layout keeps all of it on the canvas
-        axes[0].set_xlabel("\n".join(textwrap.wrap(f"\"{rows[0]['prompt']}\"", 34)),
-                           fontsize=7, style="italic")
+        prompt = "\n".join(textwrap.wrap(f"\"{rows[0]['prompt']}\"", 32))
+        axes[0].set_title(f"safe image + harmful prompt:\n{prompt}", fontsize=7, loc="center")
         for ax, row in zip(axes[1:], rows):
             verdict = row["guard_verdict"]
             colour = VERDICT_COLOURS.get(verdict, (0.5, 0.5, 0.5))
