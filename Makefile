@@ -1,12 +1,13 @@
 # One command to set up and run the toy, one to set up and run the tests.
 #   make toy    # venv + the whole toy DAG, offline on CPU (results/toy/)
+#   make report # results/toy/report.html (after make toy)
 #   make test   # venv + the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.icet-installed
 
-.PHONY: toy test setup clean-toy
+.PHONY: toy test setup clean-toy report
 
 setup: $(STAMP)
 
@@ -20,6 +21,10 @@ $(STAMP): pyproject.toml
 
 toy: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy
+
+# The HTML report of the finished toy run: every table and figure with its caption.
+report: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy --report results/toy/report.html
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q

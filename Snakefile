@@ -17,6 +17,10 @@ min_version("9.0")
 configfile: str(Path(workflow.basedir) / "config.yaml")
 
 
+# `snakemake --report results/<run>/report.html`: every table and figure with its caption.
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/datasets.smk"

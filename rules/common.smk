@@ -177,13 +177,14 @@ def toy_organism_outputs():
 
 
 def table_outputs():
-    return [f"{RUN}/tables/{t}.{ext}" for t in ("table2", "layers", "utility") for ext in ("csv", "md")]
+    tables = ["table2", "layers", "utility", "agreement"] + [e for e in EXHIBITS if e != "figure1"]
+    return [f"{RUN}/tables/{t}.{ext}" for t in tables for ext in ("csv", "md", "tex")]
 
 
 def figure_outputs():
-    figs = [f"{RUN}/figures/figure3.png"]
-    figs += [f"{RUN}/figures/lppo-{m}.png" for m in lppo_models()]
-    return figs
+    figs = ["figure3"] + (["figure1"] if "figure1" in EXHIBITS else [])
+    figs += [f"layers-{m}" for m in MODELS] + [f"lppo-{m}" for m in lppo_models()]
+    return [f"{RUN}/figures/{f}.{ext}" for f in figs for ext in ("png", "pdf")]
 
 
 def final_outputs():
@@ -202,6 +203,16 @@ def safety_scores(model=None):
 # Table 2 and Figure 3 are the paper's for LLaVA-1.5, its L-PPO model: ours is the first
 # model with lppo: true (else the first model).
 MAIN_MODEL = (lppo_models() or list(MODELS))[0]
+
+# The qualitative exhibits (report.examples), resolved for this run's models and layers
+# (icet.report.examples: paper layers scaled, a missing model -> MAIN_MODEL).
+from icet.report.exhibits import exhibits as _exhibits
+
+EXHIBITS = _exhibits(config["report"]["examples"], MODELS, MAIN_MODEL,
+                     {m: model_layers(MODELS[m]) for m in MODELS})
+EXHIBIT_TITLES = {"table1": "Table 1: example responses by layer",
+                  "table4": "Table 4: example responses before and after L-PPO",
+                  "table5": "Table 5: example responses before and after L-PPO"}
 
 
 def image_backend():

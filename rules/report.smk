@@ -7,8 +7,9 @@ rule table2:
     input:
         safety_scores(MAIN_MODEL),
     output:
-        csv=f"{RUN}/tables/table2.csv",
+        csv=report(f"{RUN}/tables/table2.csv", caption="../report/table2.rst", category="Tables"),
         md=f"{RUN}/tables/table2.md",
+        tex=f"{RUN}/tables/table2.tex",
     log:
         f"{LOGS}/table2/{config['run']}.log",
     params:
@@ -26,8 +27,9 @@ rule table_layers:
     input:
         safety_scores(),
     output:
-        csv=f"{RUN}/tables/layers.csv",
+        csv=report(f"{RUN}/tables/layers.csv", caption="../report/layers.rst", category="Tables"),
         md=f"{RUN}/tables/layers.md",
+        tex=f"{RUN}/tables/layers.tex",
     log:
         f"{LOGS}/table_layers/{config['run']}.log",
     params:
@@ -44,8 +46,9 @@ rule table_utility:
         vqa=[score_file(m, v, "vqa").replace(".jsonl", ".utility.jsonl") for m in MODELS for v in variants(m)] if "vqa" in UTILITY_SETS else [],
         xstest=[score_file(m, v, "xstest") for m in MODELS for v in variants(m)] if "xstest" in UTILITY_SETS else [],
     output:
-        csv=f"{RUN}/tables/utility.csv",
+        csv=report(f"{RUN}/tables/utility.csv", caption="../report/utility.rst", category="Tables"),
         md=f"{RUN}/tables/utility.md",
+        tex=f"{RUN}/tables/utility.tex",
     log:
         f"{LOGS}/table_utility/{config['run']}.log",
     params:
@@ -61,7 +64,8 @@ rule figure3:
     input:
         safety_scores(MAIN_MODEL),
     output:
-        f"{RUN}/figures/figure3.png",
+        png=report(f"{RUN}/figures/figure3.png", caption="../report/figure3.rst", category="Figures"),
+        pdf=f"{RUN}/figures/figure3.pdf",
     log:
         f"{LOGS}/figure3/{config['run']}.log",
     params:
@@ -82,7 +86,9 @@ rule figure_lppo:
     input:
         f"{RUN}/lppo/{{model}}/metrics.csv",
     output:
-        f"{RUN}/figures/lppo-{{model}}.png",
+        png=report(f"{RUN}/figures/lppo-{{model}}.png", caption="../report/lppo.rst",
+                   category="Figures"),
+        pdf=f"{RUN}/figures/lppo-{{model}}.pdf",
     log:
         f"{LOGS}/figure_lppo/{{model}}.log",
     params:
@@ -91,6 +97,95 @@ rule figure_lppo:
         "../envs/report.yaml"
     script:
         "../workflow_scripts/figure_lppo.py"
+
+
+# Why: the paper's per-layer curves for every model (LLaVA-NeXT, Llama 3.2 Vision too).
+rule figure_layers:
+    input:
+        lambda w: safety_scores(w.model),
+    output:
+        png=report(f"{RUN}/figures/layers-{{model}}.png", caption="../report/figure_layers.rst",
+                   category="Figures"),
+        pdf=f"{RUN}/figures/layers-{{model}}.pdf",
+    log:
+        f"{LOGS}/figure_layers/{{model}}.log",
+    params:
+        report=report_params(),
+        groups=lambda w: MODELS[w.model]["groups"],
+        num_layers=lambda w: MODELS[w.model]["num_layers"],
+        caption=lambda w: {"judge": report_params()["judges"]["guard"], "seed": config["seed"],
+                           "model": w.model, "label": config["report"]["label"]},
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/figure_layers.py"
+
+
+# Why: ASR rests on one judge; how often do guard, keyword and toxicity judges agree?
+rule table_agreement:
+    input:
+        safety_scores(),
+    output:
+        csv=report(f"{RUN}/tables/agreement.csv", caption="../report/agreement.rst",
+                   category="Tables"),
+        md=f"{RUN}/tables/agreement.md",
+        tex=f"{RUN}/tables/agreement.tex",
+    log:
+        f"{LOGS}/table_agreement/{config['run']}.log",
+    params:
+        report=report_params(),
+        threshold=config["report"]["toxicity_threshold"],
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/table_agreement.py"
+
+
+# Why: the paper's Figure 1: one harmful prompt + safe image answered at several layers.
+rule figure1:
+    input:
+        scores=lambda w: safety_scores(EXHIBITS["figure1"]["model"]),
+        data=dataset(EXHIBITS["figure1"]["testset"]),
+    output:
+        png=report(f"{RUN}/figures/figure1.png", caption="../report/figure1.rst",
+                   category="Figures"),
+        pdf=f"{RUN}/figures/figure1.pdf",
+    log:
+        f"{LOGS}/figure1/{config['run']}.log",
+    params:
+        report=report_params(),
+        exhibit=EXHIBITS["figure1"],
+        show=config["report"]["show_responses"],
+        shown_words=config["report"]["shown_words"],
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/figure1.py"
+
+
+# Why: the paper's Tables 1, 4, 5: example responses by layer (and before/after L-PPO).
+rule table_examples:
+    wildcard_constraints:
+        exhibit="|".join(e for e in EXHIBITS if e != "figure1") or "none",
+    input:
+        lambda w: safety_scores(EXHIBITS[w.exhibit]["model"]),
+    output:
+        csv=report(f"{RUN}/tables/{{exhibit}}.csv", caption="../report/examples.rst",
+                   category="Tables"),
+        md=f"{RUN}/tables/{{exhibit}}.md",
+        tex=f"{RUN}/tables/{{exhibit}}.tex",
+    log:
+        f"{LOGS}/table_examples/{{exhibit}}.log",
+    params:
+        report=report_params(),
+        exhibit=lambda w: EXHIBITS[w.exhibit],
+        title=lambda w: EXHIBIT_TITLES.get(w.exhibit, w.exhibit),
+        show=config["report"]["show_responses"],
+        shown_words=config["report"]["shown_words"],
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/table_examples.py"
 
 
 # Why: one page that says what this run shows, in plain words, labelled toy when it is.

@@ -41,7 +41,7 @@ def run_snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: i
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # shared with tests/test_report_html.py: one DAG run
 def toy_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("toy-dag")
     result = run_snakemake(workdir, env={"HF_TOKEN": SENTINEL})

@@ -40,8 +40,10 @@ def test_toy_plan_covers_every_stage(tmp_path):
     assert counts["train_toy_judge"] == 3 and counts["lppo_train"] == 1
     for rule in ("build_toy_data", "train_toy_vision", "train_toy_lm", "train_toy_instruct",
                  "train_toy_safety", "table2", "table_layers", "table_utility", "figure3",
+                 "figure1", "figure_layers", "figure_lppo", "table_agreement",
                  "report_summary", "report_reproduction", "manifest"):
         assert counts[rule] == 1, rule
+    assert counts["table_examples"] == 3  # the paper's Tables 1, 4, 5
 
 
 def test_paper_plan_covers_models_sets_and_layers(tmp_path):
@@ -56,6 +58,11 @@ def test_paper_plan_covers_models_sets_and_layers(tmp_path):
     assert counts["download_model"] == 3 and counts["download_judge"] == 3
     assert counts["score_shard"] == 3 * 5 + 5
     assert "gpu=1" in result.stdout and "mem_mb=64000" in result.stdout
+    # the same tables and figures as the toy: per-layer curves for each of the three models
+    assert counts["figure_layers"] == 3 and counts["table_examples"] == 3
+    for rule in ("figure1", "figure3", "figure_lppo", "table2", "table_layers",
+                 "table_utility", "table_agreement"):
+        assert counts[rule] == 1, rule
 
 
 def test_bad_config_stops_with_one_line(tmp_path):

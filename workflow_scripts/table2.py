@@ -10,5 +10,6 @@ write_table2(
     num_layers=snakemake.params.num_layers,
     judge=snakemake.params.report["judges"]["guard"],
     label=snakemake.params.report["label"],
+    out_tex=snakemake.output.tex,
     log=snakemake.log[0],
 )

@@ -8,5 +8,6 @@ write_layer_table(
     snakemake.params.report["bootstrap"],
     judge=snakemake.params.report["judges"]["guard"],
     label=snakemake.params.report["label"],
+    out_tex=snakemake.output.tex,
     log=snakemake.log[0],
 )

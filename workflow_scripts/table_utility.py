@@ -9,5 +9,6 @@ write_utility_table(
     snakemake.params.report["bootstrap"],
     label=snakemake.params.report["label"],
     judge=snakemake.params.report["judges"]["reward"],
+    out_tex=snakemake.output.tex,
     log=snakemake.log[0],
 )

@@ -31,17 +31,21 @@ TRAINING_COLUMNS = ["step", "reward", "kl", "value_loss", "clip_frac", "entropy"
 DPI = 120  # readable at paper-column width, small files
 
 
-def _save(fig, out_png: str | os.PathLike) -> None:
-    """Atomic PNG write without the metadata that changes between runs."""
+def _save(fig, out_png: str | os.PathLike, out_pdf: str | os.PathLike | None = None) -> None:
+    """Atomic PNG (and PDF, vector for papers) writes without metadata that changes per run."""
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    if out_pdf is not None:
+        with atomic_path(out_pdf) as tmp:
+            fig.savefig(tmp, format="pdf", metadata={"Creator": None, "Producer": None,
+                                                     "CreationDate": None})
     plt.close(fig)
 
 
 def figure3(score_files: Iterable[str | os.PathLike], groups: dict[str, Sequence[int]],
             out_png: str | os.PathLike, caption_info: dict, bootstrap: dict | None = None, *,
             default_layer: int | None = None, num_layers: int | None = None,
-            kinds: Sequence[str] | None = None,
+            kinds: Sequence[str] | None = None, out_pdf: str | os.PathLike | None = None,
             log: str | os.PathLike | None = None) -> None:
     """Plot ASR/TS/TR per ICET layer: colour = test set, line style = original/aligned.
 
@@ -71,7 +75,7 @@ def figure3(score_files: Iterable[str | os.PathLike], groups: dict[str, Sequence
                      f"{caption_info.get('seed', 'unknown')}; bands: "
                      f"{round(settings['ci'] * 100)}% bootstrap CI", fontsize=9)
         fig.tight_layout(rect=(0, 0, 0.86, 0.95))
-        _save(fig, out_png)
+        _save(fig, out_png, out_pdf)
     logger.info("figure 3: %d layers, %d test sets -> %s", table["layer"].nunique(),
                 len(testsets), out_png)
 
@@ -112,7 +116,8 @@ def _figure3_axes(table: pd.DataFrame, expanded: dict[str, list[int]], colours: 
 
 
 def training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, *,
-                    title: str | None = None, log: str | os.PathLike | None = None) -> None:
+                    title: str | None = None, out_pdf: str | os.PathLike | None = None,
+                    log: str | os.PathLike | None = None) -> None:
     """Plot L-PPO reward, KL, value loss, clip fraction, entropy and lr against step.
 
     One line per training layer l when the CSV holds several runs.
@@ -133,7 +138,7 @@ def training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, 
         fig = _training_axes(frame)
         fig.suptitle(title or f"L-PPO training ({os.path.basename(metrics_csv)})", fontsize=9)
         fig.tight_layout()
-        _save(fig, out_png)
+        _save(fig, out_png, out_pdf)
     logger.info("training curves: %d rows, layers %s -> %s", len(frame),
                 sorted(frame["layer"].unique().tolist()), out_png)
 

@@ -1,4 +1,5 @@
-"""Per-layer metric tables and the paper's Table 2 (AASR/ATS/ATR by layer group), CSV + Markdown.
+"""Per-layer metric tables and the paper's Table 2 (AASR/ATS/ATR by layer group): CSV,
+Markdown and LaTeX (icet.report.latex).
 
 CSV cells carry 4 decimals and Markdown 2, always formatted the same way, so a rerun on the
 same scores gives the same bytes and a diff shows only real changes.
@@ -13,6 +14,7 @@ from typing import Iterable, Sequence
 from icet.errors import IcetError
 from icet.io import write_csv, write_text
 from icet.logs import setup_logging
+from icet.report.latex import write_latex
 from icet.stats import (bootstrap_settings, group_metrics, layer_groups, layer_metrics,
                         load_scores)
 
@@ -85,7 +87,7 @@ def caption(what: str, frame, judge: str | None, label: str | None, settings: di
 def write_layer_table(score_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike,
                       out_md: str | os.PathLike, bootstrap: dict | None = None, *,
                       judge: str | None = None, label: str | None = None,
-                      kinds: Sequence[str] | None = None,
+                      kinds: Sequence[str] | None = None, out_tex: str | os.PathLike | None = None,
                       log: str | os.PathLike | None = None) -> list[dict]:
     """Write ASR/TS/TR/refusal per (model, variant, testset, layer) with CIs; return the rows."""
     logger = setup_logging(log, "tables")
@@ -102,6 +104,7 @@ def write_layer_table(score_files: Iterable[str | os.PathLike], out_csv: str | o
     text = caption("Safety metrics per image-encoder layer (ICET-l)", frame, judge, label,
                    settings, " ASR excludes unparseable verdicts.")
     write_text(out_md, text + "\n\n" + _pipe_table(header, body))
+    write_latex(out_tex, header, body, text)
     return rows
 
 
@@ -111,6 +114,7 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
                  testset_names: dict[str, str] | None = None, *,
                  num_layers: int | None = None, judge: str | None = None,
                  label: str | None = None, kinds: Sequence[str] | None = None,
+                 out_tex: str | os.PathLike | None = None,
                  log: str | os.PathLike | None = None) -> list[dict]:
     """Write the paper's Table 2 for one model: per test set, each layer group then "average".
 
@@ -172,4 +176,5 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
                    " AASR/ATS/ATR = mean over a group's layers of per-layer ASR %, "
                    "toxicity x 100, reward; average = mean of the groups.", grouped=True)
     write_text(out_md, text + "\n\n" + _pipe_table(header, body))
+    write_latex(out_tex, header, body, text)
     return rows

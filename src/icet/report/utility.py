@@ -12,6 +12,7 @@ from typing import Iterable
 
 from icet.io import read_jsonl, write_csv, write_text
 from icet.logs import setup_logging
+from icet.report.latex import write_latex
 from icet.report.tables import fmt
 from icet.stats import VARIANTS, bootstrap_ci, bootstrap_settings
 
@@ -52,8 +53,9 @@ def utility_rows(vqa_files: Iterable, xstest_files: Iterable, bootstrap: dict | 
 
 def write_utility_table(vqa_files: Iterable, xstest_files: Iterable, out_csv: str, out_md: str,
                         bootstrap: dict | None = None, *, label: str | None = None,
-                        judge: str | None = None, log: str | None = None) -> list[dict]:
-    """Write the utility / over-refusal table as CSV and Markdown; return its rows."""
+                        judge: str | None = None, out_tex: str | None = None,
+                        log: str | None = None) -> list[dict]:
+    """Write the utility / over-refusal table as CSV, Markdown and LaTeX; return its rows."""
     logger = setup_logging(log, "utility")
     settings = bootstrap_settings(bootstrap)
     rows = utility_rows(vqa_files, xstest_files, settings)
@@ -64,16 +66,22 @@ def write_utility_table(vqa_files: Iterable, xstest_files: Iterable, out_csv: st
         return (f"{fmt(row[key], decimals)} [{fmt(row[key + '_lo'], decimals)}, "
                 f"{fmt(row[key + '_hi'], decimals)}]")
 
-    lines = [f"Utility and over-refusal per ICET layer{f' ({label})' if label else ''}. "
-             f"VQA accuracy: reference answer contained in the response (%); utility reward: "
-             f"{judge or 'utility reward model'}; XSTest: safe prompts refused by the keyword "
-             f"judge (%). Brackets: {round(settings['ci'] * 100)}% bootstrap CI, seed "
-             f"{settings['seed']}.", "",
+    caption = (f"Utility and over-refusal per ICET layer{f' ({label})' if label else ''}. "
+               f"VQA accuracy: reference answer contained in the response (%); utility reward: "
+               f"{judge or 'utility reward model'}; XSTest: safe prompts refused by the keyword "
+               f"judge (%). Brackets: {round(settings['ci'] * 100)}% bootstrap CI, seed "
+               f"{settings['seed']}.")
+    lines = [caption, "",
              "| model | variant | layer | VQA acc % | utility reward | XSTest refusal % |",
              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['variant']} | {r['layer']} | {cell(r, 'vqa_accuracy')} "
                      f"| {cell(r, 'utility_reward', 2)} | {cell(r, 'xstest_refusal')} |")
     write_text(out_md, "\n".join(lines) + "\n")
+    write_latex(out_tex, ["model", "variant", "layer", "VQA acc %", "utility reward",
+                          "XSTest refusal %"],
+                [[r["model"], r["variant"], r["layer"], cell(r, "vqa_accuracy"),
+                  cell(r, "utility_reward", 2), cell(r, "xstest_refusal")] for r in rows],
+                caption)
     logger.info("utility table: %d rows", len(rows))
     return rows

@@ -1,0 +1,18 @@
+"""The paper's Figure 1 (responses by layer, image shown).  Rule `figure1` (rules/report.smk)."""
+import os
+
+from icet.report.examples import figure1
+
+figure1(
+    snakemake.params.exhibit,
+    list(snakemake.input.scores),
+    os.path.dirname(snakemake.input.data),
+    snakemake.output.png,
+    snakemake.output.pdf,
+    show_responses=snakemake.params.show,
+    shown_words=snakemake.params.shown_words,
+    judge=snakemake.params.report["judges"]["guard"],
+    seed=snakemake.params.report["seed"],
+    label=snakemake.params.report["label"],
+    log=snakemake.log[0],
+)

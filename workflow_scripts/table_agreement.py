@@ -1,0 +1,16 @@
+"""Judge agreement (guard, keyword, toxicity) per model.  Rule `table_agreement`."""
+from icet.report.agreement import write_agreement_table
+
+write_agreement_table(
+    list(snakemake.input),
+    snakemake.output.csv,
+    snakemake.output.md,
+    snakemake.output.tex,
+    judge_names={"guard": snakemake.params.report["judges"]["guard"],
+                 "toxicity": f"{snakemake.params.report['judges']['toxicity']} >= "
+                             f"{snakemake.params.threshold:g}"},
+    toxicity_threshold=snakemake.params.threshold,
+    label=snakemake.params.report["label"],
+    seed=snakemake.params.report["seed"],
+    log=snakemake.log[0],
+)
