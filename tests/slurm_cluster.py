@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scontrol")
 PARTITION = "debug"
 GPUS = 2
 # squeue forgets a finished job MinJobAge seconds after it ends: keep it >= 3x the plugin's
@@ -59,7 +59,8 @@ class SlurmCluster:
         self.procs: list[subprocess.Popen] = []
         self.conf = self.root / "etc" / "slurm.conf"
         self.task_log = self.root / "task-env.log"  # one line per task: job id, GPU env
-        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf),
+                    "PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     # -- files -----------------------------------------------------------------------------
 
@@ -83,6 +84,12 @@ class SlurmCluster:
             'echo "job=$SLURM_JOB_ID step=$SLURM_STEP_ID gpus=$SLURM_JOB_GPUS '
             f'cuda=$CUDA_VISIBLE_DEVICES" >> {self.task_log}\n')
         os.chmod(prolog, 0o755)
+        # The jobstep plugin strips SLURM_* (SLURM_CONF too) from the srun it runs inside a
+        # job; a site keeps slurm.conf in /etc/slurm, we keep ours private: srun on PATH finds it.
+        (self.root / "bin").mkdir(exist_ok=True)
+        srun = self.root / "bin" / "srun"
+        srun.write_text(f'#!/bin/sh\nSLURM_CONF={self.conf} exec {_binary("srun")} "$@"\n')
+        os.chmod(srun, 0o755)
         (self.root / "etc" / "gres.conf").write_text(
             f"NodeName={self.node} Name=gpu File={self.root}/dev/nvidia[0-{GPUS - 1}]\n")
         memory = max(1024, _memory_mb() - 1024)

@@ -154,7 +154,7 @@ def test_toy_slice_through_sbatch_matches_a_local_run(cluster, tmp_path):
         shutil.rmtree(remote / name)
     profile = test_profile(tmp_path, remote)
     result = snakemake(remote, str(profile),
-                       {**cluster.env, **env, "ICET_SLURM_PARTITION": "debug"}, timeout=600)
+                       {**env, **cluster.env, "ICET_SLURM_PARTITION": "debug"}, timeout=600)
     assert result.returncode == 0, f"{result.stdout[-6000:]}\n{cluster.logs()}"
 
     # Every job went through sbatch with its rule's resources.
@@ -164,7 +164,7 @@ def test_toy_slice_through_sbatch_matches_a_local_run(cluster, tmp_path):
     assert all(j["JobState"] == "COMPLETED" and j["Partition"] == "debug" for j in jobs)
     sweep = by_rule["sweep_shard"]
     assert sweep["TresPerJob"] == "gres:gpu:1"
-    assert "gres/gpu=1" in sweep["TRES"] and "mem=2000M" in sweep["TRES"]
+    assert "cpu=1," in sweep["TRES"] and "mem=2000M" in sweep["TRES"]  # the model's resources
     assert sweep["TimeLimit"] == "00:10:00"
     assert "gpu" not in by_rule["score_shard"].get("TresPerJob", "")
     # slurmd gave the GPU job one of the two fake GPUs: CUDA_VISIBLE_DEVICES in its tasks.
