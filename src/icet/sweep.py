@@ -54,8 +54,20 @@ def read_dataset(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[Pa
         if not image.is_file():
             raise IcetError(f"{path}: row {number} ({row_id}): image {row['image']} not found "
                             f"(looked in {path.parent})")
+        _check_image(image, f"{path}: row {number} ({row_id}): image {row['image']}")
         images.append(image)
     return rows, images
+
+
+def _check_image(image: Path, where: str) -> None:
+    """A corrupt image stops here, before any model is loaded, not mid-sweep."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise IcetError(f"{where}: unreadable image ({type(err).__name__})") from None
 
 
 def check_layer_arg(layer: Any) -> int:
