@@ -56,6 +56,15 @@ def test_paper_plan_covers_models_sets_and_layers(tmp_path):
     assert counts["download_model"] == 3 and counts["download_judge"] == 3
     assert counts["score_shard"] == 3 * 5 + 5
     assert "gpu=1" in result.stdout and "mem_mb=64000" in result.stdout
+    # Llama 3.2 Vision: chunks 00..06 of 5 layers (6 x 5 = 30 < 33 <= 35) for every set,
+    # each job with the 11B model's resources from config.yaml.
+    blocks = [block.split("\n[")[0] for block in result.stdout.split("rule sweep_shard:")[1:]]
+    mllama = [block for block in blocks if "wildcards: model=llama-3.2-11b-vision," in block]
+    chunks = {re.search(r"testset=(\w+), chunk=(\d+)", b).groups() for b in mllama}
+    assert chunks == {(t, f"{c:02d}") for t in ("cp", "mr", "ac", "vqa", "xstest") for c in range(7)}
+    for block in mllama:
+        resources = block.split("resources:")[1].split("\n")[0]
+        assert all(r in resources for r in ("mem_mb=80000", "runtime=240", "gpu=1", "cpus_per_task=8"))
 
 
 def test_bad_config_stops_with_one_line(tmp_path):
