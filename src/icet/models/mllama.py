@@ -26,8 +26,8 @@ transformers' code untouched) and removes them when the call ends, so no state o
 call and deep copies (L-PPO's reference model) behave the same.
 
 The cross-attention mask (which text tokens see which image tiles) is a function of the
-token ids. Every full forward rebuilds it from `input_ids` with the processor's own
-functions, so a caller that re-pads or extends the text (L-PPO scoring prompt + response)
+token ids. Every forward whose `input_ids` hold the image token (and that carries a mask)
+rebuilds it from those ids with the processor's own functions, so a caller that re-pads or extends the text (L-PPO scoring prompt + response)
 gets the mask the processor would have built for that text.
 """
 
