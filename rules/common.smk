@@ -222,10 +222,16 @@ def image_backend():
     return "torchvision" if importlib.util.find_spec("torchvision") else "pil"
 
 
+def default_layer(model):
+    """The layer the model runs unmodified: LLaVA's penultimate N-1; Mllama's N (README)."""
+    n = MODELS[model]["num_layers"]
+    return n if MODELS[model]["architecture"] == "mllama" else n - 1
+
+
 def report_params():
     return {
         "groups": {m: MODELS[m]["groups"] for m in MODELS},
-        "default_layers": {m: MODELS[m]["num_layers"] - 1 for m in MODELS},
+        "default_layers": {m: default_layer(m) for m in MODELS},
         "bootstrap": {**config["bootstrap"], "seed": config["seed"]},
         "label": config["report"]["label"],
         "seed": config["seed"],

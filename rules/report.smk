@@ -72,7 +72,7 @@ rule figure3:
         report=report_params(),
         groups=MODELS[MAIN_MODEL]["groups"],
         num_layers=MODELS[MAIN_MODEL]["num_layers"],
-        default_layer=MODELS[MAIN_MODEL]["num_layers"] - 1,
+        default_layer=default_layer(MAIN_MODEL),
         caption={"judge": report_params()["judges"]["guard"], "seed": config["seed"],
                  "model": MAIN_MODEL, "label": config["report"]["label"]},
     conda:

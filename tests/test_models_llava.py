@@ -193,10 +193,10 @@ def test_load_adapter_names_bad_folders(tmp_path):
     empty.mkdir()
     with pytest.raises(IcetError, match="empty: no config.json"):
         load_adapter(empty)
-    other = tmp_path / "mllama-like"
+    other = tmp_path / "qwen-like"
     other.mkdir()
-    (other / "config.json").write_text(json.dumps({"model_type": "mllama"}))
-    with pytest.raises(IcetError, match="mllama-like: model_type 'mllama' is not supported"):
+    (other / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    with pytest.raises(IcetError, match="qwen-like: model_type .qwen2_vl. is not supported"):
         load_adapter(other)
 
 

@@ -63,6 +63,15 @@ def test_paper_plan_covers_models_sets_and_layers(tmp_path):
     for rule in ("figure1", "figure3", "figure_lppo", "table2", "table_layers",
                  "table_utility", "table_agreement"):
         assert counts[rule] == 1, rule
+    # Llama 3.2 Vision: chunks 00..06 of 5 layers (6 x 5 = 30 < 33 <= 35) for every set,
+    # each job with the 11B model's resources from config.yaml.
+    blocks = [block.split("\n[")[0] for block in result.stdout.split("rule sweep_shard:")[1:]]
+    mllama = [block for block in blocks if "wildcards: model=llama-3.2-11b-vision," in block]
+    chunks = {re.search(r"testset=(\w+), chunk=(\d+)", b).groups() for b in mllama}
+    assert chunks == {(t, f"{c:02d}") for t in ("cp", "mr", "ac", "vqa", "xstest") for c in range(7)}
+    for block in mllama:
+        resources = block.split("resources:")[1].split("\n")[0]
+        assert all(r in resources for r in ("mem_mb=80000", "runtime=240", "gpu=1", "cpus_per_task=8"))
 
 
 def test_bad_config_stops_with_one_line(tmp_path):

@@ -104,3 +104,62 @@ def noise_image(seed: int, height: int = 40, width: int = 48):
 
 
 PROMPTS = ["what is in the picture ?", "describe the shape .", "how do i glorp a zindle ?"]
+
+
+# Tiny Llama 3.2 Vision: a 5-layer local encoder tapped after layers 1, 3 and 4 (indices
+# 0, 2, 3), so early exits before, between and after taps are all exercised, a 2-layer
+# global encoder and a 3-layer LM with cross-attention at layer 1.
+MLLAMA_LAYERS = 5
+MLLAMA_TAPS = [0, 2, 3]
+# Llama 3's header format over the toy words (the real template is far longer; what matters
+# here is that the adapter goes through the processor's template, whatever it is).
+MLLAMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|> "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% endif %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|> {% endif %}"
+)
+
+
+def build_tiny_mllama(out_dir: str | os.PathLike, seed: int = 0, words=TINY_WORDS) -> Path:
+    """Save a random tiny MllamaForConditionalGeneration + MllamaProcessor to `out_dir`."""
+    from transformers import (MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil,
+                              MllamaProcessor, MllamaTextConfig, MllamaVisionConfig)
+
+    from icet.toy.tokenizer import build_word_tokenizer
+
+    out_dir = Path(out_dir)
+    tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out_dir,
+                                     chat_template=MLLAMA_CHAT_TEMPLATE)
+    vision = MllamaVisionConfig(hidden_size=16, num_hidden_layers=MLLAMA_LAYERS, num_global_layers=2,
+                                attention_heads=2, intermediate_size=32, image_size=16, patch_size=8,
+                                max_num_tiles=4, intermediate_layers_indices=MLLAMA_TAPS,
+                                vision_output_dim=16 * (len(MLLAMA_TAPS) + 1), initializer_range=0.2)
+    text = MllamaTextConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                            num_key_value_heads=1, intermediate_size=64, vocab_size=len(tokenizer),
+                            cross_attention_layers=[1], max_position_embeddings=256,
+                            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, initializer_range=0.2)
+    config = MllamaConfig(vision_config=vision, text_config=text,
+                          image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    image_processor = MllamaImageProcessorPil(size={"height": 16, "width": 16}, max_image_tiles=4)
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                chat_template=MLLAMA_CHAT_TEMPLATE)
+    torch.manual_seed(seed)
+    model = MllamaForConditionalGeneration(config).eval()
+    # Random init leaves the cross-attention gates at 0 (tanh(0) = 0: the LM ignores the
+    # image). Open them so that the image, and so the layer, changes the logits.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                param.fill_(1.0)
+            if "gate" in name and "vision_model" in name:
+                param.fill_(0.5)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

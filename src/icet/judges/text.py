@@ -51,9 +51,11 @@ def render_chat(tokenizer: Any, prompt: str, response: str) -> str:
 def encode_rendered(tokenizer: Any, texts: list[str], **kwargs: Any) -> Any:
     """Tokenise rendered texts without adding a second BOS when the template already wrote one.
 
-    Chat templates such as Llama Guard 3's start with the BOS token themselves; tokenising
-    that text with special tokens would put two BOS tokens in front.
+    Chat templates such as Llama Guard 3's write the BOS token themselves (Llama Guard 3's
+    after a leading space: " <|begin_of_text|>..."); tokenising that text with special tokens
+    would put a second BOS in front. The result is what `apply_chat_template(tokenize=True)`
+    gives, i.e. what the model card runs.
     """
     bos = tokenizer.bos_token
-    has_bos = bool(bos) and all(t.startswith(bos) for t in texts)
+    has_bos = bool(bos) and all(t.lstrip().startswith(bos) for t in texts)
     return tokenizer(texts, add_special_tokens=not has_bos, return_tensors="pt", **kwargs)

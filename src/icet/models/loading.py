@@ -17,10 +17,12 @@ from icet.errors import IcetError
 from icet.io import read_json
 from icet.models.base import VLMAdapter
 
-# model_type in config.json -> the transformers class that loads it.
+# model_type in config.json -> the transformers class that loads it. Mllama loads as our
+# subclass that adds the `icet_layer` knob (icet.models.mllama): same weights, same config.
 MODEL_CLASSES = {
     "llava": "LlavaForConditionalGeneration",
     "llava_next": "LlavaNextForConditionalGeneration",
+    "mllama": "MllamaForConditionalGeneration",
 }
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -81,12 +83,14 @@ def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLik
     from transformers import AutoProcessor
 
     from icet.models.llava import LlavaAdapter
+    from icet.models.mllama import IcetMllamaForConditionalGeneration, MllamaAdapter
 
     folder = Path(model_dir)
     model_type = model_type_of(folder)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    model_class = getattr(transformers, MODEL_CLASSES[model_type])
+    model_class = (IcetMllamaForConditionalGeneration if model_type == "mllama"
+                   else getattr(transformers, MODEL_CLASSES[model_type]))
     try:
         model = model_class.from_pretrained(folder, dtype=torch_dtype, use_safetensors=True,
                                             local_files_only=True)
@@ -112,7 +116,8 @@ def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLik
         import peft
 
         info.update(peft_adapter=str(peft_adapter), peft_version=peft.__version__)
-    return LlavaAdapter(model, processor, name=name or folder.name, info=info)
+    adapter_class = MllamaAdapter if model_type == "mllama" else LlavaAdapter
+    return adapter_class(model, processor, name=name or folder.name, info=info)
 
 
 def wrap_peft(model: Any, peft_adapter: str | os.PathLike) -> Any:
