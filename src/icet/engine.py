@@ -11,6 +11,14 @@ An adapter opts in with `supports_fast_sweep = True` and four members (see Llava
 `layer_embeddings(prompts, images, layers) -> (inputs, {layer: inputs_embeds})`,
 `embed_tokens(ids)`, `lm_forward(inputs_embeds, attention_mask, position_ids, cache) -> logits`
 and `new_cache()`. Any other adapter runs the naive loop, whatever the engine setting.
+
+An architecture whose image reaches the LM other than through `inputs_embeds` (Mllama:
+cross-attention states and a per-token cross-attention mask) returns, per layer, a dict
+`{"inputs_embeds": ..., name: per-row tensor, ...}` instead; the engine stacks every entry
+along the row axis as it does the embeddings, passes the extras to every `lm_forward` call
+as keywords, and drops finished rows from them as from the cache. An adapter may also
+declare `fast_row_bytes(max_tokens)`, the memory a row holds beyond its self-attention KV
+cache, for the "auto" batch size.
 """
 
 from __future__ import annotations
@@ -63,17 +71,23 @@ def resolve_batch_size(batch_size: int | str, adapter: Any, max_tokens: int) -> 
     itemsize = torch.tensor([], dtype=adapter.dtype).element_size()
     per_row = (2 * text.num_hidden_layers * heads * head_dim * max_tokens * itemsize
                + 4 * text.vocab_size + 8 * max_tokens * text.hidden_size * itemsize)
+    extra = getattr(adapter, "fast_row_bytes", None)
+    if extra is not None:
+        per_row += int(extra(max_tokens))
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, min(MAX_AUTO_ROWS, int(free * GPU_MEMORY_SHARE // per_row)))
 
 
 def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                  max_new_tokens: int, eos_ids: set[int]) -> list[tuple[list[int], bool]]:
+                  max_new_tokens: int, eos_ids: set[int],
+                  row_inputs: dict[str, torch.Tensor] | None = None) -> list[tuple[list[int], bool]]:
     """Greedy responses (token ids up to and including EOS, finished) of left-padded rows.
 
     Position ids skip the left padding and the mask grows by one column a step, as in
-    `generate`; a row that emits EOS leaves the batch (and its KV cache) at once.
+    `generate`; a row that emits EOS leaves the batch (and its KV cache and `row_inputs`,
+    the adapter's extra per-row model inputs) at once.
     """
+    extras = dict(row_inputs or {})
     rows = inputs_embeds.shape[0]
     tokens: list[list[int]] = [[] for _ in range(rows)]
     finished = [False] * rows
@@ -83,7 +97,7 @@ def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: tor
     cache = adapter.new_cache()
     eos = torch.tensor(sorted(eos_ids), device=inputs_embeds.device)
     with torch.inference_mode():
-        logits = adapter.lm_forward(inputs_embeds, mask, positions, cache)
+        logits = adapter.lm_forward(inputs_embeds, mask, positions, cache, **extras)
         for step in range(max_new_tokens):
             chosen = logits.argmax(-1)
             done = torch.isin(chosen, eos)
@@ -99,10 +113,21 @@ def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: tor
                 cache.batch_select_indices(keep)
                 alive, mask, chosen = alive[keep.cpu()], mask[keep], chosen[keep]
                 positions = positions[keep]
+                extras = {name: value[keep] for name, value in extras.items()}
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
             positions = positions[:, -1:] + 1
-            logits = adapter.lm_forward(adapter.embed_tokens(chosen[:, None]), mask, positions, cache)
+            logits = adapter.lm_forward(adapter.embed_tokens(chosen[:, None]), mask, positions, cache,
+                                        **extras)
     return list(zip(tokens, finished))
+
+
+def row_inputs_of(layer_inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One layer's model inputs as a dict with "inputs_embeds" (a bare tensor is just that)."""
+    if torch.is_tensor(layer_inputs):
+        return {"inputs_embeds": layer_inputs}
+    if "inputs_embeds" not in layer_inputs:
+        raise IcetError(f"layer_embeddings returned {sorted(layer_inputs)} without 'inputs_embeds'")
+    return dict(layer_inputs)
 
 
 def _result(adapter: Any, prompt_ids: list[int], response: list[int], finished: bool) -> dict[str, Any]:
@@ -149,8 +174,10 @@ def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list
                                                       [images[i] for i in picked], group)
             mask = inputs["attention_mask"]
             prompt_ids = [ids[keep.bool()].tolist() for ids, keep in zip(inputs["input_ids"].cpu(), mask.cpu())]
-            decoded = greedy_decode(adapter, torch.cat([embeds[layer] for layer in group]),
-                                    mask.repeat(len(group), 1), max_new_tokens, eos_ids)
+            per_layer = [row_inputs_of(embeds[layer]) for layer in group]
+            stacked = {name: torch.cat([rows[name] for rows in per_layer]) for name in per_layer[0]}
+            decoded = greedy_decode(adapter, stacked.pop("inputs_embeds"), mask.repeat(len(group), 1),
+                                    max_new_tokens, eos_ids, row_inputs=stacked)
             for k, (response, finished) in enumerate(decoded):
                 layer, i = group[k // (stop - start)], k % (stop - start)
                 done[layer][picked[i]] = _result(adapter, prompt_ids[i], response, finished)

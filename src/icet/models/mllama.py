@@ -29,6 +29,16 @@ The cross-attention mask (which text tokens see which image tiles) is a function
 token ids. Every forward whose `input_ids` hold the image token (and that carries a mask)
 rebuilds it from those ids with the processor's own functions, so a caller that re-pads or extends the text (L-PPO scoring prompt + response)
 gets the mask the processor would have built for that text.
+
+The fast sweep (icet.engine) skips the hooks: `layer_embeddings` runs the vision model once
+per batch, capturing the local encoder's input and every layer's output, which gives every
+l's exit state and taps at the price of one local pass. The global encoder reads the exit
+state, so it runs once per requested l < N (layer N's features are the vision model's own
+output); for the 11B model that is 8 global layers per l instead of the naive loop's full
+32 + 8 per l, plus no re-prefill of the shared work. The LM then gets each layer's
+projected states as per-row `cross_attention_states` (prefill only: they are cached in
+the cross-attention layers' KV cache) and the processor's cross-attention mask (its last
+row for every generated token, as `generate` extends it).
 """
 
 from __future__ import annotations
@@ -91,6 +101,58 @@ def cross_attention_mask_for(input_ids: torch.Tensor, aspect_ratio_mask: torch.T
         token_masks, num_tiles=num_tiles, max_num_tiles=aspect_ratio_mask.shape[-1],
         length=input_ids.shape[1])
     return torch.from_numpy(dense).to(input_ids.device)
+
+
+def vision_states_per_layer(model: Any, inputs: dict[str, torch.Tensor],
+                            layers: list[int]) -> dict[int, torch.Tensor]:
+    """Per ICET layer l, the projected vision states [batch, images*tiles*patches, hidden].
+
+    Mirrors MllamaVisionModel.forward past its local encoder (post layernorm, post-tile
+    embedding, global encoder, padding crop, taps) on the exit state of layer l; the vision
+    model's own pass supplies the local states and, unchanged, layer N's features.
+    """
+    base = base_model_of(model)
+    vision = base.model.vision_model
+    local = vision.transformer
+    seen: dict[str, Any] = {}
+
+    def grab_input(module, args, kwargs):
+        seen.update(hidden=args[0] if args else kwargs["hidden_states"], mask=kwargs["attention_mask"])
+
+    def grab_output(module, args, kwargs, output):
+        seen["states"] = output.hidden_states
+
+    handles = [local.register_forward_pre_hook(grab_input, with_kwargs=True),
+               local.register_forward_hook(grab_output, with_kwargs=True)]
+    try:
+        full = vision(pixel_values=inputs["pixel_values"], aspect_ratio_ids=inputs["aspect_ratio_ids"],
+                      aspect_ratio_mask=inputs["aspect_ratio_mask"]).last_hidden_state
+    finally:
+        for handle in handles:
+            handle.remove()
+    states = (seen["hidden"], *seen["states"])  # states[l]: the local encoder's exit after l layers
+    batch, media, tiles, patches = full.shape[:4]
+    padded = states[0].shape[1] // tiles
+    ratio_ids = inputs["aspect_ratio_ids"].reshape(batch * media, -1)
+    hidden_size = base.config.text_config.hidden_size
+    out = {}
+    for layer in layers:
+        if layer == len(states) - 1:
+            features = full
+        else:
+            x = vision.layernorm_post(states[layer]).reshape(batch * media, tiles, padded, -1)
+            x = vision.post_tile_positional_embedding(x, ratio_ids)
+            x = vision.global_transformer(x.reshape(batch * media, tiles * padded, -1),
+                                          attention_mask=seen["mask"]).last_hidden_state
+            x = x.reshape(batch, media, tiles, padded, -1)[:, :, :, :patches]
+            # transformers' tap i is the output of layer i+1; skipped layers leave the exit state
+            taps = torch.stack([states[min(i + 1, layer)] for i in vision.intermediate_layers_indices], dim=-1)
+            taps = taps.reshape(batch, media, tiles, padded, -1)[:, :, :, :patches]
+            features = torch.cat([x, taps], dim=-1)
+        # MllamaModel reshapes to [batch*images*tiles, patches, hidden] and the cross-attention
+        # views it back per row; one row per prompt is what the engine slices.
+        out[layer] = base.model.multi_modal_projector(features).reshape(batch, -1, hidden_size)
+    return out
 
 
 class IcetMllamaForConditionalGeneration(MllamaForConditionalGeneration):
@@ -172,3 +234,65 @@ class MllamaAdapter(VLMAdapter):
 
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         return {ICET_KWARG: self.check_layer(layer)}
+
+    # The fast sweep engine (icet.engine): this flag and the members below opt in.
+    supports_fast_sweep = True
+
+    def layer_embeddings(self, prompts: list[str], images: list[Any],
+                         layers: list[int]) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+        """Prepared inputs and, per ICET layer, the LM's per-row inputs (see the module docstring).
+
+        The text embeddings are the same for every layer (the image enters by cross-attention);
+        the cross-attention mask is the processor's, rebuilt from the ids as `forward` does.
+        """
+        for layer in layers:
+            self.check_layer(layer)
+        inputs = self.prepare(prompts, images)
+        base = base_model_of(self.model)
+        with torch.inference_mode():
+            states = vision_states_per_layer(self.model, inputs, layers)
+            text_embeds = self.embed_tokens(inputs["input_ids"])
+        cross_mask = cross_attention_mask_for(inputs["input_ids"], inputs["aspect_ratio_mask"],
+                                              base.config.image_token_index)
+        return inputs, {layer: {"inputs_embeds": text_embeds, "cross_attention_states": states[layer],
+                                "cross_attention_mask": cross_mask} for layer in layers}
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return base_model_of(self.model).model.language_model.embed_tokens(ids)
+
+    def lm_forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                   position_ids: torch.Tensor, past_key_values: Any, *,
+                   cross_attention_states: torch.Tensor, cross_attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last-position next-token logits, as MllamaModel.forward computes them.
+
+        The prefill (empty cache) feeds the vision states, which the cross-attention layers
+        cache; later steps pass none and use the mask's last row, as `generate` does.
+        """
+        from transformers.models.mllama.modeling_mllama import _prepare_cross_attention_mask
+
+        base = base_model_of(self.model)
+        prefill = past_key_values.get_seq_length() == 0
+        mask = cross_attention_mask if prefill else cross_attention_mask[:, -1:]
+        mask, full_rows = _prepare_cross_attention_mask(mask, num_vision_tokens=base.model.vision_model.num_patches,
+                                                        dtype=base.model.dtype)
+        out = base.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                         position_ids=position_ids,
+                                         cross_attention_states=cross_attention_states if prefill else None,
+                                         cross_attention_mask=mask, full_text_row_masked_out_mask=full_rows,
+                                         past_key_values=past_key_values, use_cache=True)
+        return base.lm_head(out.last_hidden_state[:, -1:])[:, -1]
+
+    def new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=base_model_of(self.model).config.get_text_config())
+
+    def fast_row_bytes(self, max_tokens: int) -> int:
+        """A row's cross-attention KV cache and vision states (resolve_batch_size adds the rest)."""
+        config = base_model_of(self.model).config
+        vision, text = config.vision_config, config.get_text_config()
+        vision_tokens = vision.max_num_tiles * ((vision.image_size // vision.patch_size) ** 2 + 1)
+        head_dim = text.hidden_size // text.num_attention_heads
+        itemsize = torch.tensor([], dtype=self.dtype).element_size()
+        return vision_tokens * itemsize * (2 * len(text.cross_attention_layers) * text.num_key_value_heads
+                                           * head_dim + text.hidden_size)
