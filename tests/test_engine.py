@@ -1,8 +1,9 @@
 """The fast ICET engine gives token-identical greedy responses to the naive generate() loop.
 
 fp32 on CPU, every layer, on tiny LLaVA, tiny LLaVA-NeXT, a LoRA-wrapped LLaVA (the aligned
-variant) and a toy-architecture LLaVA with the toy tokenizer. Batch sizes are chosen so that
-layer groups, prompt chunks and padding differ between the engines.
+variant), a toy-architecture LLaVA with the toy tokenizer, and tiny Llama 3.2 Vision (Mllama:
+image by cross-attention, ICET-l = local-encoder exit), bare and LoRA-wrapped. Batch sizes
+are chosen so that layer groups, prompt chunks and padding differ between the engines.
 """
 
 from __future__ import annotations
@@ -133,3 +134,76 @@ def test_adapter_without_fast_path_runs_naive(llava, monkeypatch):
     assert not supports_fast(llava)
     out = sweep_layers(llava, TEXTS[:2], IMAGES[:2], [1], engine="fast", max_new_tokens=3)
     assert len(out[1]) == 2
+
+
+@pytest.fixture(scope="module")
+def mllama(tmp_path_factory):
+    from tiny_models import build_tiny_mllama
+
+    return load_adapter(build_tiny_mllama(tmp_path_factory.mktemp("mllama")))
+
+
+def test_mllama_every_layer_token_identical(mllama):
+    """Cross-attention path: prompts of different lengths (left padding) and images with 1 to 4
+    tiles (padding tiles), every local-encoder exit l = 0..N, layer groups != naive batches."""
+    assert supports_fast(mllama)
+    fast, naive = both(mllama, TEXTS, IMAGES)
+    assert fast == naive and sorted(fast) == list(range(mllama.num_layers + 1))
+    assert len({row["response"] for rows in fast.values() for row in rows}) > 1
+    assert len({fast[layer][0]["response"] for layer in fast}) > 1  # the layer matters
+
+
+def test_mllama_identical_when_rows_stop_at_different_steps(mllama, monkeypatch):
+    """Finished rows leave the batch with their cross-attention states, mask and cache rows."""
+    fast, _ = both(mllama, TEXTS, IMAGES)
+    word = word_ending_rows_at_many_steps(fast)
+    eos = mllama.processor.tokenizer.convert_tokens_to_ids(word)
+    monkeypatch.setattr(mllama.model.generation_config, "eos_token_id", eos)
+    fast, naive = both(mllama, TEXTS, IMAGES)
+    assert fast == naive
+    lengths = {row["n_response_tokens"] for rows in fast.values() for row in rows}
+    finished = [row["finished"] for rows in fast.values() for row in rows]
+    assert any(finished) and not all(finished) and len(lengths) > 2
+
+
+def test_mllama_fast_runs_the_local_encoder_once_per_batch(mllama):
+    """The saving itself: one local-encoder pass per prompt batch for all layers, and the
+    global encoder once per layer below N (layer N reuses the vision model's own output)."""
+    vision = mllama.model.model.vision_model
+    calls = {"local": 0, "global": 0}
+    handles = [vision.transformer.register_forward_hook(lambda *a: calls.__setitem__("local", calls["local"] + 1)),
+               vision.global_transformer.register_forward_hook(
+                   lambda *a: calls.__setitem__("global", calls["global"] + 1))]
+    try:
+        sweep_layers(mllama, TEXTS, IMAGES, list(range(mllama.num_layers + 1)), engine="fast",
+                     max_new_tokens=2, batch_size=7 * (mllama.num_layers + 1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == {"local": 1, "global": mllama.num_layers + 1}
+
+
+def test_mllama_lora_wrapped_token_identical(mllama, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from icet.models.mllama import MllamaAdapter
+    from tiny_models import build_tiny_mllama
+
+    base = load_adapter(build_tiny_mllama(tmp_path / "base"))
+    torch.manual_seed(1)
+    wrapped = get_peft_model(base.model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                    target_modules=r".*language_model.*\.(q_proj|v_proj)")).eval()
+    adapter = MllamaAdapter(wrapped, base.processor, name="lora")
+    fast, naive = both(adapter, TEXTS[:4], IMAGES[:4])
+    assert fast == naive
+    assert fast != both(mllama, TEXTS[:4], IMAGES[:4])[0]  # the LoRA is live in both engines
+
+
+def test_mllama_auto_batch_counts_cross_attention_memory(mllama, monkeypatch):
+    """On a GPU a Mllama row also holds its vision states and cross-attention KV: fewer rows fit."""
+    monkeypatch.setattr(type(mllama), "device", property(lambda self: torch.device("cuda")))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 ** 24, 2 ** 30))
+    with_cross = resolve_batch_size("auto", mllama, 40)
+    monkeypatch.setattr(type(mllama), "fast_row_bytes", None)
+    without = resolve_batch_size("auto", mllama, 40)
+    assert 1 <= with_cross < without

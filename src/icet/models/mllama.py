@@ -35,7 +35,7 @@ per batch, capturing the local encoder's input and every layer's output, which g
 l's exit state and taps at the price of one local pass. The global encoder reads the exit
 state, so it runs once per requested l < N (layer N's features are the vision model's own
 output); for the 11B model that is 8 global layers per l instead of the naive loop's full
-32 + 8 per l, plus no re-prefill of the shared work. The LM then gets each layer's
+32 + 8 per l. The LM then gets each layer's
 projected states as per-row `cross_attention_states` (prefill only: they are cached in
 the cross-attention layers' KV cache) and the processor's cross-attention mask (its last
 row for every generated token, as `generate` extends it).
