@@ -1,12 +1,13 @@
 # One command to set up and run the toy, one to set up and run the tests.
 #   make toy    # venv + the whole toy DAG, offline on CPU (results/toy/)
 #   make test   # venv + the test suite
+#   make toy-presafety  # L-PPO from the pre-safety toy: does ASR fall by half? (toy/presafety.yaml)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.icet-installed
 
-.PHONY: toy test setup clean-toy
+.PHONY: toy toy-presafety test setup clean-toy
 
 setup: $(STAMP)
 
@@ -20,6 +21,9 @@ $(STAMP): pyproject.toml
 
 toy: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy
+
+toy-presafety: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy learning --configfile toy/toy.yaml toy/presafety.yaml
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q
