@@ -145,3 +145,28 @@ def test_report_refuses_when_no_trained_layer_was_swept(tmp_path):
         learning_report([before, after], tmp_path / "l.md", tmp_path / "l.json", model="other",
                         params={"layer_mode": "uniform"}, num_layers=12)
     assert not (tmp_path / "l.md").exists()
+
+
+def test_presafety_plan_trains_from_the_instruct_checkpoint(tmp_path):
+    """`learning` with toy/presafety.yaml: L-PPO from the pre-safety organism, safety sets
+    swept before and after, then the check; the safety stage is not needed at all."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-n", "--profile", "toy", "learning",
+         "--directory", str(tmp_path), "--snakefile", str(root / "Snakefile"),
+         "--configfile", str(root / "toy/toy.yaml"), str(root / "toy/presafety.yaml")],
+        cwd=root, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.split("Job stats:")[1].split("\n\n")[0]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    assert counts["lppo_learning"] == counts["lppo_train"] == 1
+    assert counts["sweep_shard"] == counts["evaluate_sweep"] == 3  # cp, mr, ac
+    assert "train_toy_safety" not in counts
+    lppo_job = result.stdout.split("rule lppo_train:")[1].split("\n\n")[0]
+    assert "resources/toy/organism/instruct" in lppo_job
+    assert "results/toy-presafety/lppo/toy-llava-presafety/learning.md" in result.stdout
