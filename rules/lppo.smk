@@ -34,10 +34,6 @@ rule lppo_train:
         "../workflow_scripts/lppo_train.py"
 
 
-def learning_outputs():
-    return [f"{RUN}/lppo/{m}/learning.md" for m in lppo_models()]
-
-
 # Why: the issue's proof that L-PPO learns: ASR at the layers it trained on, before vs after,
 # with CIs. Run from the pre-safety toy (toy/presafety.yaml, target `learning`) it must fall
 # by at least half; the safety-tuned toy has nothing to repair (it says so).
