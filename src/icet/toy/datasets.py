@@ -48,11 +48,12 @@ SPLIT = {"advbench": 0.25, "mr": 0.15, "lookalike_test": 0.4}  # held-out shares
 
 # Mixtures of the organism's training sets (shares of rows, exact counts).
 TEXT_MIX = {"harmful": 0.4, "instruction": 0.35, "lookalike": 0.25}  # base LM: complies
-# Share of the base corpus's harmful requests answered with a refusal instead. 0 by default:
-# the base LM then never refuses, so RL from the pre-safety checkpoint has no refusal to
-# sample and reinforce. Real base LMs have seen some refusals; the toy profile sets a few %
-# (toy/toy.yaml, toy.data.base_refusal_share). Drawn from its own stream, so at 0 the file's
-# bytes are what they were before this knob existed.
+# Share of the base corpus's harmful requests answered with a refusal instead
+# (toy.data.base_refusal_share). Real base LMs have seen some refusals; with none, RL from the
+# pre-safety checkpoint has no refusal to sample. 0 by default: at 0.1 the pre-safety toy
+# starts a refusal 1.5 % of the time (0.13 % at 0), yet L-PPO from it learns off-topic answers,
+# which the toy reward model pays as well (docs/toy-organism.md). Drawn from its own stream, so
+# at 0 the file's bytes are what they were before this knob existed.
 BASE_REFUSAL_SHARE = 0.0
 INSTRUCT_MIX = {"vqa": 0.65, "describe": 0.15, "instruction": 0.1, "lookalike": 0.1}  # benign
 SAFETY_MIX = {"harmful": 0.4, "vqa": 0.3, "instruction": 0.15, "lookalike": 0.15}  # refuse harm
