@@ -2,12 +2,13 @@
 #   make toy    # venv + the whole toy DAG, offline on CPU (results/toy/)
 #   make report # results/toy/report.html (after make toy)
 #   make test   # venv + the test suite
+#   make toy-presafety  # L-PPO from the pre-safety toy: does ASR fall by half? (toy/presafety.yaml)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.icet-installed
 
-.PHONY: toy test setup clean-toy report
+.PHONY: toy toy-presafety test setup clean-toy report
 
 setup: $(STAMP)
 
@@ -21,6 +22,9 @@ $(STAMP): pyproject.toml
 
 toy: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy
+
+toy-presafety: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy learning --configfile toy/toy.yaml toy/presafety.yaml
 
 # The HTML report of the finished toy run: every table and figure with its caption.
 report: $(STAMP)

@@ -69,6 +69,12 @@ rule evaluate:
         score_outputs("aligned"),
 
 
+# ASR at L-PPO's trained layers before vs after (toy: with --configfile toy/presafety.yaml).
+rule learning:
+    input:
+        learning_outputs(),
+
+
 rule tables:
     input:
         table_outputs(),

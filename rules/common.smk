@@ -169,6 +169,11 @@ def lppo_outputs():
     return [f"{RUN}/lppo/{m}/adapter" for m in lppo_models()]
 
 
+def learning_outputs():
+    """L-PPO's learning check per model (target `learning`; not part of `all`)."""
+    return [f"{RUN}/lppo/{m}/learning.md" for m in lppo_models()]
+
+
 def toy_organism_outputs():
     if not IS_TOY:
         return []

@@ -19,6 +19,7 @@ rule build_toy_data:
     params:
         sizes=config.get("toy", {}).get("sizes", {}),
         image_size=config.get("toy", {}).get("image_size", 32),
+        base_refusal_share=config.get("toy", {}).get("data", {}).get("base_refusal_share", 0.0),
         seed=config["seed"],
     conda:
         "../envs/torch.yaml"

@@ -32,3 +32,25 @@ rule lppo_train:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/lppo_train.py"
+
+
+# Why: the issue's proof that L-PPO learns: ASR at the layers it trained on, before vs after,
+# with CIs. Run from the pre-safety toy (toy/presafety.yaml, target `learning`) it must fall
+# by at least half; the safety-tuned toy has nothing to repair (it says so).
+rule lppo_learning:
+    input:
+        scores=lambda w: [score_file(w.model, v, s) for v in ("original", "aligned")
+                          for s in SAFETY_SETS],
+    output:
+        md=f"{RUN}/lppo/{{model}}/learning.md",
+        json=f"{RUN}/lppo/{{model}}/learning.json",
+    log:
+        f"{LOGS}/lppo_learning/{{model}}.log",
+    params:
+        params=lambda w: {**config["lppo"], "groups": MODELS[w.model]["groups"]},
+        num_layers=lambda w: MODELS[w.model]["num_layers"],
+        report=report_params(),
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/lppo_learning.py"

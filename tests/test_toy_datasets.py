@@ -205,3 +205,23 @@ def test_validate_refuses_an_empty_file(tmp_path):
     with pytest.raises(IcetError, match="no rows") as err:
         validate_dataset(path)
     assert str(path) in str(err.value)
+
+
+def test_base_refusal_share_refuses_that_share_of_base_harmful_requests(tmp_path, built):
+    out, _ = built
+    refusing = tmp_path / "refusing"
+    summary = build_toy_data(refusing, SMALL, image_size=16, seed=0, base_refusal_share=0.1)
+    assert summary["base_refusal_share"] == 0.1
+    before, after = _rows(out, "train_text"), _rows(refusing, "train_text")
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    n_harmful = sum(r["kind"] == "harmful" for r in before)
+    assert len(before) == len(after) and len(changed) == round(0.1 * n_harmful) > 0
+    for old, new in changed:
+        assert old["kind"] == new["kind"] == "harmful" and old["prompt"] == new["prompt"]
+        assert new["response"] in world.REFUSALS
+    # its own random stream: every other file keeps its bytes
+    for path in out.glob("*.jsonl"):
+        if path.name != "train_text.jsonl":
+            assert (refusing / path.name).read_bytes() == path.read_bytes(), path.name
+    with pytest.raises(IcetError, match="base_refusal_share"):
+        build_toy_data(tmp_path / "x", SMALL, 16, 0, base_refusal_share=1.5)

@@ -8,5 +8,6 @@ build_toy_data(
     sizes=snakemake.params.sizes,
     image_size=snakemake.params.image_size,
     seed=snakemake.params.seed,
+    base_refusal_share=snakemake.params.base_refusal_share,
     log=snakemake.log[0],
 )

@@ -48,6 +48,13 @@ SPLIT = {"advbench": 0.25, "mr": 0.15, "lookalike_test": 0.4}  # held-out shares
 
 # Mixtures of the organism's training sets (shares of rows, exact counts).
 TEXT_MIX = {"harmful": 0.4, "instruction": 0.35, "lookalike": 0.25}  # base LM: complies
+# Share of the base corpus's harmful requests answered with a refusal instead
+# (toy.data.base_refusal_share). Real base LMs have seen some refusals; with none, RL from the
+# pre-safety checkpoint has no refusal to sample. 0 by default: at 0.1 the pre-safety toy
+# starts a refusal 1.5 % of the time (0.13 % at 0), yet L-PPO from it learns off-topic answers,
+# which the toy reward model pays as well (docs/toy-organism.md). Drawn from its own stream, so
+# at 0 the file's bytes are what they were before this knob existed.
+BASE_REFUSAL_SHARE = 0.0
 INSTRUCT_MIX = {"vqa": 0.65, "describe": 0.15, "instruction": 0.1, "lookalike": 0.1}  # benign
 SAFETY_MIX = {"harmful": 0.4, "vqa": 0.3, "instruction": 0.15, "lookalike": 0.15}  # refuse harm
 # Judges: which response each prompt gets. Off-topic = an image answer to a harmful prompt,
@@ -223,7 +230,22 @@ def _paper_sets(sizes, seed, pools, lookalike_pools, images: _Images) -> dict[st
     return sets
 
 
-def _organism_sets(sizes, seed, pools, lookalike_pools, images: _Images) -> dict[str, list[dict]]:
+def _refused_rows(seed: int, rows: list[dict], share: float) -> list[dict]:
+    """`rows` with round(share * n_harmful) harmful responses (chosen at random) replaced
+    by refusals; a stream of its own, so the other rows and share 0 keep their bytes."""
+    harmful = [i for i, r in enumerate(rows) if r["kind"] == "harmful"]
+    n = int(round(share * len(harmful)))
+    if n == 0:
+        return rows
+    rng = _rng(seed, "train_text_refusals")
+    out = list(rows)
+    for i in sorted(int(k) for k in rng.choice(harmful, size=n, replace=False)):
+        out[i] = {**rows[i], "response": world.refusal(rng)}
+    return out
+
+
+def _organism_sets(sizes, seed, pools, lookalike_pools, images: _Images,
+                   base_refusal_share: float = BASE_REFUSAL_SHARE) -> dict[str, list[dict]]:
     sets: dict[str, list[dict]] = {}
     train, look = pools["train"], lookalike_pools["train"]
 
@@ -244,7 +266,7 @@ def _organism_sets(sizes, seed, pools, lookalike_pools, images: _Images) -> dict
             p = _safe_prompt(kind, rng, look)
             rows.append({"id": i, "prompt": p.text, "response": p.answer, "kind": p.kind,
                          "category": p.category})
-    sets["train_text"] = rows
+    sets["train_text"] = _refused_rows(seed, rows, base_refusal_share)
 
     rng = _rng(seed, "train_instruct")
     rows = []
@@ -391,10 +413,15 @@ def _judge_sets(sizes, seed, pools, lookalike_pools) -> dict[str, list[dict]]:
 
 
 def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None, image_size: int = 32,
-                   seed: int = 0, log: str | os.PathLike | None = None) -> dict:
+                   seed: int = 0, log: str | os.PathLike | None = None,
+                   base_refusal_share: float = BASE_REFUSAL_SHARE) -> dict:
     """Write every toy data file under `out_dir` (atomically); return the build summary."""
     logger = setup_logging(log, "toy.datasets")
     sizes = _check_sizes(sizes)
+    if (isinstance(base_refusal_share, bool) or not isinstance(base_refusal_share, (int, float))
+            or not 0 <= base_refusal_share <= 1):
+        raise IcetError(f"toy.data.base_refusal_share: {base_refusal_share!r} must be a "
+                        "number in [0, 1]")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise IcetError(f"image_size: {image_size!r} must be an int >= 8")
     pools = world.split_harmful(seed, SPLIT["advbench"], SPLIT["mr"])
@@ -404,7 +431,7 @@ def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None, image_
 
     images = _Images()
     sets = _paper_sets(sizes, seed, pools, lookalike_pools, images)
-    sets.update(_organism_sets(sizes, seed, pools, lookalike_pools, images))
+    sets.update(_organism_sets(sizes, seed, pools, lookalike_pools, images, base_refusal_share))
     sets.update(_judge_sets(sizes, seed, pools, lookalike_pools))
 
     summary = {
@@ -420,6 +447,7 @@ def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None, image_
             "lookalike": {k: sorted(p.id for p in v) for k, v in lookalike_pools.items()},
             "cp_prompts": sorted({row["prompt"] for row in sets["cp"]}),
         },
+        "base_refusal_share": base_refusal_share,
         "mixtures": {"train_text": TEXT_MIX, "train_instruct": INSTRUCT_MIX,
                      "train_safety": SAFETY_MIX, "guard_harmful": GUARD_HARMFUL_MIX,
                      "guard_benign": GUARD_BENIGN_MIX, "guard_wrapped": GUARD_WRAPPED,

@@ -1,0 +1,16 @@
+"""ASR at L-PPO's trained layers, before vs after.  Rule `lppo_learning` (rules/lppo.smk)."""
+from icet.lppo.learning import learning_report
+
+learning_report(
+    snakemake.input.scores,
+    snakemake.output.md,
+    snakemake.output.json,
+    model=snakemake.wildcards.model,
+    params=snakemake.params.params,
+    num_layers=snakemake.params.num_layers,
+    bootstrap=snakemake.params.report["bootstrap"],
+    label=snakemake.params.report["label"],
+    judge=snakemake.params.report["judges"]["guard"],
+    seed=snakemake.params.report["seed"],
+    log=snakemake.log[0],
+)
