@@ -34,6 +34,8 @@ rule study_data:
         transform=lambda w: STUDY_PLAN["data"][w.name]["transform"],
         seed=config["seed"],
     threads: 1
+    conda:
+        "../envs/torch.yaml"
     script:
         "../workflow_scripts/study_data.py"
 
