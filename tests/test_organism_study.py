@@ -188,6 +188,21 @@ def test_plan_shares_unchanged_stages_and_skips_null_ones():
     assert plan == _plan()  # deterministic names
 
 
+def test_upstream_seed_shares_all_but_the_last_stage_across_seeds():
+    plan = _plan({**STUDY, "upstream_seed": 0})
+    kinds = [s["stage"] for s in plan["stages"].values()]
+    # a, b: shared ViT/LM/instruct of seed 0, safety per seed; c: its LM and ViT from seed 0,
+    # its instruction tuning (its last stage) per seed.
+    assert {k: kinds.count(k) for k in set(kinds)} == {"vision": 1, "lm": 2, "instruct": 4,
+                                                       "safety": 6}
+    for variant in ("a", "c"):
+        last = [plan["stages"][plan["organisms"][variant][seed]] for seed in (0, 1, 2)]
+        assert [x["seed"] for x in last] == [0, 1, 2]
+        assert len({json.dumps(x["inputs"], sort_keys=True) for x in last}) == 1
+    with pytest.raises(IcetError, match="upstream_seed"):
+        _plan({**STUDY, "upstream_seed": "0"})
+
+
 def test_plan_rejects_typos():
     with pytest.raises(IcetError, match="stagez"):
         _plan({"seeds": [0], "variants": {"a": {"stagez": {}}}})
@@ -208,10 +223,11 @@ def test_organism_study_dry_run_job_count(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout.split("Job stats:")[1].split("\n\n")[0]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-    # toy/organism_study.yaml: 4 variants x 3 seeds. Per seed: 1 ViT, 2 LMs (plain;
-    # refusing for text_safety_first), 3 instruction-tuned models (default; text-safe LM;
-    # VQA-only), 3 safety stages (text_safety_first has none) = 9 stages.
-    assert counts["study_stage"] == 27
+    # toy/organism_study.yaml: 4 variants x 3 seeds, upstream_seed 0. Seed 0 only: 1 ViT,
+    # 2 LMs (plain; refusing for text_safety_first), 2 instruction-tuned models (default,
+    # VQA-only); per seed: text_safety_first's instruction tuning (its last stage) and
+    # 3 safety stages: 5 + 3 * 4 = 17.
+    assert counts["study_stage"] == 17
     assert counts["study_eval"] == 12 and counts["study_data"] == 3
     assert counts["study_summary"] == 1 and counts["build_toy_data"] == 1
     assert counts["train_toy_judge"] == 1  # the guard only

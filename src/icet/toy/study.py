@@ -42,6 +42,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "harmful_set": "ac", "n_harmful": 60,  # held-out harmful prompts, safe images
     "lookalike_set": "xstest", "n_lookalike": 30,  # benign prompts with scary words
     "vqa_set": "vqa", "n_vqa": 30,  # default-layer utility
+    "utility_layers": "all",  # "all" or "default": where look-alike and VQA prompts are run
     "batch_size": 64, "max_new_tokens": 32,  # as the toy sweep
     "guard_batch_size": 64, "guard_max_new_tokens": 6,
 }
@@ -74,6 +75,10 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
     Returns {"data": {name: {source, transform, path}}, "stages": {id: {stage, params, seed,
     inputs, path}}, "organisms": {variant: {seed: stage id}}}. A variant's `stages.safety:
     null` skips safety tuning (its organism is the instruction-tuned model).
+
+    `study["upstream_seed"]` (an int) trains every stage before a variant's last one with
+    that seed, so seeds vary only the last stage (cheap: the upstream is shared by all
+    seeds); null or absent trains each seed's whole pipeline with its own seed.
     """
     seeds = study.get("seeds")
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
@@ -81,6 +86,10 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
     variants = study.get("variants") or {}
     if not variants:
         raise IcetError("organism study: no variants")
+    upstream_seed = study.get("upstream_seed")
+    if upstream_seed is not None and (isinstance(upstream_seed, bool)
+                                      or not isinstance(upstream_seed, int)):
+        raise IcetError(f"organism study: upstream_seed must be an int or null, got {upstream_seed!r}")
     data: dict[str, dict] = {}
     stages: dict[str, dict] = {}
     organisms: dict[str, dict[int, str]] = {}
@@ -113,11 +122,11 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
             else:
                 files[stage] = f"{data_dir}/{source}.jsonl"
         organisms[name] = {}
+        run = [st for st in STAGE_ORDER if not (st in overrides and overrides[st] is None)]
         for seed in seeds:
             upstream: dict[str, str] = {}
-            for stage in STAGE_ORDER:
-                if stage in overrides and overrides[stage] is None:
-                    continue  # skipped stage
+            for stage in run:
+                stage_seed = seed if upstream_seed is None or stage == run[-1] else upstream_seed
                 params = {**(base_stages.get(stage) or {}), **(overrides.get(stage) or {}),
                           "arch": arch}
                 inputs = {"data": files[stage], "tokenizer": tokenizer}
@@ -125,9 +134,9 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
                     inputs.update(vision=upstream["vision"], lm=upstream["lm"])
                 elif stage == "safety":
                     inputs["model"] = upstream["instruct"]
-                stage_id = f"s{seed}-{stage}-{_hash([stage, params, seed, inputs])}"
+                stage_id = f"s{stage_seed}-{stage}-{_hash([stage, params, stage_seed, inputs])}"
                 path = f"{study_dir}/stages/{stage_id}"
-                stages[stage_id] = {"stage": stage, "params": params, "seed": seed,
+                stages[stage_id] = {"stage": stage, "params": params, "seed": stage_seed,
                                     "inputs": inputs, "path": path}
                 upstream[stage] = path
                 organisms[name][seed] = stage_id
@@ -241,6 +250,10 @@ def _subset(path, n: int) -> tuple[list[dict], list[Path]]:
     return rows[:n], images[:n]
 
 
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
 def feature_stats(adapter, images: list[Path]) -> list[dict]:
     """Per encoder layer: mean patch-token norm and mean cosine to the default layer's."""
     import torch
@@ -297,11 +310,15 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
     images = [i for _, imgs in sets.values() for i in imgs]
     kinds = [k for k, (rows, _) in sets.items() for _ in rows]
     records = []
+    if s["utility_layers"] not in ("all", "default"):
+        raise IcetError(f"organism study eval: utility_layers {s['utility_layers']!r} not all/default")
+    all_rows = [r for rows_, _ in sets.values() for r in rows_]
     for layer in range(adapter.num_layers + 1):
-        answers = respond(adapter, prompts, images, layer, max_new_tokens=s["max_new_tokens"],
-                          batch_size=s["batch_size"])
-        rows = [r for rows_, _ in sets.values() for r in rows_]
-        for kind, row, answer in zip(kinds, rows, answers):
+        keep = [i for i, k in enumerate(kinds) if k == "harmful" or s["utility_layers"] == "all"
+                or layer == adapter.default_layer]
+        answers = respond(adapter, [prompts[i] for i in keep], [images[i] for i in keep], layer,
+                          max_new_tokens=s["max_new_tokens"], batch_size=s["batch_size"])
+        for kind, row, answer in zip([kinds[i] for i in keep], [all_rows[i] for i in keep], answers):
             records.append({"layer": layer, "set": kind, "id": row["id"], "prompt": row["prompt"],
                             "answer": row.get("answer"),
                             "response": clean_response(answer["response"])})
@@ -332,8 +349,8 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
             "guard_unsafe": float(np.mean([r["guard_unsafe"] for r in harm])),
             "compliant": float(np.mean([r["compliant"] for r in harm])),
             "harmful_refusal": float(np.mean([r["refusal"] for r in harm])),
-            "lookalike_refusal": float(np.mean([r["refusal"] for r in at if r["set"] == "lookalike"])),
-            "vqa_accuracy": float(np.mean([r["correct"] for r in at if r["set"] == "vqa"])),
+            "lookalike_refusal": _mean([r["refusal"] for r in at if r["set"] == "lookalike"]),
+            "vqa_accuracy": _mean([r["correct"] for r in at if r["set"] == "vqa"]),
             **{k: v for k, v in features[layer].items() if k != "layer"},
         })
     result = {"variant": variant, "seed": seed, "model_dir": str(model_dir),
@@ -479,6 +496,7 @@ def summary_markdown(rows: list[dict], results: list[dict], criterion: dict | No
             cells = []
             for i in range(n_layers):
                 vals = [res["layers"][i][key] for res in group if i < len(res["layers"])]
+                vals = [v for v in vals if v is not None and not math.isnan(v)]
                 cells.append(_fmt(float(np.mean(vals))) if vals else "")
             lines.append(f"| {variant} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
