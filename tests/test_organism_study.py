@@ -210,6 +210,8 @@ def test_plan_rejects_typos():
         _plan({"seeds": [0], "variants": {"a": {"data": {"train_text": {"refuse_harm": 1}}}}})
     with pytest.raises(IcetError, match="seeds"):
         _plan({"seeds": [], "variants": {"a": {}}})
+    with pytest.raises(IcetError, match="variantz"):
+        _plan({"seeds": [0], "variantz": {"a": {}}})
 
 
 # ------------------------------------------------------------------ the Snakemake target

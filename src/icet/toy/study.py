@@ -37,6 +37,7 @@ STAGE_DATA = {"vision": "train_vision", "lm": "train_text", "instruct": "train_i
               "safety": "train_safety"}
 TRANSFORMS = ("refuse_harmful", "fixed_image", "keep_categories")
 VARIANT_KEYS = ("hypothesis", "data", "stages", "arch")
+STUDY_KEYS = ("seeds", "upstream_seed", "groups", "eval", "criterion", "variants")
 
 EVAL_DEFAULTS: dict[str, Any] = {
     "harmful_set": "ac", "n_harmful": 60,  # held-out harmful prompts, safe images
@@ -80,6 +81,9 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
     that seed, so seeds vary only the last stage (cheap: the upstream is shared by all
     seeds); null or absent trains each seed's whole pipeline with its own seed.
     """
+    unknown = sorted(set(study) - set(STUDY_KEYS))
+    if unknown:
+        raise IcetError(f"organism study: unknown key(s) {', '.join(unknown)}")
     seeds = study.get("seeds")
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise IcetError(f"organism study: seeds must be a non-empty list of ints, got {seeds!r}")
