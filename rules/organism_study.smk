@@ -13,11 +13,8 @@ STUDY_OUT = f"{RUN}/organism_study"
 STUDY_PLAN = plan_study(STUDY, TOY_STAGE_PARAMS, TOY_ARCH, data_dir=f"{RES}/toy/data",
                         study_dir=STUDY_DIR, tokenizer=f"{RES}/toy/tokenizer")
 STUDY_EVAL = STUDY.get("eval", {})
-
-
-def study_evals():
-    return [f"{STUDY_OUT}/eval/{variant}/seed{seed}.json"
-            for variant, seeds in STUDY_PLAN["organisms"].items() for seed in seeds]
+STUDY_EVALS = [f"{STUDY_OUT}/eval/{variant}/seed{seed}.json"
+               for variant, seeds in STUDY_PLAN["organisms"].items() for seed in seeds]
 
 
 # Why: a variant's training file (e.g. harmful text dialogues ending in refusals).
@@ -80,7 +77,7 @@ rule study_eval:
     wildcard_constraints:
         seed=r"\d+",
     params:
-        data_dir=f"{RES}/toy/data",
+        data_dir=lambda w, input: str(Path(input.sets[0]).parent),
         settings=STUDY_EVAL,
         bootstrap=config.get("bootstrap", {}),
     threads: 1
@@ -93,7 +90,7 @@ rule study_eval:
 # Why: the study's one table and one figure, with the effect verdict per seed and variant.
 rule study_summary:
     input:
-        study_evals(),
+        STUDY_EVALS,
     output:
         csv=f"{STUDY_OUT}/summary.csv",
         md=f"{STUDY_OUT}/summary.md",
