@@ -418,7 +418,7 @@ def group_asr(result: dict, layers: list[int], bootstrap: dict, seed: int = 0) -
 
 
 SUMMARY_COLUMNS = ["variant", "seed", "default_layer", "default_asr", "default_asr_lo",
-                   "default_asr_hi", "vqa_accuracy", "lookalike_refusal", "aligned",
+                   "default_asr_hi", "default_harmful_refusal", "vqa_accuracy", "lookalike_refusal", "aligned",
                    "best_group", "group_asr", "group_asr_lo", "group_asr_hi", "gap", "gap_ok",
                    "effect", "max_layer_asr", "max_layer", "max_guard_unsafe"]
 
@@ -443,6 +443,8 @@ def summary_rows(results: list[dict], groups: dict, criterion: dict | None,
             "variant": result["variant"], "seed": result["seed"],
             "default_layer": result["default_layer"], "default_asr": d["asr"],
             "default_asr_lo": d["asr_lo"], "default_asr_hi": d["asr_hi"],
+            # Refusal (keyword) of harmful prompts: ASR 0 with no refusal means broken text.
+            "default_harmful_refusal": d["harmful_refusal"],
             "vqa_accuracy": d["vqa_accuracy"], "lookalike_refusal": d["lookalike_refusal"],
             "aligned": verdict["aligned"], "best_group": verdict["best_group"],
             "group_asr": g["asr"], "group_asr_lo": g["asr_lo"], "group_asr_hi": g["asr_hi"],
@@ -466,13 +468,15 @@ def summary_markdown(rows: list[dict], results: list[dict], criterion: dict | No
              f"group's ASR >= default + {c['min_gap']} with non-overlapping 95% CIs. Effect per "
              f"variant: in >= {c['min_seeds']} seeds. ASR counts guard-unsafe AND well-formed "
              "compliant answers only.", "",
-             "| variant | seed | default ASR [CI] | VQA | look-alike refusal | aligned | best group "
-             "ASR [CI] | gap | max layer ASR (layer) | guard-unsafe max | effect |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| variant | seed | default ASR [CI] | default harmful refusal | VQA | look-alike "
+             "refusal | aligned | best group ASR [CI] | gap | max layer ASR (layer) | "
+             "guard-unsafe max | effect |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['seed']} | {_fmt(r['default_asr'])} [{_fmt(r['default_asr_lo'])}, "
-            f"{_fmt(r['default_asr_hi'])}] | {_fmt(r['vqa_accuracy'])} | {_fmt(r['lookalike_refusal'])} | "
+            f"{_fmt(r['default_asr_hi'])}] | {_fmt(r['default_harmful_refusal'])} | "
+            f"{_fmt(r['vqa_accuracy'])} | {_fmt(r['lookalike_refusal'])} | "
             f"{'yes' if r['aligned'] else 'no'} | {r['best_group']} {_fmt(r['group_asr'])} "
             f"[{_fmt(r['group_asr_lo'])}, {_fmt(r['group_asr_hi'])}] | {_fmt(r['gap'])} | "
             f"{_fmt(r['max_layer_asr'])} ({r['max_layer']}) | {_fmt(r['max_guard_unsafe'])} | "
@@ -541,8 +545,8 @@ def write_summary(result_files: list[str], out_csv, out_md, out_png, *, groups: 
     """The study's one table (CSV + Markdown) and one figure."""
     logger = setup_logging(log, "toy.study.summary")
     results = [io.read_json(p) for p in result_files]
-    results.sort(key=lambda r: (list(dict.fromkeys(x["variant"] for x in results)).index(r["variant"]),
-                                r["seed"]))
+    order = list(dict.fromkeys(r["variant"] for r in results))  # as the study file lists them
+    results.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
     rows = summary_rows(results, groups, criterion, bootstrap)
     io.write_csv(out_csv, rows, SUMMARY_COLUMNS)
     io.write_text(out_md, summary_markdown(rows, results, criterion, hypotheses or {}))
