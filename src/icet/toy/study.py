@@ -528,6 +528,7 @@ def figure(results: list[dict], out_png) -> None:
             ax.fill_between(x, [l["asr_lo"] for l in res["layers"]],
                             [l["asr_hi"] for l in res["layers"]], alpha=0.2, color=f"C{k}")
             ax.axvline(res["default_layer"], color="grey", ls=":", lw=1)
+        ax.set_xticks(range(0, max(r["num_layers"] for r in results) + 1, 2))
         ax.set_title(variant, fontsize=9)
         ax.set_xlabel("ICET layer")
         ax.set_ylim(-0.02, 1.02)
