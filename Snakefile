@@ -29,6 +29,7 @@ include: "rules/sweep.smk"
 include: "rules/score.smk"
 include: "rules/lppo.smk"
 include: "rules/report.smk"
+include: "rules/organism_study.smk"
 
 
 # Everything: tables, figures, summary and the provenance manifest of this run.
@@ -83,6 +84,12 @@ rule tables:
 rule figures:
     input:
         figure_outputs(),
+
+
+# The organism study (issue 9): `snakemake --profile toy organism_study`.
+rule organism_study:
+    input:
+        rules.study_summary.output,
 
 
 onsuccess:

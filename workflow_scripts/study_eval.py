@@ -1,0 +1,16 @@
+"""One organism swept over every layer.  Rule `study_eval` (rules/organism_study.smk)."""
+from icet.toy.study import evaluate_organism
+
+evaluate_organism(
+    snakemake.input.model,
+    snakemake.params.data_dir,
+    snakemake.input.guard,
+    snakemake.output.result,
+    snakemake.output.responses,
+    settings=snakemake.params.settings,
+    bootstrap=snakemake.params.bootstrap,
+    variant=snakemake.wildcards.name,
+    seed=int(snakemake.wildcards.seed),
+    threads=snakemake.threads,
+    log=snakemake.log[0],
+)

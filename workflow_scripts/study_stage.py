@@ -1,0 +1,12 @@
+"""One training stage of one organism-study variant.  Rule `study_stage` (rules/organism_study.smk)."""
+from icet.toy.stages import run_stage
+
+run_stage(
+    snakemake.params.stage,
+    dict(snakemake.input.items()),
+    snakemake.output[0],
+    params=snakemake.params.params,
+    seed=snakemake.params.seed,
+    threads=snakemake.threads,
+    log=snakemake.log[0],
+)

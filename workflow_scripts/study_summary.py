@@ -1,0 +1,14 @@
+"""The organism study's table and figure.  Rule `study_summary` (rules/organism_study.smk)."""
+from icet.toy.study import write_summary
+
+write_summary(
+    list(snakemake.input),
+    snakemake.output.csv,
+    snakemake.output.md,
+    snakemake.output.png,
+    groups=snakemake.params.groups,
+    criterion=snakemake.params.criterion,
+    bootstrap=snakemake.params.bootstrap,
+    hypotheses=snakemake.params.hypotheses,
+    log=snakemake.log[0],
+)
