@@ -1,4 +1,4 @@
-"""Benchmarks, run by hand (never a timed test): the naive ICET loop against the fast engine.
+"""The toy benchmark (`sweep`): the naive ICET loop against the fast engine on the toy organism.
 
     python -m icet.bench sweep --model-dir resources/toy/organism/safety --dataset resources/toy/data/ac.jsonl
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -138,35 +137,3 @@ def bench_sweep(args: argparse.Namespace) -> int:
         print(f"speedup over batched generate ({batched}): {times[batched] / times['fast']:.2f}")
         print(f"speedup: {times['naive/1'] / times['fast']:.2f}")
         return 0 if same else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m icet.bench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sweep = sub.add_parser("sweep", help="naive vs fast ICET sweep on one toy shard")
-    sweep.add_argument("--model-dir", type=Path, help=f"a LLaVA folder (default {DEFAULT_MODEL} if present, "
-                       "else a random toy-architecture model)")
-    sweep.add_argument("--dataset", type=Path, help=f"a data set JSONL (default {DEFAULT_DATASET} if present)")
-    sweep.add_argument("--prompts", type=int, default=0, help="use the first N prompts (0 = all; 60 if generated)")
-    sweep.add_argument("--layers", default="all", help="'all' or a comma list of ICET layers")
-    sweep.add_argument("--max-new-tokens", type=int, default=32, help="the toy profile's generation length")
-    sweep.add_argument("--batch-size", default="auto", type=lambda v: v if v == "auto" else int(v),
-                       help="fast engine rows per batch, or auto")
-    sweep.add_argument("--naive-batch-size", type=int, default=16, help="prompts per generate call (naive)")
-    sweep.add_argument("--threads", type=int, default=2, help="torch threads (the CI machine has 2 cores)")
-    sweep.add_argument("--device", default="cpu")
-    sweep.add_argument("--scale-prompts", type=int, default=15,
-                       help="prompts at x1 in the scaling table (then x2, x4 and fewer layers at x4)")
-    sweep.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the scaling table")
-    args = parser.parse_args(argv)
-    from icet.errors import IcetError
-
-    try:
-        return bench_sweep(args)
-    except IcetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
