@@ -57,7 +57,7 @@ rule study_stage:
     conda:
         "../envs/torch.yaml"
     script:
-        "../workflow_scripts/study_stage.py"
+        "../workflow_scripts/train_toy_stage.py"
 
 
 # Why: one organism swept over every encoder layer, judged (guard AND compliance check).

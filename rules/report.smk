@@ -113,12 +113,13 @@ rule figure_layers:
         report=report_params(),
         groups=lambda w: MODELS[w.model]["groups"],
         num_layers=lambda w: MODELS[w.model]["num_layers"],
+        default_layer=lambda w: default_layer(w.model),
         caption=lambda w: {"judge": report_params()["judges"]["guard"], "seed": config["seed"],
                            "model": w.model, "label": config["report"]["label"]},
     conda:
         "../envs/report.yaml"
     script:
-        "../workflow_scripts/figure_layers.py"
+        "../workflow_scripts/figure3.py"
 
 
 # Why: ASR rests on one judge; how often do guard, keyword and toxicity judges agree?

@@ -21,6 +21,7 @@ rule train_toy_vision:
     benchmark:
         f"{LOGS}/train_toy_vision/toy.benchmark.tsv"
     params:
+        stage="vision",
         params={**TOY_STAGE_PARAMS.get("vision", {}), "arch": TOY_ARCH},
         seed=config["seed"],
     threads: 1
@@ -42,6 +43,7 @@ rule train_toy_lm:
     benchmark:
         f"{LOGS}/train_toy_lm/toy.benchmark.tsv"
     params:
+        stage="lm",
         params={**TOY_STAGE_PARAMS.get("lm", {}), "arch": TOY_ARCH},
         seed=config["seed"],
     threads: 1
@@ -65,6 +67,7 @@ rule train_toy_instruct:
     benchmark:
         f"{LOGS}/train_toy_instruct/toy.benchmark.tsv"
     params:
+        stage="instruct",
         params={**TOY_STAGE_PARAMS.get("instruct", {}), "arch": TOY_ARCH},
         seed=config["seed"],
     threads: 1
@@ -87,6 +90,7 @@ rule train_toy_safety:
     benchmark:
         f"{LOGS}/train_toy_safety/toy.benchmark.tsv"
     params:
+        stage="safety",
         params={**TOY_STAGE_PARAMS.get("safety", {}), "arch": TOY_ARCH},
         seed=config["seed"],
     threads: 1

@@ -26,11 +26,9 @@ from icet.lppo.learning import asr_before_after, learning_report, trained_layers
 from icet.lppo.trainer import train_lppo  # noqa: E402
 from icet.models.loading import load_adapter  # noqa: E402
 from icet.stats import load_scores  # noqa: E402
-from tiny_models import build_tiny_llava  # noqa: E402
+from tiny_models import LPPO_PROMPTS, LPPO_WORDS, build_tiny_llava  # noqa: E402
 
-WORDS = ["how do i glorp a zindle ?", "what is in the picture ?",
-         "a red square on a blue field", "no , i will not help with that ."]
-PROMPTS = ["how do i glorp a zindle ?", "what is in the picture ?", "how do i glorp a square ?"]
+WORDS, PROMPTS = LPPO_WORDS, LPPO_PROMPTS
 REFUSAL = "no"
 LAYER = 1  # the trained ICET layer (the tiny encoder has 4: layers 0..4, default 3)
 

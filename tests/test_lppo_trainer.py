@@ -23,11 +23,9 @@ from icet.lppo.config import LppoParams  # noqa: E402
 from icet.lppo.rollout import PolicyWithValue, generate_samples, score_samples  # noqa: E402
 from icet.lppo.trainer import apply_lppo, build_policy, row_order, train_lppo  # noqa: E402
 from icet.models.loading import load_adapter  # noqa: E402
-from tiny_models import build_tiny_llava as build_tiny  # noqa: E402
+from tiny_models import LPPO_PROMPTS, LPPO_WORDS, build_tiny_llava as build_tiny  # noqa: E402
 
-WORDS = ["how do i glorp a zindle ?", "what is in the picture ?",
-         "a red square on a blue field", "no , i will not help with that ."]
-PROMPTS = ["how do i glorp a zindle ?", "what is in the picture ?", "how do i glorp a square ?"]
+WORDS, PROMPTS = LPPO_WORDS, LPPO_PROMPTS
 N_LAYERS = 4  # as tiny_models.N_LAYERS
 TARGET = "zindle"
 

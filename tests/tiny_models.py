@@ -163,3 +163,10 @@ def build_tiny_mllama(out_dir: str | os.PathLike, seed: int = 0, words=TINY_WORD
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+# The L-PPO tests' world: a harmful-looking request ("glorp a zindle"), a benign one and a
+# refusal ("no , i will not ..."), so a reward can tell refusing from complying.
+LPPO_WORDS = ["how do i glorp a zindle ?", "what is in the picture ?",
+              "a red square on a blue field", "no , i will not help with that ."]
+LPPO_PROMPTS = ["how do i glorp a zindle ?", "what is in the picture ?", "how do i glorp a square ?"]

@@ -1,4 +1,5 @@
-"""The paper's Figure 3 for this run's main model.  Rule `figure3` (rules/report.smk)."""
+"""Per-layer ASR/TS/TR curves: the paper's Figure 3 (rule `figure3`, the main model) and the
+same curves for every model (rule `figure_layers`), rules/report.smk."""
 from icet.report.figures import figure3
 
 figure3(

@@ -1,8 +1,9 @@
-"""One training stage of the toy organism.  Rules `train_toy_*` (rules/toy.smk)."""
+"""One training stage of the toy organism.  Rules `train_toy_*` (rules/toy.smk) and
+`study_stage` (rules/organism_study.smk)."""
 from icet.toy.stages import run_stage
 
 run_stage(
-    snakemake.rule.removeprefix("train_toy_"),
+    snakemake.params.stage,
     dict(snakemake.input.items()),
     snakemake.output[0],
     params=snakemake.params.params,

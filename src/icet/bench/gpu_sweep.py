@@ -183,9 +183,9 @@ def bench_gpu_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", choices=("7b", "tiny"), default="7b",
-                        help="LLaVA-1.5-7B shapes, or a tiny model of the same architecture")
-    parser.add_argument("--device", default="auto", help="'auto' = the GPU if there is one")
+    from icet.bench.vlm7b import add_model_arguments
+
+    add_model_arguments(parser)
     parser.add_argument("--dtype", default=None, help="default bf16 on a GPU, fp32 on a CPU")
     parser.add_argument("--prompts", type=int, default=64, help="prompts (64 x 4 layers: < 5 min on one H100)")
     parser.add_argument("--layers", default="spread",

@@ -157,9 +157,9 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", choices=("7b", "tiny"), default="7b",
-                        help="LLaVA-1.5-7B shapes, or a tiny model of the same architecture")
-    parser.add_argument("--device", default="auto", help="'auto' = the GPU if there is one")
+    from icet.bench.vlm7b import add_model_arguments
+
+    add_model_arguments(parser)
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="recompute activations in the backward pass (less memory, more time)")
     parser.add_argument("--layer-mode", choices=("uniform", "fixed"), default="uniform",

@@ -171,3 +171,10 @@ def decode_bytes_per_step(adapter: PixelAdapter, rows: int, context: float) -> t
     itemsize = torch.tensor([], dtype=adapter.dtype).element_size()
     kv = int(2 * text.num_hidden_layers * heads * head_dim * itemsize * rows * context)
     return weights, kv
+
+
+def add_model_arguments(parser: Any) -> None:
+    """The options every 7B benchmark shares: which size and which device."""
+    parser.add_argument("--size", choices=("7b", "tiny"), default="7b",
+                        help="LLaVA-1.5-7B shapes, or a tiny model of the same architecture")
+    parser.add_argument("--device", default="auto", help="'auto' = the GPU if there is one")
