@@ -56,7 +56,7 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
     from icet.lppo.config import LppoParams
     from icet.lppo.losses import AdaptiveKLController, FixedKLController
     from icet.lppo.rollout import PolicyWithValue, generate_samples, sample_layers, score_samples
-    from icet.lppo.trainer import advantages_of, build_policy, ppo_update
+    from icet.lppo.trainer import advantages_of, build_policy, enable_checkpointing, ppo_update
     from icet.models.loading import resolve_device, resolve_dtype
     from icet.runtime import configure
 
@@ -81,7 +81,7 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
                              max_length=p.reward_max_length)
     base = adapter.model
     if p.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(base)
     policy, reference = build_policy(base, p)
     module = PolicyWithValue(policy, base.config.get_text_config().hidden_size).to(accelerator.device)
     trainable = [q for q in module.parameters() if q.requires_grad]

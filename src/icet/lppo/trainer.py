@@ -77,6 +77,14 @@ def lora_target_regex(model: torch.nn.Module, target_modules: Sequence[str]) -> 
     return rf"{prefix}\..*\.({names})"
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass: less memory for a 7B policy, more time.
+
+    Non-reentrant, so LoRA's frozen base still passes gradients to the adapters.
+    """
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def build_policy(model: torch.nn.Module, params: LppoParams
                  ) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """(policy, reference). LoRA: the peft-wrapped model and None (reference = adapters off).
@@ -306,7 +314,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
                            dtype="float32" if p.full_finetune else None)
     base = adapter.model
     if p.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(base)
     policy, reference = build_policy(base, p)
     hidden = base.config.get_text_config().hidden_size
     module = PolicyWithValue(policy, hidden).to(accelerator.device)
