@@ -131,11 +131,9 @@ def row_inputs_of(layer_inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[
 
 
 def _result(adapter: Any, prompt_ids: list[int], response: list[int], finished: bool) -> dict[str, Any]:
-    """The sweep's response fields, as `icet.sweep.respond` writes them."""
-    text = adapter.processor.tokenizer.decode(response, skip_special_tokens=True).strip()
-    generation = Generation(text=text, prompt_ids=prompt_ids, response_ids=response, finished=finished)
-    return {"response": generation.text, "n_prompt_tokens": len(generation.prompt_ids),
-            "n_response_tokens": len(generation.response_ids), "finished": bool(generation.finished)}
+    """The sweep's response fields, exactly as the naive loop (`icet.sweep.respond`) writes them."""
+    return Generation(text=adapter.response_text(response), prompt_ids=prompt_ids,
+                      response_ids=response, finished=finished).sweep_fields()
 
 
 def plan_groups(n_prompts: int, layers: list[int], rows: int) -> list[list[int]]:

@@ -100,13 +100,7 @@ def respond(adapter: VLMAdapter, prompts: list[str], images: list[Any], layer: i
         batch = slice(start, start + batch_size)
         generations = adapter.generate(prompts[batch], images[batch],
                                        layer=layer, max_new_tokens=max_new_tokens)
-        for generation in generations:
-            results.append({
-                "response": generation.text,
-                "n_prompt_tokens": len(generation.prompt_ids),
-                "n_response_tokens": len(generation.response_ids),
-                "finished": bool(generation.finished),
-            })
+        results.extend(generation.sweep_fields() for generation in generations)
         bar.update(len(generations))
         if logger is not None:
             logger.info("ICET-%d: %d/%d prompts", layer, len(results), len(prompts))
@@ -199,7 +193,7 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     prompts per generate call). It is not in the fingerprint: both give the same shards.
     `index` (the job's declared output) is written last. Returns the layers computed now.
     """
-    from icet.engine import check_engine, supports_fast, sweep_layers
+    from icet.engine import check_engine, fast_sweep, supports_fast
 
     from icet import __version__
     from icet.runtime import configure
@@ -220,33 +214,32 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
                 testset, len(todo), len(layers), sorted(set(layers) - set(todo)) or "none")
     if todo:
         adapter = _load(model_dir, peft_adapter, device, model_name, todo, logger)
+        prompts = [r["prompt"] for r in rows]
+        started = time.perf_counter()
+
+        def write(layer: int, responses: list[dict]) -> None:
+            """One finished layer: its shard, atomically, then its done-marker."""
+            shard = _records(rows, responses, layer, model_name=model_name, variant=variant,
+                             testset=testset, seed=seed)
+            write_jsonl(shards.shard_path(out_dir, layer), shard)
+            shards.mark_done(out_dir, layer, key)
+            logger.info("ICET-%d: %d responses written at %.1fs (%d finished before "
+                        "max_new_tokens)", layer, len(shard), time.perf_counter() - started,
+                        sum(r["finished"] for r in shard))
+
         if engine == "naive" or not supports_fast(adapter):
-            logger.info("engine: naive (%s)", "as configured" if engine == "naive" else
-                        f"{adapter.name} has no fast path")
+            logger.info("engine: naive (%s), batch_size=%d, max_new_tokens=%d, seed=%d",
+                        "as configured" if engine == "naive" else f"{adapter.name} has no fast path",
+                        batch_size, max_new_tokens, seed)
             for layer in todo:
                 seed_everything(seed)  # each shard's bytes depend on nothing computed before it
-                shard = _shard_rows(adapter, rows, images, layer, model_name=model_name,
-                                    variant=variant, testset=testset, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, seed=seed, logger=logger)
-                write_jsonl(shards.shard_path(out_dir, layer), shard)
-                shards.mark_done(out_dir, layer, key)
+                write(layer, respond(adapter, prompts, images, layer, max_new_tokens=int(max_new_tokens),
+                                     batch_size=int(batch_size), logger=logger))
         else:
-            started = time.perf_counter()
-
-            def write(layer: int, responses: list[dict]) -> None:
-                shard = _records(rows, responses, layer, model_name=model_name, variant=variant,
-                                 testset=testset, seed=seed)
-                write_jsonl(shards.shard_path(out_dir, layer), shard)
-                shards.mark_done(out_dir, layer, key)
-                logger.info("ICET-%d: %d responses written at %.1fs (%d finished before "
-                            "max_new_tokens)", layer, len(shard), time.perf_counter() - started,
-                            sum(r["finished"] for r in shard))
-
             logger.info("engine: fast, batch_size=%s, max_new_tokens=%d, seed=%d",
                         engine_batch_size, max_new_tokens, seed)
             seed_everything(seed)  # greedy decoding: nothing random, seeded all the same
-            sweep_layers(adapter, [r["prompt"] for r in rows], images, todo, engine="fast",
-                         max_new_tokens=int(max_new_tokens), batch_size=engine_batch_size,
-                         on_layer=write, logger=logger)
+            fast_sweep(adapter, prompts, images, todo, max_new_tokens=int(max_new_tokens),
+                       batch_size=engine_batch_size, on_layer=write, logger=logger)
     shards.write_index(index, out_dir, layers)
     return todo

@@ -23,6 +23,11 @@ class Generation:
     response_ids: list[int]
     finished: bool  # EOS reached before max_new_tokens
 
+    def sweep_fields(self) -> dict[str, Any]:
+        """What a sweep shard keeps of a generation (docs/contracts.md), whichever engine ran."""
+        return {"response": self.text, "n_prompt_tokens": len(self.prompt_ids),
+                "n_response_tokens": len(self.response_ids), "finished": bool(self.finished)}
+
 
 class VLMAdapter(abc.ABC):
     """A loaded VLM (model + processor) that can be run with layer-l image features."""
@@ -39,6 +44,10 @@ class VLMAdapter(abc.ABC):
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= self.num_layers:
             raise IcetError(f"{self.name}: layer {layer!r} out of range 0..{self.num_layers}")
         return layer
+
+    def response_text(self, response_ids: list[int]) -> str:
+        """A response's text: special tokens (EOS) dropped, surrounding space stripped."""
+        return self.processor.tokenizer.decode(response_ids, skip_special_tokens=True).strip()
 
     @abc.abstractmethod
     def feature_kwargs(self, layer: int) -> dict[str, Any]:

@@ -173,14 +173,12 @@ class LlavaAdapter(VLMAdapter):
         input_ids = inputs["input_ids"].cpu()
         mask = inputs["attention_mask"].cpu().bool()
         prompt_len = input_ids.shape[1]
-        tokenizer = self.processor.tokenizer
         results = []
         for row, (ids, keep) in enumerate(zip(input_ids, mask)):
             new = sequences[row, prompt_len:].tolist()
             end = next((i for i, t in enumerate(new) if t in eos_ids), None)
             response = new if end is None else new[:end + 1]
-            text = tokenizer.decode(response, skip_special_tokens=True).strip()
-            results.append(Generation(text=text, prompt_ids=ids[keep].tolist(),
+            results.append(Generation(text=self.response_text(response), prompt_ids=ids[keep].tolist(),
                                       response_ids=response, finished=end is not None))
         return results
 
