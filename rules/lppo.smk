@@ -49,6 +49,7 @@ rule lppo_learning:
     params:
         params=lambda w: {**config["lppo"], "groups": MODELS[w.model]["groups"]},
         num_layers=lambda w: MODELS[w.model]["num_layers"],
+        default_layer=lambda w: default_layer(w.model),
         report=report_params(),
     conda:
         "../envs/report.yaml"

@@ -8,6 +8,7 @@ learning_report(
     model=snakemake.wildcards.model,
     params=snakemake.params.params,
     num_layers=snakemake.params.num_layers,
+    default_layer=snakemake.params.default_layer,
     bootstrap=snakemake.params.report["bootstrap"],
     label=snakemake.params.report["label"],
     judge=snakemake.params.report["judges"]["guard"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from icet.errors import IcetError
 
@@ -108,3 +108,33 @@ class LppoParams:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def layer_ranges(mode: str, num_layers: int, layer: int | None = None,
+                 groups: dict[str, Sequence[int]] | None = None) -> list[tuple[int, int]]:
+    """The inclusive layer ranges a `mode` draws from, checked: fixed -> [(l, l)], uniform ->
+    [(0, N)], groups -> one range per group in sorted name order (see rollout.sample_layers)."""
+    def check(value: int, what: str) -> int:
+        if not isinstance(value, int) or not 0 <= value <= num_layers:
+            raise IcetError(f"lppo params: {what} = {value!r} out of range 0..{num_layers}")
+        return value
+
+    if mode == "fixed":
+        if layer is None:
+            raise IcetError("lppo params: layer_mode 'fixed' needs a layer")
+        return [(check(layer, "layer"),) * 2]
+    if mode == "uniform":
+        return [(0, num_layers)]
+    if mode == "groups":
+        if not groups:
+            raise IcetError("lppo params: layer_mode 'groups' needs at least one group")
+        return [(check(groups[k][0], f"groups.{k}[0]"), check(groups[k][1], f"groups.{k}[1]"))
+                for k in sorted(groups)]
+    raise IcetError(f"lppo params: layer_mode {mode!r} is not fixed, uniform or groups")
+
+
+def layer_support(mode: str, num_layers: int, layer: int | None = None,
+                  groups: dict[str, Sequence[int]] | None = None) -> list[int]:
+    """Every layer `rollout.sample_layers` can draw in `mode` (the layers an L-PPO run trains on)."""
+    return sorted({l for lo, hi in layer_ranges(mode, num_layers, layer, groups)
+                   for l in range(lo, hi + 1)})

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from icet.errors import IcetError
+from icet.lppo.config import layer_ranges
 from icet.models.base import VLMAdapter
 
 _TEXT_KEYS = ("input_ids", "attention_mask")
@@ -46,26 +47,13 @@ def sample_layers(mode: str, n: int, rng: np.random.Generator, num_layers: int,
              taken in sorted name order so the draw does not depend on dict order), then l
              uniformly within it. Give one group to train on that range only.
     """
-    def check(value: int, what: str) -> int:
-        if not isinstance(value, int) or not 0 <= value <= num_layers:
-            raise IcetError(f"lppo params: {what} = {value!r} out of range 0..{num_layers}")
-        return value
-
+    ranges = layer_ranges(mode, num_layers, layer, groups)
     if mode == "fixed":
-        if layer is None:
-            raise IcetError("lppo params: layer_mode 'fixed' needs a layer")
-        return [check(layer, "layer")] * n
+        return [ranges[0][0]] * n
     if mode == "uniform":
         return [int(v) for v in rng.integers(0, num_layers + 1, size=n)]
-    if mode == "groups":
-        if not groups:
-            raise IcetError("lppo params: layer_mode 'groups' needs at least one group")
-        names = sorted(groups)
-        bounds = [(check(groups[k][0], f"groups.{k}[0]"), check(groups[k][1], f"groups.{k}[1]"))
-                  for k in names]
-        picks = rng.integers(0, len(names), size=n)
-        return [int(rng.integers(bounds[g][0], bounds[g][1] + 1)) for g in picks]
-    raise IcetError(f"lppo params: layer_mode {mode!r} is not fixed, uniform or groups")
+    picks = rng.integers(0, len(ranges), size=n)
+    return [int(rng.integers(ranges[g][0], ranges[g][1] + 1)) for g in picks]
 
 
 def by_layer(layers: Sequence[int], indices: Sequence[int] | None = None
