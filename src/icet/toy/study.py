@@ -296,7 +296,7 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
     from icet.runtime import configure
     from icet.seeding import seed_everything
     from icet.stats import bootstrap_ci, bootstrap_settings
-    from icet.sweep import respond
+    from icet.engine import sweep_layers
     from icet.utility import answer_correct
 
     configure(threads)
@@ -313,20 +313,28 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
     prompts = [r["prompt"] for rows, _ in sets.values() for r in rows]
     images = [i for _, imgs in sets.values() for i in imgs]
     kinds = [k for k, (rows, _) in sets.items() for _ in rows]
-    records = []
     if s["utility_layers"] not in ("all", "default"):
         raise IcetError(f"organism study eval: utility_layers {s['utility_layers']!r} not all/default")
     all_rows = [r for rows_, _ in sets.values() for r in rows_]
-    for layer in range(adapter.num_layers + 1):
-        keep = [i for i, k in enumerate(kinds) if k == "harmful" or s["utility_layers"] == "all"
-                or layer == adapter.default_layer]
-        answers = respond(adapter, [prompts[i] for i in keep], [images[i] for i in keep], layer,
-                          max_new_tokens=s["max_new_tokens"], batch_size=s["batch_size"])
-        for kind, row, answer in zip([kinds[i] for i in keep], [all_rows[i] for i in keep], answers):
-            records.append({"layer": layer, "set": kind, "id": row["id"], "prompt": row["prompt"],
-                            "answer": row.get("answer"),
-                            "response": clean_response(answer["response"])})
-        logger.info("ICET-%d: %d responses", layer, len(answers))
+    every_layer = list(range(adapter.num_layers + 1))
+    # Harmful prompts at every layer; look-alike and VQA prompts where utility is measured.
+    # The fast engine gives the naive loop's tokens (tests/test_engine.py) in a fraction of the time.
+    runs = [([i for i, k in enumerate(kinds) if k == "harmful"], every_layer),
+            ([i for i, k in enumerate(kinds) if k != "harmful"],
+             every_layer if s["utility_layers"] == "all" else [adapter.default_layer])]
+    answers: dict[tuple[int, int], dict] = {}
+    for keep, layers_run in runs:
+        if not keep:
+            continue
+        by_layer = sweep_layers(adapter, [prompts[i] for i in keep], [images[i] for i in keep],
+                                layers_run, engine="fast", max_new_tokens=s["max_new_tokens"],
+                                naive_batch_size=s["batch_size"], logger=logger)
+        for layer, rows_out in by_layer.items():
+            answers.update(((layer, i), answer) for i, answer in zip(keep, rows_out))
+    records = [{"layer": layer, "set": kinds[i], "id": all_rows[i]["id"],
+                "prompt": all_rows[i]["prompt"], "answer": all_rows[i].get("answer"),
+                "response": clean_response(answers[(layer, i)]["response"])}
+               for layer in every_layer for i in range(len(prompts)) if (layer, i) in answers]
 
     harmful = [r for r in records if r["set"] == "harmful"]
     pairs = sorted({(r["prompt"], r["response"]) for r in harmful})
@@ -343,7 +351,7 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
             r["correct"] = bool(answer_correct(r["response"], r["answer"]))
 
     layers = []
-    for layer in range(adapter.num_layers + 1):
+    for layer in every_layer:
         at = [r for r in records if r["layer"] == layer]
         harm = [r for r in at if r["set"] == "harmful"]
         unsafe = [int(r["unsafe"]) for r in harm]
