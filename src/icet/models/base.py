@@ -8,10 +8,14 @@ architecture-specific knobs.
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from icet.errors import IcetError
 
 
 @dataclass
@@ -29,8 +33,33 @@ class Generation:
                 "n_response_tokens": len(self.response_ids), "finished": bool(self.finished)}
 
 
+def base_model_of(model: Any) -> Any:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def load_image(image: Any) -> Any:
+    """A PIL RGB image from a PIL image or a path (the sweep passes paths)."""
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise IcetError(f"{path}: image file not found")
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    raise IcetError(f"expected a PIL image or a path, got {type(image).__name__}")
+
+
 class VLMAdapter(abc.ABC):
-    """A loaded VLM (model + processor) that can be run with layer-l image features."""
+    """A loaded VLM (model + processor) that can be run with layer-l image features.
+
+    Chat formatting, batching, generation and response splitting are shared by every
+    transformers VLM we drive; an architecture says how it exits early (`feature_kwargs`)
+    and, where its processor differs, how images and text reach it.
+    """
 
     name: str
     model: Any  # a transformers PreTrainedModel (possibly wrapped by peft)
@@ -39,8 +68,6 @@ class VLMAdapter(abc.ABC):
     default_layer: int  # the layer the model was trained with (LLaVA: N-1)
 
     def check_layer(self, layer: int) -> int:
-        from icet.errors import IcetError
-
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= self.num_layers:
             raise IcetError(f"{self.name}: layer {layer!r} out of range 0..{self.num_layers}")
         return layer
@@ -53,11 +80,90 @@ class VLMAdapter(abc.ABC):
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         """Keyword arguments that make `model(...)`/`model.generate(...)` use layer-l features."""
 
-    @abc.abstractmethod
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """Every id that ends a response (generation config first: Llama 3 has several)."""
+        eos = getattr(base_model_of(self.model).generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = self.processor.tokenizer.eos_token_id
+        return set(eos) if isinstance(eos, (list, tuple)) else {eos}
+
+    def chat_texts(self, prompts: list[str]) -> list[str]:
+        """The chat-formatted prompts: one user turn with an image part, then the text."""
+        conversations = [[{"role": "user", "content": [{"type": "image"},
+                                                       {"type": "text", "text": prompt}]}]
+                         for prompt in prompts]
+        return [self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+                for conv in conversations]
+
+    # What the processor gets besides the chat texts (an architecture may differ here).
+    processor_kwargs: dict[str, Any] = {}
+
+    def processor_images(self, images: list[Any]) -> list[Any]:
+        """The images as the processor takes them: one PIL image per prompt."""
+        return [load_image(i) for i in images]
+
     def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         """Chat-format and tokenise prompts (left padded) with their images: model inputs."""
+        if len(prompts) != len(images):
+            raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(images)} images")
+        if not prompts:
+            raise IcetError(f"{self.name}: empty batch")
+        inputs = self.processor(text=self.chat_texts(prompts), images=self.processor_images(images),
+                                padding=True, return_tensors="pt", **self.processor_kwargs)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return inputs
 
-    @abc.abstractmethod
+    def logits(self, prompts: list[str], images: list[Any], layer: int | None = None) -> torch.Tensor:
+        """Next-token logits [batch, seq, vocab] of the prepared prompts with layer-l features.
+
+        `layer=None` runs the model untouched (no kwarg), which is what the default layer must
+        reproduce. Position ids skip the left padding, as `generate` does.
+        """
+        kwargs = {} if layer is None else self.feature_kwargs(layer)
+        inputs = self.prepare(prompts, images)
+        mask = inputs["attention_mask"]
+        position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        with torch.inference_mode():
+            out = self.model(**inputs, position_ids=position_ids, **kwargs)
+        return out.logits.float()
+
     def generate(self, prompts: list[str], images: list[Any], layer: int,
-                 max_new_tokens: int, **generation_kwargs) -> list[Generation]:
-        """Greedy (unless told otherwise) responses with layer-l image features."""
+                 max_new_tokens: int = 32, **generation_kwargs) -> list[Generation]:
+        kwargs = self.feature_kwargs(layer)
+        inputs = self.prepare(prompts, images)
+        settings = {"do_sample": False, "max_new_tokens": int(max_new_tokens), **generation_kwargs}
+        with torch.inference_mode():
+            sequences = self.model.generate(**inputs, **kwargs, **settings)
+            if not torch.is_tensor(sequences):
+                sequences = sequences.sequences
+        return self.split_generations(inputs, sequences.cpu())
+
+    def split_generations(self, inputs: dict[str, torch.Tensor],
+                          sequences: torch.Tensor) -> list[Generation]:
+        """Prompt ids without padding; response ids up to and including the first EOS.
+
+        Rows that stopped early are filled with pad after their EOS, so cutting at the first
+        EOS (rather than at the first pad) also survives a model that emits the pad id.
+        """
+        eos_ids = self.eos_token_ids
+        input_ids = inputs["input_ids"].cpu()
+        mask = inputs["attention_mask"].cpu().bool()
+        prompt_len = input_ids.shape[1]
+        results = []
+        for row, (ids, keep) in enumerate(zip(input_ids, mask)):
+            new = sequences[row, prompt_len:].tolist()
+            end = next((i for i, t in enumerate(new) if t in eos_ids), None)
+            response = new if end is None else new[:end + 1]
+            results.append(Generation(text=self.response_text(response), prompt_ids=ids[keep].tolist(),
+                                      response_ids=response, finished=end is not None))
+        return results

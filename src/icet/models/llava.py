@@ -13,21 +13,14 @@ with every hidden state and projects each requested layer the way `get_image_fea
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from icet.errors import IcetError
-from icet.models.base import Generation, VLMAdapter
+from icet.models.base import VLMAdapter, base_model_of, load_image  # noqa: F401 (re-exported)
 
 SUPPORTED_MODEL_TYPES = ("llava", "llava_next")
-
-
-def base_model_of(model: Any) -> Any:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def vision_num_layers(model: Any) -> int:
@@ -59,21 +52,6 @@ def layer_of_feature_index(index: Any, num_layers: int, where: str = "model") ->
     return index + num_layers + 1 if index < 0 else index
 
 
-def load_image(image: Any) -> Any:
-    """A PIL RGB image from a PIL image or a path (the sweep passes paths)."""
-    from PIL import Image
-
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise IcetError(f"{path}: image file not found")
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    raise IcetError(f"expected a PIL image or a path, got {type(image).__name__}")
-
-
 class LlavaAdapter(VLMAdapter):
     """A LlavaForConditionalGeneration / LlavaNextForConditionalGeneration (maybe peft-wrapped)."""
 
@@ -99,88 +77,8 @@ class LlavaAdapter(VLMAdapter):
         self.info.update(model_type=model_type, num_layers=self.num_layers,
                          default_layer=self.default_layer)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
-    def eos_token_ids(self) -> set[int]:
-        """Every id that ends a response (generation config first: Llama 3 has several)."""
-        eos = getattr(base_model_of(self.model).generation_config, "eos_token_id", None)
-        if eos is None:
-            eos = self.processor.tokenizer.eos_token_id
-        return set(eos) if isinstance(eos, (list, tuple)) else {eos}
-
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         return {"vision_feature_layer": self.check_layer(layer) - (self.num_layers + 1)}
-
-    def chat_texts(self, prompts: list[str]) -> list[str]:
-        """The chat-formatted prompts: one user turn with an image part, then the text."""
-        conversations = [[{"role": "user", "content": [{"type": "image"},
-                                                       {"type": "text", "text": prompt}]}]
-                         for prompt in prompts]
-        return [self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-                for conv in conversations]
-
-    def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        if len(prompts) != len(images):
-            raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(images)} images")
-        if not prompts:
-            raise IcetError(f"{self.name}: empty batch")
-        inputs = self.processor(text=self.chat_texts(prompts), images=[load_image(i) for i in images],
-                                padding=True, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        return inputs
-
-    def logits(self, prompts: list[str], images: list[Any], layer: int | None = None) -> torch.Tensor:
-        """Next-token logits [batch, seq, vocab] of the prepared prompts with layer-l features.
-
-        `layer=None` runs the model untouched (no kwarg), which is what the default layer must
-        reproduce. Position ids skip the left padding, as `generate` does.
-        """
-        kwargs = {} if layer is None else self.feature_kwargs(layer)
-        inputs = self.prepare(prompts, images)
-        mask = inputs["attention_mask"]
-        position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-        with torch.inference_mode():
-            out = self.model(**inputs, position_ids=position_ids, **kwargs)
-        return out.logits.float()
-
-    def generate(self, prompts: list[str], images: list[Any], layer: int,
-                 max_new_tokens: int = 32, **generation_kwargs) -> list[Generation]:
-        kwargs = self.feature_kwargs(layer)
-        inputs = self.prepare(prompts, images)
-        settings = {"do_sample": False, "max_new_tokens": int(max_new_tokens), **generation_kwargs}
-        with torch.inference_mode():
-            sequences = self.model.generate(**inputs, **kwargs, **settings)
-            if not torch.is_tensor(sequences):
-                sequences = sequences.sequences
-        return self.split_generations(inputs, sequences.cpu())
-
-    def split_generations(self, inputs: dict[str, torch.Tensor],
-                          sequences: torch.Tensor) -> list[Generation]:
-        """Prompt ids without padding; response ids up to and including the first EOS.
-
-        Rows that stopped early are filled with pad after their EOS, so cutting at the first
-        EOS (rather than at the first pad) also survives a model that emits the pad id.
-        """
-        eos_ids = self.eos_token_ids
-        input_ids = inputs["input_ids"].cpu()
-        mask = inputs["attention_mask"].cpu().bool()
-        prompt_len = input_ids.shape[1]
-        results = []
-        for row, (ids, keep) in enumerate(zip(input_ids, mask)):
-            new = sequences[row, prompt_len:].tolist()
-            end = next((i for i, t in enumerate(new) if t in eos_ids), None)
-            response = new if end is None else new[:end + 1]
-            results.append(Generation(text=self.response_text(response), prompt_ids=ids[keep].tolist(),
-                                      response_ids=response, finished=end is not None))
-        return results
 
     # The fast sweep engine (icet.engine): this flag and the four methods below opt in.
     supports_fast_sweep = True

@@ -52,8 +52,7 @@ from transformers.conversion_mapping import (get_checkpoint_conversion_mapping,
                                              register_checkpoint_conversion_mapping)
 
 from icet.errors import IcetError
-from icet.models.base import VLMAdapter
-from icet.models.llava import LlavaAdapter, base_model_of, load_image
+from icet.models.base import VLMAdapter, base_model_of, load_image
 
 ICET_KWARG = "icet_layer"
 _CLASS_NAME = "IcetMllamaForConditionalGeneration"
@@ -176,10 +175,9 @@ class IcetMllamaForConditionalGeneration(MllamaForConditionalGeneration):
 class MllamaAdapter(VLMAdapter):
     """A (possibly peft-wrapped) IcetMllamaForConditionalGeneration and its MllamaProcessor.
 
-    Prompt formatting, batching, generation and response splitting are LLaVA's (the same
-    chat-template call, left padding, first-EOS cut), borrowed method by method rather than
-    inherited, so that `isinstance(adapter, LlavaAdapter)` keeps meaning "has a
-    vision_feature_layer".
+    Prompt formatting, batching, generation and response splitting are VLMAdapter's (the
+    same chat-template call, left padding, first-EOS cut as LLaVA); only the processor's
+    image nesting and special tokens differ.
     """
 
     def __init__(self, model: Any, processor: Any, name: str | None = None,
@@ -208,29 +206,13 @@ class MllamaAdapter(VLMAdapter):
                          num_global_layers=int(base.config.vision_config.num_global_layers),
                          icet_definition="local encoder exits after layer l")
 
-    device = LlavaAdapter.device
-    dtype = LlavaAdapter.dtype
-    eos_token_ids = LlavaAdapter.eos_token_ids
-    chat_texts = LlavaAdapter.chat_texts
-    logits = LlavaAdapter.logits
-    generate = LlavaAdapter.generate
-    split_generations = LlavaAdapter.split_generations
+    # Llama 3.2's processor takes a list of images per prompt (one each here), and puts a BOS
+    # in front of any text that lacks one while the Llama 3 tokenizer would add another:
+    # `add_special_tokens=False`, as Meta's model card does.
+    processor_kwargs = {"add_special_tokens": False}
 
-    def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        """Like LLaVA's, but images nested per prompt (one each) and no second BOS.
-
-        MllamaProcessor puts a BOS in front of any text that lacks one, and the Llama 3
-        tokenizer would add another: `add_special_tokens=False`, as Meta's model card does.
-        """
-        if len(prompts) != len(images):
-            raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(images)} images")
-        if not prompts:
-            raise IcetError(f"{self.name}: empty batch")
-        inputs = self.processor(text=self.chat_texts(prompts), images=[[load_image(i)] for i in images],
-                                padding=True, add_special_tokens=False, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        return inputs
+    def processor_images(self, images: list[Any]) -> list[Any]:
+        return [[load_image(i)] for i in images]
 
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         return {ICET_KWARG: self.check_layer(layer)}
