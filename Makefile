@@ -35,6 +35,7 @@ report: $(STAMP)
 test: $(STAMP)
 	@scripts/install-system-packages || [ "$$(id -u)" -ne 0 ]
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -q
+	scripts/test-kernel-paths $(BIN)/python
 
 clean-toy:
 	rm -rf results/toy logs/toy resources/toy

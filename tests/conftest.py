@@ -15,6 +15,14 @@ except ImportError:  # pragma: no cover - torch is a hard dependency
     pass
 
 
+def pytest_report_header(config):
+    """Name the CPU kernel path: results of training and sampling tests depend on it."""
+    import torch
+
+    return (f"torch CPU kernel path: {torch.backends.cpu.get_cpu_capability()} "
+            f"(ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'unset')})")
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say in CI output that the real-SLURM test ran and passed (not merely skipped)."""
     passed = [r.nodeid for r in terminalreporter.stats.get("passed", [])

@@ -65,21 +65,36 @@ def refusal_reward(prompts, responses):
     return [1.0 if r.split()[:1] == [REFUSAL] else 0.0 for r in responses]
 
 
+SEEDS = (0, 1, 2)  # L-PPO seeds: the claim is checked on their distribution, not one trajectory
+
+
 def test_lppo_halves_compliance_when_refusal_has_a_few_percent_probability(world, tmp_path):
+    """Holds on every CPU kernel path (ATEN_CPU_CAPABILITY default / avx2 / avx512), by design.
+
+    With refusal 2 % likely, a few early samples decide a short, large-step run, and float
+    rounding decides those samples: 16 steps of 8 rollouts at lr 3e-2 halved compliance for
+    2 of 6 seeds. 32 steps of 16 rollouts at lr 3e-3 sample about ten refusals before the
+    policy moves and then follow them: measured over 12 runs (4 seeds x 3 kernel paths)
+    compliance fell from 0.98 to 0.11-0.44. So every seed must fall by a quarter and their
+    mean by half, with margin on each path.
+    """
     before = compliance(world, LAYER)
     assert 0.9 < before < 0.995  # refusing is possible but rare: a few % (as a base LM)
-    out = tmp_path / "run"
-    train_lppo(world["model"], world["rt"], str(out),
-               {"steps": 16, "rollout_batch": 8, "minibatch": 4, "ppo_epochs": 4, "lr": 3e-2,
-                "eta": 0.05, "layer_mode": "fixed", "layer": LAYER, "max_new_tokens": 6,
-                "checkpoint_every": 100}, 0, reward_fn=refusal_reward,
-               log=str(tmp_path / "run.log"))
-    after = compliance(world, LAYER, peft_adapter=out / "adapter")
-    assert after <= 0.5 * before, (before, after)
-    lines = (out / "metrics.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    rewards = [float(dict(zip(header, line.split(",")))["reward"]) for line in lines[1:]]
-    assert np.mean(rewards[-4:]) > np.mean(rewards[:4])
+    after = {}
+    for seed in SEEDS:
+        out = tmp_path / f"run-{seed}"
+        train_lppo(world["model"], world["rt"], str(out),
+                   {"steps": 32, "rollout_batch": 16, "minibatch": 4, "ppo_epochs": 4,
+                    "lr": 3e-3, "eta": 0.05, "layer_mode": "fixed", "layer": LAYER,
+                    "max_new_tokens": 6, "checkpoint_every": 100}, seed,
+                   reward_fn=refusal_reward, log=str(tmp_path / f"run-{seed}.log"))
+        after[seed] = compliance(world, LAYER, peft_adapter=out / "adapter")
+        lines = (out / "metrics.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        rewards = [float(dict(zip(header, line.split(",")))["reward"]) for line in lines[1:]]
+        assert np.mean(rewards[-4:]) > np.mean(rewards[:4]), (seed, rewards)
+    assert all(value <= 0.75 * before for value in after.values()), (before, after)
+    assert np.mean(list(after.values())) <= 0.5 * before, (before, after)
 
 
 # --- the learning check on hand-made score files ------------------------------------------
