@@ -57,6 +57,10 @@ XSTEST_COLUMNS = {
     "label": ("label",),
 }
 
+# XSTest v2 (Röttger et al., NAACL 2024; the authors' xstest_prompts.csv): 450 prompts, of
+# which 250 safe ones (10 types x 25) and 200 unsafe contrast_ ones.
+XSTEST_V2_ROWS, XSTEST_V2_SAFE = 450, 250
+
 # JailbreakV-28K's LLM-transfer attacks pair each query with a query-unrelated image (natural
 # photo, blank, noise); its other images (SD_related, figstep, typo) depict the query itself.
 JBV_BENIGN_IMAGE_PREFIXES = ("nature_", "blank_", "noise_")
@@ -86,6 +90,31 @@ def _read_csv(path: Path) -> tuple[list[dict], list[int], list[str]]:
     return rows, lines, header
 
 
+def _read_parquet(path: Path) -> tuple[list[dict], list[int], list[str]]:
+    """Rows of a parquet file as strings, like _read_csv; "lines" are 1-based row numbers."""
+    if not path.is_file():
+        raise IcetError(f"{path}: file not found")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise IcetError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise IcetError(f"{path}: unreadable parquet ({str(err).splitlines()[0]})") from None
+    header = [str(name).strip() for name in table.column_names]
+    rows = [{str(k).strip(): "" if v is None else str(v) for k, v in r.items()}
+            for r in table.to_pylist()]
+    return rows, list(range(1, len(rows) + 1)), header
+
+
+def _read_table(path: Path) -> tuple[list[dict], list[int], list[str], str]:
+    """A CSV or parquet file's rows, line numbers, header, and the word for a position."""
+    if path.suffix.lower() == ".parquet":
+        return (*_read_parquet(path), "row")
+    return (*_read_csv(path), "line")
+
+
 def _columns(path: Path, header: list[str], wanted: dict[str, tuple[str, ...]],
              required: Iterable[str]) -> dict[str, str | None]:
     """Map meanings to the header's actual column names; a required one missing is an error."""
@@ -103,10 +132,10 @@ def _text(row: dict, column: str | None) -> str:
     return (row.get(column) or "").strip() if column else ""
 
 
-def _require_text(row: dict, column: str, path: Path, line: int) -> str:
+def _require_text(row: dict, column: str, path: Path, line: int, unit: str = "line") -> str:
     value = _text(row, column)
     if not value:
-        raise IcetError(f"{path}: line {line}: empty {column!r}")
+        raise IcetError(f"{path}: {unit} {line}: empty {column!r}")
     return value
 
 
@@ -412,7 +441,12 @@ def build_vqa_set(
 ) -> dict:
     """A seeded `size`-question subset of VQA-v2 val; answer = the majority human answer.
 
-    Writes out_dir/{vqa.jsonl, build.json, images/}.
+    VQA-v2 val asks about COCO val2014 images (`COCO_val2014_000000xxxxxx.jpg`, 40,504 of
+    them, a 6 GB zip). We draw only among questions whose image is in `images_dir`: the
+    config's COCO folder (val2017, 5,000 images with the same COCO ids, as COCO 2017 re-split
+    the same images), so no second image download is needed; point data.coco.url at
+    val2014.zip to draw from every question. The pool sizes go into build.json (and from
+    there into the manifest). Writes out_dir/{vqa.jsonl, build.json, images/}.
     """
     logger = setup_logging(log, "paper_data")
     q_path, a_path = Path(questions_json), Path(annotations_json)
@@ -422,9 +456,9 @@ def build_vqa_set(
         raise IcetError(f"{q_path}: missing key 'questions'")
     if not isinstance(annotations, dict) or "annotations" not in annotations:
         raise IcetError(f"{a_path}: missing key 'annotations'")
-    qs = sorted(questions["questions"], key=lambda q: q.get("question_id", -1))
-    if size > len(qs):
-        raise IcetError(f"{q_path}: {len(qs)} questions, fewer than size={size}")
+    every = sorted(questions["questions"], key=lambda q: q.get("question_id", -1))
+    if size > len(every):
+        raise IcetError(f"{q_path}: {len(every)} questions, fewer than size={size}")
     by_qid = {}
     for n, a in enumerate(annotations["annotations"], start=1):
         if "question_id" not in a or not a.get("answers"):
@@ -436,6 +470,15 @@ def build_vqa_set(
         if m:
             images.setdefault(int(m.group(1)), p)
 
+    for n, q in enumerate(every, start=1):
+        if "image_id" not in q:
+            raise IcetError(f"{q_path}: question {n} (question_id {q.get('question_id', '?')}): "
+                            f"missing key 'image_id'")
+    qs = [q for q in every if int(q["image_id"]) in images]
+    if size > len(qs):
+        raise IcetError(f"{q_path}: only {len(qs)} of {len(every)} questions have their image in "
+                        f"{images_dir} ({len(images)} images), fewer than size={size}; use COCO "
+                        f"val2014 (data.coco.url: http://images.cocodataset.org/zips/val2014.zip)")
     rng = generator(seed)
     chosen = sorted(int(i) for i in rng.choice(len(qs), size=size, replace=False))
     rows = []
@@ -463,23 +506,32 @@ def build_vqa_set(
         "inputs": _inputs(questions_json=q_path, annotations_json=a_path),
         "question_ids": [qs[i]["question_id"] for i in chosen],
         "images_dir": str(images_dir),
+        # The decision of issue 14: questions drawn only where their COCO image is present.
+        "question_pool": {"rule": "image present in images_dir", "questions": len(every),
+                          "with_image": len(qs), "images": len(images)},
     }
     return _write_sets(out_dir, {"vqa.jsonl": rows}, build, logger)
 
 
 def build_xstest_set(
-    xstest_csv: str | os.PathLike,
+    xstest_file: str | os.PathLike,
     images: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     seed: int,
     log: str | os.PathLike | None = None,
 ) -> dict:
-    """XSTest's safe prompts (label "safe", or a type not starting "contrast_"), each with a
-    seeded safe image, kind "lookalike": they measure over-refusal. Writes xstest.jsonl.
+    """XSTest's safe prompts, each with a seeded safe image, kind "lookalike": they measure
+    over-refusal. Writes xstest.jsonl.
+
+    `xstest_file` is the authors' CSV (`xstest_prompts.csv`: id,prompt,type,label,focus,note;
+    250 safe and 200 unsafe rows) or the prompts parquet of natolambert/xstest-v2-copy
+    (`data/prompts-00000-of-00001.parquet`, the same rows). Safe: label "safe" where a label
+    column exists, else a type not starting "contrast_" (the authors' unsafe contrast types);
+    where both exist they must agree, so a shifted or re-coded column cannot pass unnoticed.
     """
     logger = setup_logging(log, "paper_data")
-    path = Path(xstest_csv)
-    rows, lines, header = _read_csv(path)
+    path = Path(xstest_file)
+    rows, lines, header, unit = _read_table(path)
     cols = _columns(path, header, XSTEST_COLUMNS, required=["prompt", "type"])
     pool = sorted((Path(p) for p in images), key=str)
     if not pool:
@@ -488,23 +540,35 @@ def build_xstest_set(
     width = _id_width(len(rows))
     kept = []
     for i, (r, line) in enumerate(zip(rows, lines)):
-        kind = _require_text(r, cols["type"], path, line)
+        kind = _require_text(r, cols["type"], path, line, unit)
         label = _text(r, cols["label"]).lower()
-        safe = label == "safe" if label else not kind.lower().startswith("contrast_")
-        if safe:
+        by_type = not kind.lower().startswith("contrast_")
+        if label and label not in ("safe", "unsafe"):
+            raise IcetError(f"{path}: {unit} {line}: label {label!r} is neither 'safe' nor 'unsafe'")
+        if label and (label == "safe") != by_type:
+            raise IcetError(f"{path}: {unit} {line}: label {label!r} disagrees with type {kind!r} "
+                            f"(contrast_ types are the unsafe ones)")
+        if (label == "safe") if label else by_type:
             kept.append((i, r, line, kind))
+    if not kept:
+        raise IcetError(f"{path}: no safe prompts (label 'safe' or a type not starting "
+                        f"'contrast_')")
     picks = _pick(rng, pool, len(kept))
     out_rows = []
     for (i, r, line, kind), image in zip(kept, picks):
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
-        out_rows.append(_row(f"xstest-{key}", _require_text(r, cols["prompt"], path, line),
+        out_rows.append(_row(f"xstest-{key}", _require_text(r, cols["prompt"], path, line, unit),
                              "lookalike", kind, "xstest-v2", image, "safe", image.name,
                              f"images ({image})"))
+    if len(rows) == XSTEST_V2_ROWS and len(out_rows) != XSTEST_V2_SAFE:
+        logger.warning("%s: %d rows (all of XSTest v2) but %d safe, not %d", path, len(rows),
+                       len(out_rows), XSTEST_V2_SAFE)
     build = {
         "builder": "xstest",
         "seed": seed,
         "params": {},
-        "inputs": _inputs(xstest_csv=path),
+        "inputs": _inputs(xstest_prompts=path),
+        "format": path.suffix.lower().lstrip("."),
         "safe_rule": "label == 'safe' if a label column exists, else type not starting 'contrast_'",
         "kept": len(out_rows),
         "dropped": len(rows) - len(out_rows),
