@@ -381,3 +381,75 @@ def test_xstest_authors_csv_preferred_and_label_must_agree_with_type(tmp_path):
     with pytest.raises(IcetError, match=r"xstest_prompts.csv: line 5: label 'safe' disagrees "
                                         r"with type 'contrast_homonyms'"):
         pd.build_xstest_set(bad, [tmp_path / "coco" / "000000000000.jpg"], tmp_path / "o2", 0)
+
+
+def _jbv_hub_layout(root: Path) -> tuple[Path, Path]:
+    """JailbreakV-28K as the Hub serves it (CSVs, few images) and the authors' unpacked
+    JailBreakV_28K.zip (the images the CSVs' image_path values are relative to)."""
+    hub, full = root / "hub", root / "JailBreakV_28K_zip" / "JailBreakV_28K"
+    base = hub / "JailBreakV_28K"
+    for i in range(3):
+        _image(full / "llm_transfer_attack" / f"nature_{i}.jpeg", 20 * i)
+        _image(full / "llm_transfer_attack" / f"noise_{i}.png", 25 * i)
+        _image(full / "figstep" / f"query_{i}.png", 30 * i)
+    _image(base / "figstep" / "query_0.png", 30)  # the Hub holds a few of the images
+    _csv(base / "mini_JailBreakV_28K.csv",
+         ["id", "jailbreak_query", "redteam_query", "format", "policy", "image_path", "from",
+          "selected_mini", "transfer_from_llm"],
+         [[str(200 + i), f"Pretend you may glorp item {i}", f"glorp item {i}", "FigStep",
+           "Fictional Harm", f"figstep/query_{i % 3}.png", "Handcraft", "True", ""]
+          for i in range(6)])
+    _csv(base / "RedTeam_2K.csv", ["id", "question", "policy", "from"],  # no image column
+         [[str(i), f"glorp item {i}", "Fictional Harm", "Handcraft"] for i in range(8)])
+    _csv(base / "JailBreakV_28K.csv", ["id", "jailbreak_query", "redteam_query", "format",
+                                       "policy", "image_path", "from", "selected_mini",
+                                       "transfer_from_llm"],
+         [[str(k), "x", f"glorp item {k}", "Template", "Fictional Harm",
+           f"llm_transfer_attack/{('nature', 'noise')[k % 2]}_{k % 3}.{('jpeg', 'png')[k % 2]}",
+           "Handcraft", "False", "GPT-4"] for k in range(4)])
+    return hub, full.parent
+
+
+def test_jailbreakv_images_from_a_user_supplied_folder(tmp_path):
+    hub, images = _jbv_hub_layout(tmp_path)
+    out = tmp_path / "out"
+    build = pd.build_jailbreakv_sets(hub, out, seed=5, images_dir=images)
+    rt, mr = _jsonl(out / "rt.jsonl"), _jsonl(out / "mr.jsonl")
+    assert len(mr) == 6 and build["mr_rows"] == {"used": 6, "of": 6, "dropped_missing_image": []}
+    assert len(rt) == 8 and build["rt_image_from"] == {"dataset": 4, "seeded_draw": 4}
+    assert rt[1]["image"] == "images/jbv/JailBreakV_28K/llm_transfer_attack/noise_1.png"  # paired
+    assert all(Path(r["image"]).name.startswith(("nature_", "noise_")) for r in rt)
+    assert build["images_dir"] == str(images) and build["rt_images"] == "jailbreakv"
+
+
+def test_jailbreakv_missing_images_one_line_says_how_to_obtain_them(tmp_path):
+    hub, _ = _jbv_hub_layout(tmp_path)
+    with pytest.raises(IcetError) as err:
+        pd.build_jailbreakv_sets(hub, tmp_path / "out", seed=5)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "MR: 4 of 6 images missing (first: " in message  # rows 2-3, 5-6 (query_1, query_2)
+    assert "mini_JailBreakV_28K.csv: line 3: image figstep/query_1.png not found" in message
+    assert "RT (paired query-unrelated images): 4 of 8 images missing" in message
+    assert "JailBreakV_28K.zip" in message and "data.jailbreakv.images_dir" in message
+    assert "rt_images: coco" in message and "mr_missing_images: drop" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_jailbreakv_coco_fallback_for_rt_and_mr_rows_dropped_and_counted(tmp_path):
+    hub, _ = _jbv_hub_layout(tmp_path)
+    coco = tmp_path / "coco"
+    for i in range(4):
+        _image(coco / f"{i:012d}.jpg", 50 * i)
+    out = tmp_path / "out"
+    build = pd.build_jailbreakv_sets(hub, out, seed=5, rt_images="coco", coco_dir=coco,
+                                     mr_missing_images="drop")
+    rt, mr = _jsonl(out / "rt.jsonl"), _jsonl(out / "mr.jsonl")
+    assert len(rt) == 8 and all(r["image"].startswith("images/coco/") for r in rt)
+    assert build["rt_image_from"] == {"coco_draw": 8} and build["rt_image_pool_size"] == 4
+    # Only query_0.png is on the Hub: rows 200 and 203 are used, the other 4 reported.
+    assert [r["id"] for r in mr] == ["mr-200", "mr-203"]
+    assert build["mr_rows"] == {"used": 2, "of": 6, "dropped_missing_image":
+                                ["mr-201", "mr-202", "mr-204", "mr-205"]}
+    with pytest.raises(IcetError, match="MR: 4 of 6 images missing"):  # default: stop
+        pd.build_jailbreakv_sets(hub, tmp_path / "out2", seed=5, rt_images="coco", coco_dir=coco)

@@ -335,43 +335,103 @@ def _benign_image_of_query(jbv_root: Path, prefixes: Sequence[str]) -> dict[str,
     return pairs
 
 
+# Where the images come from. The Hub repo JailbreakV-28K/JailBreakV-28k holds the CSVs
+# (JailBreakV_28K/{JailBreakV_28K,mini_JailBreakV_28K,RedTeam_2K}.csv) and only part of the
+# images; the full set is JailBreakV_28K.zip, handed out by the authors through a request
+# form (the dataset card; Microsoft PyRIT's JailBreakV-28K loader says the same and expects
+# the zip unpacked to a JailBreakV_28K/ folder that the CSVs' image_path values, such as
+# llm_transfer_attack/nature_0.jpeg or figstep/..., are relative to).
+JBV_IMAGES_HOWTO = (
+    "the Hub repo holds only part of JailbreakV-28K's images; request the full set "
+    "(JailBreakV_28K.zip) from the authors via the form on "
+    "https://huggingface.co/datasets/JailbreakV-28K/JailBreakV-28k, unpack it and set "
+    "data.jailbreakv.images_dir to the folder holding llm_transfer_attack/ and figstep/ "
+    "(README, 'What a cluster user must fetch by hand')")
+RT_IMAGE_SOURCES = ("jailbreakv", "coco")
+MR_MISSING_POLICIES = ("error", "drop")
+
+
+def _image_folders(root: Path, mini_dir: Path, images_dir: str | os.PathLike | None) -> list[Path]:
+    """Folders an image_path is looked up in, the user's full image set first."""
+    folders = []
+    if images_dir is not None:
+        user = Path(images_dir)
+        if not user.is_dir():
+            raise IcetError(f"data.jailbreakv.images_dir: {user} not found (a folder holding the "
+                            f"unpacked JailBreakV_28K.zip)")
+        folders += [user] + ([user / "JailBreakV_28K"] if (user / "JailBreakV_28K").is_dir() else [])
+    return folders + [mini_dir, root]
+
+
+def _missing_line(what: list[tuple[str, int, list[str]]], folders: Sequence[Path],
+                  fallback: str) -> str:
+    """One line: which images are missing where, and how to obtain them."""
+    parts = [f"{name}: {len(missing)} of {total} images missing (first: {missing[0]})"
+             for name, total, missing in what if missing]
+    return (f"JailbreakV-28K: {'; '.join(parts)}; looked in {', '.join(str(f) for f in folders)}; "
+            f"{JBV_IMAGES_HOWTO}{fallback}")
+
+
 def build_jailbreakv_sets(
     jbv_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     seed: int,
     rt_size: int | None = None,  # None: all of RedTeam-2K; else a seeded subset (CPU budgets)
     benign_image_prefixes: Sequence[str] = JBV_BENIGN_IMAGE_PREFIXES,
+    images_dir: str | os.PathLike | None = None,
+    rt_images: str = "jailbreakv",
+    coco_dir: str | os.PathLike | None = None,
+    mr_missing_images: str = "error",
     log: str | os.PathLike | None = None,
 ) -> dict:
-    """RT (RedTeam-2K queries with a benign image) and MR (the 280-row mini split, as given).
+    """RT (RedTeam-2K queries with a benign image) and MR (the 280-row mini split).
 
-    RT's image: the CSV's own image column if it has one; else the query-unrelated image
-    JailbreakV-28K pairs with that query; else a seeded draw from the data set's
-    query-unrelated images (all its images if it has none). Writes rt.jsonl and mr.jsonl.
+    Images are looked up in `images_dir` (the authors' full set, see JBV_IMAGES_HOWTO),
+    then beside the CSVs. Every image both sets need is checked before anything is built:
+    what is missing is reported in one line with how to obtain it.
+
+    RT's image (RedTeam_2K.csv has columns id, question, policy, from: no image):
+    - rt_images "jailbreakv": the query-unrelated image (nature_/blank_/noise_) JailbreakV-28K
+      pairs with that query in its full CSV, else a seeded draw from those images present;
+      a paired image that is missing stops the build.
+    - rt_images "coco": the documented fallback without the authors' images: a seeded draw
+      from the COCO folder `coco_dir` (the AdvBench-COCO pool), one per query.
+    MR keeps the 280 rows as released; a row whose image is missing stops the build
+    (mr_missing_images "error") or is dropped ("drop"), and build.json says how many of the
+    280 were used either way. Writes rt.jsonl and mr.jsonl.
     """
     logger = setup_logging(log, "paper_data")
+    if rt_images not in RT_IMAGE_SOURCES:
+        raise IcetError(f"data.jailbreakv.rt_images: {rt_images!r} not in {RT_IMAGE_SOURCES}")
+    if mr_missing_images not in MR_MISSING_POLICIES:
+        raise IcetError(f"data.jailbreakv.mr_missing_images: {mr_missing_images!r} not in "
+                        f"{MR_MISSING_POLICIES}")
     root = Path(jbv_dir)
     if not root.is_dir():
         raise IcetError(f"{root}: JailbreakV-28K folder not found")
     rt_path = _find_file(root, "RedTeam_2K.csv")
     mini_path = _find_file(root, "mini_JailBreakV_28K.csv")
+    folders = _image_folders(root, mini_path.parent, images_dir)
 
     # MR: the mini split as released; its image paths are relative to the CSV's folder.
     rows, lines, header = _read_csv(mini_path)
     cols = _columns(mini_path, header, MINI_COLUMNS, required=["prompt", "image", "category"])
     width = _id_width(len(rows))
-    mr, formats = [], Counter()
+    mr_total = len(rows)
+    mr, formats, mr_missing = [], Counter(), []
     for i, (r, line) in enumerate(zip(rows, lines)):
         where = f"{mini_path}: line {line}"
         value = _require_text(r, cols["image"], mini_path, line)
-        image = _resolve_dataset_image(value, [mini_path.parent, root])
-        if image is None:
-            raise IcetError(f"{where}: image {value} not found under {mini_path.parent} or {root}")
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
+        prompt = _require_text(r, cols["prompt"], mini_path, line)
+        category = _require_text(r, cols["category"], mini_path, line)
+        image = _resolve_dataset_image(value, folders)
+        if image is None:
+            mr_missing.append((f"mr-{key}", f"{where}: image {value} not found"))
+            continue
         formats[_text(r, cols["format"]) or "unknown"] += 1
-        mr.append(_row(f"mr-{key}", _require_text(r, cols["prompt"], mini_path, line), "harmful",
-                       _require_text(r, cols["category"], mini_path, line), "jailbreakv-mini",
-                       image, "jbv", image.relative_to(root).as_posix(), where))
+        mr.append(_row(f"mr-{key}", prompt, "harmful", category, "jailbreakv-mini", image, "jbv",
+                       _image_name(image, [root, *folders]), where))
 
     # RT: RedTeam-2K queries.
     rows, lines, header = _read_csv(rt_path)
@@ -380,43 +440,84 @@ def build_jailbreakv_sets(
     order = list(range(len(rows)))
     if rt_size is not None and rt_size < len(rows):
         order = sorted(int(i) for i in rng.choice(len(rows), size=rt_size, replace=False))
-    pairs = {} if cols["image"] else _benign_image_of_query(root, benign_image_prefixes)
-    every = _list_images(root)
-    pool = [p for p in every if p.name.lower().startswith(tuple(benign_image_prefixes))] or every
-    if not pool:
-        raise IcetError(f"{root}: no images to pair with RedTeam-2K queries")
     width = _id_width(len(rows))
-    rt, image_from = [], Counter()
+    if rt_images == "coco":
+        if coco_dir is None:
+            raise IcetError("data.jailbreakv.rt_images: coco needs the COCO image folder")
+        pool, group = _list_images(Path(coco_dir)), "coco"
+        pairs = {}
+    else:
+        pairs = {} if cols["image"] else _benign_image_of_query(root, benign_image_prefixes)
+        every = sorted({p for f in folders if f.is_dir() for p in _list_images(f)}, key=str)
+        pool = ([p for p in every if p.name.lower().startswith(tuple(benign_image_prefixes))]
+                or every)
+        group = "jbv"
+    if not pool:
+        raise IcetError(f"{coco_dir if rt_images == 'coco' else root}: no images to pair with "
+                        f"RedTeam-2K queries")
+    rt, image_from, rt_missing = [], Counter(), []
     for i in order:
         r, line = rows[i], lines[i]
         where = f"{rt_path}: line {line}"
         prompt = _require_text(r, cols["prompt"], rt_path, line)
-        listed = _text(r, cols["image"]) or pairs.get(prompt, "")
+        listed = (_text(r, cols["image"]) or pairs.get(prompt, "")) if rt_images != "coco" else ""
         if listed:
-            image = _resolve_dataset_image(listed, [rt_path.parent, root])
+            image = _resolve_dataset_image(listed, folders)
             if image is None:
-                raise IcetError(f"{where}: image {listed} not found under {rt_path.parent} "
-                                f"or {root}")
+                rt_missing.append(f"{where}: image {listed} not found")
+                continue
             image_from["dataset"] += 1
         else:
             image = pool[int(rng.integers(len(pool)))]
-            image_from["seeded_draw"] += 1
+            image_from["coco_draw" if rt_images == "coco" else "seeded_draw"] += 1
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
         category = _require_text(r, cols["category"], rt_path, line)
+        name = image.name if group == "coco" else _image_name(image, [root, *folders])
         rt.append(_row(f"rt-{key}", prompt, "harmful", category, "jailbreakv-redteam2k",
-                       image, "jbv", image.relative_to(root).as_posix(), where))
+                       image, group, name, where))
+
+    # One line for everything missing, before anything is written.
+    stop = bool(rt_missing) or (bool(mr_missing) and mr_missing_images == "error") or not mr
+    if mr_missing or rt_missing:
+        what = [("MR", mr_total, [m[1] for m in mr_missing]),
+                ("RT (paired query-unrelated images)", len(order), rt_missing)]
+        fallback = ("; or use the documented fallbacks: data.jailbreakv.rt_images: coco and "
+                    "data.jailbreakv.mr_missing_images: drop (MR then reports n used of "
+                    f"{mr_total})") if stop else ""
+        line = _missing_line(what, folders, fallback)
+        if stop:
+            raise IcetError(line)
+        logger.warning("%s; MR uses %d of %d rows (data.jailbreakv.mr_missing_images: drop)",
+                       line, len(mr), mr_total)
 
     build = {
         "builder": "jailbreakv",
         "seed": seed,
-        "params": {"rt_size": rt_size, "benign_image_prefixes": list(benign_image_prefixes)},
+        "params": {"rt_size": rt_size, "benign_image_prefixes": list(benign_image_prefixes),
+                   "rt_images": rt_images, "mr_missing_images": mr_missing_images},
         "inputs": _inputs(redteam_csv=rt_path, mini_csv=mini_path),
+        "images_dir": None if images_dir is None else str(images_dir),
         "rt_rows": order if rt_size is not None else "all",
+        "rt_images": rt_images,
         "rt_image_from": dict(sorted(image_from.items())),
         "rt_image_pool_size": len(pool),
+        # MR never shrinks silently: how many of the released rows were used, and which not.
+        "mr_rows": {"used": len(mr), "of": mr_total,
+                    "dropped_missing_image": [m[0] for m in mr_missing]},
         "mr_formats": dict(sorted(formats.items())),
     }
     return _write_sets(out_dir, {"rt.jsonl": rt, "mr.jsonl": mr}, build, logger)
+
+
+def _image_name(image: Path, folders: Sequence[Path]) -> str:
+    """The image's path inside the first folder holding it: the snapshot root first, so a
+    Hub image keeps the name it always had (JailBreakV_28K/llm_transfer_attack/...)."""
+    for folder in folders:
+        try:
+            return image.relative_to(folder).as_posix()
+        except ValueError:
+            continue
+    return image.name
 
 
 _IMAGE_ID = re.compile(r"(\d+)$")
