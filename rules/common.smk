@@ -124,6 +124,33 @@ def all_datasets():
     return [dataset(s) for s in ALL_SETS + [config["train_set"]]]
 
 
+JBV = config["data"]["jailbreakv"]
+
+
+def jailbreakv_inputs(wildcards):
+    """The Hub snapshot, and the COCO folder when RT's images fall back to COCO."""
+    inputs = {"jbv": f"{RES}/raw/jailbreakv"}
+    if JBV["rt_images"] == "coco":
+        inputs["coco"] = f"{RES}/raw/coco"
+    return inputs
+
+
+def data_gate():
+    """What every sweep waits for: the JailbreakV build, which checks all of its images and
+    stops with one line naming the missing ones and how to get them, before any GPU job."""
+    sets = set(ALL_SETS + [config["train_set"]])
+    if IS_TOY or not sets & {"rt", "mr"}:
+        return []
+    return [dataset(s) for s in sorted(sets & {"rt", "mr"})]
+
+
+def paper_builds():
+    """build.json of every paper data set folder (the seeded choices and counts behind it)."""
+    if IS_TOY:
+        return []
+    return sorted({str(Path(dataset(s)).parent / "build.json") for s in ALL_SETS + [config["train_set"]]})
+
+
 def layer_chunks(model):
     """The model's ICET layers in job-sized chunks (sweep.layers_per_job; 0 = all in one)."""
     layers = model_layers(MODELS[model])
@@ -256,4 +283,6 @@ def chosen_settings():
         "L-PPO": config["lppo"],
         "bootstrap": config["bootstrap"],
         "seed": config["seed"],
+        **({} if IS_TOY else {"JailbreakV-28K images (data.jailbreakv)": {
+            k: JBV[k] for k in ("images_dir", "rt_images", "mr_missing_images")}}),
     }

@@ -453,3 +453,33 @@ def test_jailbreakv_coco_fallback_for_rt_and_mr_rows_dropped_and_counted(tmp_pat
                                 ["mr-201", "mr-202", "mr-204", "mr-205"]}
     with pytest.raises(IcetError, match="MR: 4 of 6 images missing"):  # default: stop
         pd.build_jailbreakv_sets(hub, tmp_path / "out2", seed=5, rt_images="coco", coco_dir=coco)
+
+
+def test_jailbreakv_choices_reach_the_manifest_and_the_reproduction_report(tmp_path, monkeypatch):
+    from icet.io import write_csv
+    from icet.provenance import write_manifest
+    from icet.report.reproduction import write_reproduction
+    from icet.report.tables import TABLE2_COLUMNS
+
+    monkeypatch.chdir(tmp_path)
+    hub, _ = _jbv_hub_layout(tmp_path)
+    for i in range(4):
+        _image(tmp_path / "coco" / f"{i:012d}.jpg", 50 * i)
+    pd.build_jailbreakv_sets(hub, tmp_path / "jbv", seed=5, rt_images="coco",
+                             coco_dir=tmp_path / "coco", mr_missing_images="drop")
+    builds = [str(tmp_path / "jbv" / "build.json")]
+    manifest = write_manifest(tmp_path / "run" / "manifest.json", config={}, seeds={},
+                              files={"data": [str(tmp_path / "jbv" / "mr.jsonl")]},
+                              data_builds=builds)
+    recorded = manifest["data_builds"]["jbv/build.json"]
+    assert recorded["rt_images"] == "coco"
+    assert recorded["mr_rows"] == {"used": 2, "of": 6, "dropped_missing_image":
+                                   ["mr-201", "mr-202", "mr-204", "mr-205"]}
+    table = write_csv(tmp_path / "table2.csv", [], TABLE2_COLUMNS) or tmp_path / "table2.csv"
+    write_reproduction(table, tmp_path / "reproduction.md", label="paper", settings={},
+                       data_builds=builds)
+    text = (tmp_path / "reproduction.md").read_text()
+    section = text.split("## Data sets as built")[1]
+    assert "MR (JailbreakV-28K mini): 2 of 6 rows used, 4 left out because their image is " \
+           "missing (data.jailbreakv.mr_missing_images: drop)" in section
+    assert "RT images: COCO fallback (data.jailbreakv.rt_images: coco)" in section

@@ -675,3 +675,47 @@ def build_xstest_set(
         "dropped": len(rows) - len(out_rows),
     }
     return _write_sets(out_dir, {"xstest.jsonl": out_rows}, build, logger)
+
+
+# --------------------------------------------------------------------------------------
+# What a build chose, for the manifest and the reproduction report
+
+
+def build_choices(build_json: str | os.PathLike) -> dict:
+    """A build.json without its long per-row lists: the choices and counts behind a set."""
+    build = read_json(Path(build_json))
+    if not isinstance(build, dict) or "builder" not in build:
+        raise IcetError(f"{build_json}: not a data set build.json (no 'builder')")
+    return {k: v for k, v in build.items()
+            if not (isinstance(v, list) and len(v) > 20)}
+
+
+def describe_build(build: dict) -> list[str]:
+    """Plain lines naming what a paper data set build chose where the source fell short."""
+    kind = build.get("builder")
+    if kind == "jailbreakv":
+        mr, lines = build["mr_rows"], []
+        dropped = len(mr["dropped_missing_image"])
+        lines.append(f"MR (JailbreakV-28K mini): {mr['used']} of {mr['of']} rows used"
+                     + (f", {dropped} left out because their image is missing "
+                        f"(data.jailbreakv.mr_missing_images: drop)" if dropped else ""))
+        source = (f"the user's image folder {build['images_dir']} and the Hub snapshot"
+                  if build.get("images_dir") else "the Hub snapshot only")
+        if build.get("rt_images") == "coco":
+            lines.append("RT images: COCO fallback (data.jailbreakv.rt_images: coco), a seeded "
+                         "COCO image per RedTeam-2K query, not JailbreakV-28K's own "
+                         "query-unrelated images")
+        else:
+            lines.append(f"RT images: JailbreakV-28K's query-unrelated images "
+                         f"({build.get('rt_image_from')})")
+        lines.append(f"JailbreakV-28K images from {source}")
+        return lines
+    if kind == "vqa" and "question_pool" in build:
+        pool = build["question_pool"]
+        return [f"VQA-v2: {build['params']['size']} questions drawn among the "
+                f"{pool['with_image']} of {pool['questions']} whose COCO image is present "
+                f"({pool['images']} images in {build['images_dir']})"]
+    if kind == "xstest":
+        return [f"XSTest: {build['kept']} safe prompts kept, {build['dropped']} unsafe "
+                f"(contrast_) left out ({build.get('format', 'csv')})"]
+    return []

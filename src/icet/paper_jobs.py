@@ -61,10 +61,14 @@ def build_advbench(advbench_csv: str, coco_dir: str, out_dir: str, *, seed: int,
 
 
 def build_jailbreakv(jbv_dir: str, out_dir: str, *, seed: int, rt_size: int | None,
+                     images_dir: str | None = None, rt_images: str = "jailbreakv",
+                     coco_dir: str | None = None, mr_missing_images: str = "error",
                      log: str | None = None) -> dict:
     from icet.paper_data import build_jailbreakv_sets
 
-    return build_jailbreakv_sets(jbv_dir, out_dir, seed, rt_size=rt_size, log=log)
+    return build_jailbreakv_sets(jbv_dir, out_dir, seed, rt_size=rt_size, images_dir=images_dir,
+                                 rt_images=rt_images, coco_dir=coco_dir,
+                                 mr_missing_images=mr_missing_images, log=log)
 
 
 def build_vqa(questions_dir: str, annotations_dir: str, coco_dir: str, out_dir: str, *,
