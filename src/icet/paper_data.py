@@ -693,7 +693,7 @@ def build_choices(build_json: str | os.PathLike) -> dict:
 def describe_build(build: dict) -> list[str]:
     """Plain lines naming what a paper data set build chose where the source fell short."""
     kind = build.get("builder")
-    if kind == "jailbreakv":
+    if kind == "jailbreakv" and "mr_rows" in build:  # builds before issue 14 lack the counts
         mr, lines = build["mr_rows"], []
         dropped = len(mr["dropped_missing_image"])
         lines.append(f"MR (JailbreakV-28K mini): {mr['used']} of {mr['of']} rows used"
