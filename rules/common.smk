@@ -148,7 +148,8 @@ def paper_builds():
     """build.json of every paper data set folder (the seeded choices and counts behind it)."""
     if IS_TOY:
         return []
-    return sorted({str(Path(dataset(s)).parent / "build.json") for s in ALL_SETS + [config["train_set"]]})
+    sets = ALL_SETS + [config["train_set"]]
+    return sorted({str(Path(dataset(s)).parent / "build.json") for s in sets})
 
 
 def layer_chunks(model):

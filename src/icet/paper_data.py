@@ -359,7 +359,8 @@ def _image_folders(root: Path, mini_dir: Path, images_dir: str | os.PathLike | N
         if not user.is_dir():
             raise IcetError(f"data.jailbreakv.images_dir: {user} not found (a folder holding the "
                             f"unpacked JailBreakV_28K.zip)")
-        folders += [user] + ([user / "JailBreakV_28K"] if (user / "JailBreakV_28K").is_dir() else [])
+        inner = user / "JailBreakV_28K"  # images_dir may name the zip's folder or its parent
+        folders += [user] + ([inner] if inner.is_dir() else [])
     return folders + [mini_dir, root]
 
 
@@ -645,7 +646,8 @@ def build_xstest_set(
         label = _text(r, cols["label"]).lower()
         by_type = not kind.lower().startswith("contrast_")
         if label and label not in ("safe", "unsafe"):
-            raise IcetError(f"{path}: {unit} {line}: label {label!r} is neither 'safe' nor 'unsafe'")
+            raise IcetError(f"{path}: {unit} {line}: label {label!r} is neither 'safe' nor "
+                            f"'unsafe'")
         if label and (label == "safe") != by_type:
             raise IcetError(f"{path}: {unit} {line}: label {label!r} disagrees with type {kind!r} "
                             f"(contrast_ types are the unsafe ones)")
