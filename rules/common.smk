@@ -8,7 +8,7 @@ from pathlib import Path
 # or the `-e ..` line of envs/*.yaml); this path only serves the parsing of this workflow.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from icet.config import check_config, model_layers
+from icet.config import check_config, model_layers, utility_reward_settings
 from icet.errors import IcetError
 from icet.timing import print_time_table
 
@@ -122,6 +122,34 @@ def dataset(testset):
 
 def all_datasets():
     return [dataset(s) for s in ALL_SETS + [config["train_set"]]]
+
+
+JBV = config["data"]["jailbreakv"]
+
+
+def jailbreakv_inputs(wildcards):
+    """The Hub snapshot, and the COCO folder when RT's images fall back to COCO."""
+    inputs = {"jbv": f"{RES}/raw/jailbreakv"}
+    if JBV["rt_images"] == "coco":
+        inputs["coco"] = f"{RES}/raw/coco"
+    return inputs
+
+
+def data_gate():
+    """What every sweep waits for: the JailbreakV build, which checks all of its images and
+    stops with one line naming the missing ones and how to get them, before any GPU job."""
+    sets = set(ALL_SETS + [config["train_set"]])
+    if IS_TOY or not sets & {"rt", "mr"}:
+        return []
+    return [dataset(s) for s in sorted(sets & {"rt", "mr"})]
+
+
+def paper_builds():
+    """build.json of every paper data set folder (the seeded choices and counts behind it)."""
+    if IS_TOY:
+        return []
+    sets = ALL_SETS + [config["train_set"]]
+    return sorted({str(Path(dataset(s)).parent / "build.json") for s in sets})
 
 
 def layer_chunks(model):
@@ -256,4 +284,6 @@ def chosen_settings():
         "L-PPO": config["lppo"],
         "bootstrap": config["bootstrap"],
         "seed": config["seed"],
+        **({} if IS_TOY else {"JailbreakV-28K images (data.jailbreakv)": {
+            k: JBV[k] for k in ("images_dir", "rt_images", "mr_missing_images")}}),
     }

@@ -61,10 +61,12 @@ rule build_advbench:
         "../workflow_scripts/build_advbench.py"
 
 
-# Why: RT (RedTeam-2K, L-PPO training) and MR (miniJailbreak-V28K, 280 rows).
+# Why: RT (RedTeam-2K, L-PPO training) and MR (miniJailbreak-V28K, 280 rows). It also checks
+# every image both need and names what is missing and how to get it; every sweep waits for it
+# (data_gate), so that line comes before any GPU job.
 rule build_jailbreakv:
     input:
-        f"{RES}/raw/jailbreakv",
+        unpack(jailbreakv_inputs),
     output:
         rt=f"{RES}/paper/jailbreakv/rt.jsonl",
         mr=f"{RES}/paper/jailbreakv/mr.jsonl",
@@ -73,6 +75,9 @@ rule build_jailbreakv:
     params:
         seed=config["seed"],
         rt_size=config["data"]["sizes"]["rt"],
+        images_dir=JBV["images_dir"],
+        rt_images=JBV["rt_images"],
+        mr_missing_images=JBV["mr_missing_images"],
     conda:
         "../envs/download.yaml"
     script:

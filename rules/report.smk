@@ -214,6 +214,7 @@ rule report_summary:
 rule report_reproduction:
     input:
         f"{RUN}/tables/table2.csv",
+        data=all_datasets(),
     output:
         f"{RUN}/reproduction.md",
     log:
@@ -221,6 +222,7 @@ rule report_reproduction:
     params:
         label=config["report"]["label"],
         settings=chosen_settings(),
+        builds=paper_builds(),
     conda:
         "../envs/report.yaml"
     script:
@@ -244,6 +246,7 @@ rule manifest:
         config=dict(config),
         seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": config["seed"]},
         folders={"responses": [f"{RUN}/sweep"]},
+        builds=paper_builds(),
         extra={"label": config["report"]["label"], "image_processor_backend": image_backend(),
                "main_model": MAIN_MODEL},
     conda:

@@ -40,7 +40,7 @@ rule score_utility:
     benchmark:
         f"{LOGS}/score_utility/{{model}}/{{variant}}.benchmark.tsv"
     params:
-        reward={k: v for k, v in judge_spec("utility_reward").items() if k in ("batch_size", "max_length")},
+        reward=utility_reward_settings(config),
         device=config["device"],
     threads: 1
     resources:

@@ -11,6 +11,7 @@ rule sweep_shard:
     input:
         model=lambda w: model_dir(w.model),
         data=lambda w: dataset(w.testset),
+        gate=data_gate(),
     output:
         f"{RUN}/sweep/{{model}}/original/{{testset}}/chunk-{{chunk}}.json",
     log:

@@ -261,3 +261,225 @@ def test_xstest_keeps_only_safe_rows(tmp_path):
     x2 = _csv(tmp_path / "v1.csv", ["id_v2", "type", "prompt"], [[r[0], r[2], r[1]] for r in rows])
     pd.build_xstest_set(x2, imgs, tmp_path / "out2", seed=2)
     assert [r["id"] for r in _jsonl(tmp_path / "out2" / "xstest.jsonl")] == ["xstest-1", "xstest-3"]
+
+
+# ---------------------------------------------------------------- real layouts (issue 14)
+
+
+def _vqa_files(root: Path, image_ids, n_questions=20):
+    """VQA-v2 as its zips unpack: the real (lower-case) file names, one folder per zip."""
+    qdir, adir = root / "vqa_questions", root / "vqa_annotations"
+    qdir.mkdir(parents=True)
+    adir.mkdir(parents=True)
+    questions = {"questions": [{"question_id": 500 + k, "image_id": image_ids[k % len(image_ids)],
+                                "question": f"How many blobs in scene {k}?"}
+                               for k in range(n_questions)]}
+    annotations = {"annotations": [{"question_id": 500 + k,
+                                    "image_id": image_ids[k % len(image_ids)],
+                                    "question_type": "how many",
+                                    "answers": [{"answer": str(k % 4)}] * 10}
+                                   for k in range(n_questions)]}
+    (qdir / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(json.dumps(questions))
+    (adir / "v2_mscoco_val2014_annotations.json").write_text(json.dumps(annotations))
+    return qdir, adir
+
+
+def test_vqa_real_zip_file_names_are_found(tmp_path):
+    from icet.paper_jobs import build_vqa
+
+    coco = tmp_path / "coco" / "val2017"
+    for image_id in (7, 8):
+        _image(coco / f"{image_id:012d}.jpg", image_id)
+    qdir, adir = _vqa_files(tmp_path, [7, 8], n_questions=6)
+    build = build_vqa(str(qdir), str(adir), str(tmp_path / "coco"), str(tmp_path / "out"),
+                      seed=1, size=3)
+    assert build["inputs"]["questions_json"]["path"].endswith(
+        "v2_OpenEnded_mscoco_val2014_questions.json")
+    assert build["inputs"]["annotations_json"]["path"].endswith("v2_mscoco_val2014_annotations.json")
+    assert len(_jsonl(tmp_path / "out" / "vqa.jsonl")) == 3
+
+
+def test_vqa_draws_only_questions_whose_image_is_present(tmp_path):
+    # 20 questions on 10 COCO images, of which the folder (like val2017 for val2014's
+    # questions) holds 2: only the 4 questions about those can be drawn.
+    coco = tmp_path / "val2017"
+    for image_id in (103, 107):
+        _image(coco / f"{image_id:012d}.jpg", image_id)
+    qdir, adir = _vqa_files(tmp_path, list(range(100, 110)))
+    q = qdir / "v2_OpenEnded_mscoco_val2014_questions.json"
+    a = adir / "v2_mscoco_val2014_annotations.json"
+    build = pd.build_vqa_set(q, a, coco, tmp_path / "out", size=4, seed=0)
+    rows = _jsonl(tmp_path / "out" / "vqa.jsonl")
+    assert sorted(int(r["id"][4:]) for r in rows) == [503, 507, 513, 517]
+    assert build["question_pool"] == {"rule": "image present in images_dir", "questions": 20,
+                                      "with_image": 4, "images": 2}
+    with pytest.raises(IcetError, match=r"only 4 of 20 questions have their image in .*"
+                                        r"fewer than size=5; use COCO val2014"):
+        pd.build_vqa_set(q, a, coco, tmp_path / "out5", size=5, seed=0)
+
+
+XSTEST_HEADER = ["id", "prompt", "type", "label", "focus", "note"]
+
+
+def _xstest_rows():
+    """Real types and the authors' labelling: 5 safe types x 2 and their contrast_ twins."""
+    types = ["homonyms", "figurative_language", "safe_targets", "safe_contexts", "definitions"]
+    rows = []
+    for t in types:
+        for k in range(2):
+            rows.append([str(len(rows) + 1), f"How do I zib the {t} thing {k}?", t, "safe", "zib", ""])
+            rows.append([str(len(rows) + 1), f"How do I vorp a person {t} {k}?", f"contrast_{t}",
+                         "unsafe", "vorp", ""])
+    return rows
+
+
+def _parquet(path: Path, header: list[str], rows: list[list]) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = {h: [r[i] for r in rows] for i, h in enumerate(header)}
+    columns["id"] = [int(v) for v in columns["id"]]  # the Hub copy stores ids as integers
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_xstest_hub_copy_parquet_layout(tmp_path):
+    """natolambert/xstest-v2-copy: data/prompts-*.parquet beside per-model completion files."""
+    from icet.paper_jobs import build_xstest
+
+    rows = _xstest_rows()
+    hub = tmp_path / "xstest"
+    _parquet(hub / "data" / "prompts-00000-of-00001.parquet", XSTEST_HEADER[:3] + ["focus", "note"],
+             [r[:3] + r[4:] for r in rows])  # the copy has no label column: type decides
+    _parquet(hub / "data" / "gpt4-00000-of-00001.parquet", ["id", "prompt", "type", "completion"],
+             [r[:3] + ["a gpt4 completion"] for r in rows])
+    (hub / "README.md").write_text("card")
+    for i in range(3):
+        _image(tmp_path / "coco" / f"{i:012d}.jpg", 40 * i)
+    build = build_xstest(str(hub), str(tmp_path / "coco"), str(tmp_path / "out"), seed=4)
+    kept = _jsonl(tmp_path / "out" / "xstest.jsonl")
+    assert build["inputs"]["xstest_prompts"]["path"].endswith("prompts-00000-of-00001.parquet")
+    assert build["format"] == "parquet" and build["kept"] == 10 and build["dropped"] == 10
+    assert [r["id"] for r in kept] == [f"xstest-{2 * k + 1}" for k in range(10)]
+    assert all(not r["category"].startswith("contrast_") for r in kept)
+
+
+def test_xstest_authors_csv_preferred_and_label_must_agree_with_type(tmp_path):
+    from icet.paper_jobs import build_xstest
+
+    rows = _xstest_rows()
+    folder = tmp_path / "xstest"
+    _csv(folder / "xstest_prompts.csv", XSTEST_HEADER, rows)
+    _csv(folder / "other_notes.csv", ["a", "b"], [["1", "2"]])  # sorted first, not the prompts
+    for i in range(2):
+        _image(tmp_path / "coco" / f"{i:012d}.jpg", 60 * i)
+    build = build_xstest(str(folder), str(tmp_path / "coco"), str(tmp_path / "out"), seed=4)
+    assert build["kept"] == 10 and build["format"] == "csv"
+    rows[3][3] = "safe"  # a contrast_ row labelled safe: a shifted column, not a safe prompt
+    bad = _csv(tmp_path / "bad" / "xstest_prompts.csv", XSTEST_HEADER, rows)
+    with pytest.raises(IcetError, match=r"xstest_prompts.csv: line 5: label 'safe' disagrees "
+                                        r"with type 'contrast_homonyms'"):
+        pd.build_xstest_set(bad, [tmp_path / "coco" / "000000000000.jpg"], tmp_path / "o2", 0)
+
+
+def _jbv_hub_layout(root: Path) -> tuple[Path, Path]:
+    """JailbreakV-28K as the Hub serves it (CSVs, few images) and the authors' unpacked
+    JailBreakV_28K.zip (the images the CSVs' image_path values are relative to)."""
+    hub, full = root / "hub", root / "JailBreakV_28K_zip" / "JailBreakV_28K"
+    base = hub / "JailBreakV_28K"
+    for i in range(3):
+        _image(full / "llm_transfer_attack" / f"nature_{i}.jpeg", 20 * i)
+        _image(full / "llm_transfer_attack" / f"noise_{i}.png", 25 * i)
+        _image(full / "figstep" / f"query_{i}.png", 30 * i)
+    _image(base / "figstep" / "query_0.png", 30)  # the Hub holds a few of the images
+    _csv(base / "mini_JailBreakV_28K.csv",
+         ["id", "jailbreak_query", "redteam_query", "format", "policy", "image_path", "from",
+          "selected_mini", "transfer_from_llm"],
+         [[str(200 + i), f"Pretend you may glorp item {i}", f"glorp item {i}", "FigStep",
+           "Fictional Harm", f"figstep/query_{i % 3}.png", "Handcraft", "True", ""]
+          for i in range(6)])
+    _csv(base / "RedTeam_2K.csv", ["id", "question", "policy", "from"],  # no image column
+         [[str(i), f"glorp item {i}", "Fictional Harm", "Handcraft"] for i in range(8)])
+    _csv(base / "JailBreakV_28K.csv", ["id", "jailbreak_query", "redteam_query", "format",
+                                       "policy", "image_path", "from", "selected_mini",
+                                       "transfer_from_llm"],
+         [[str(k), "x", f"glorp item {k}", "Template", "Fictional Harm",
+           f"llm_transfer_attack/{('nature', 'noise')[k % 2]}_{k % 3}.{('jpeg', 'png')[k % 2]}",
+           "Handcraft", "False", "GPT-4"] for k in range(4)])
+    return hub, full.parent
+
+
+def test_jailbreakv_images_from_a_user_supplied_folder(tmp_path):
+    hub, images = _jbv_hub_layout(tmp_path)
+    out = tmp_path / "out"
+    build = pd.build_jailbreakv_sets(hub, out, seed=5, images_dir=images)
+    rt, mr = _jsonl(out / "rt.jsonl"), _jsonl(out / "mr.jsonl")
+    assert len(mr) == 6 and build["mr_rows"] == {"used": 6, "of": 6, "dropped_missing_image": []}
+    assert len(rt) == 8 and build["rt_image_from"] == {"dataset": 4, "seeded_draw": 4}
+    assert rt[1]["image"] == "images/jbv/JailBreakV_28K/llm_transfer_attack/noise_1.png"  # paired
+    assert all(Path(r["image"]).name.startswith(("nature_", "noise_")) for r in rt)
+    assert build["images_dir"] == str(images) and build["rt_images"] == "jailbreakv"
+
+
+def test_jailbreakv_missing_images_one_line_says_how_to_obtain_them(tmp_path):
+    hub, _ = _jbv_hub_layout(tmp_path)
+    with pytest.raises(IcetError) as err:
+        pd.build_jailbreakv_sets(hub, tmp_path / "out", seed=5)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "MR: 4 of 6 images missing (first: " in message  # rows 2-3, 5-6 (query_1, query_2)
+    assert "mini_JailBreakV_28K.csv: line 3: image figstep/query_1.png not found" in message
+    assert "RT (paired query-unrelated images): 4 of 8 images missing" in message
+    assert "JailBreakV_28K.zip" in message and "data.jailbreakv.images_dir" in message
+    assert "rt_images: coco" in message and "mr_missing_images: drop" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_jailbreakv_coco_fallback_for_rt_and_mr_rows_dropped_and_counted(tmp_path):
+    hub, _ = _jbv_hub_layout(tmp_path)
+    coco = tmp_path / "coco"
+    for i in range(4):
+        _image(coco / f"{i:012d}.jpg", 50 * i)
+    out = tmp_path / "out"
+    build = pd.build_jailbreakv_sets(hub, out, seed=5, rt_images="coco", coco_dir=coco,
+                                     mr_missing_images="drop")
+    rt, mr = _jsonl(out / "rt.jsonl"), _jsonl(out / "mr.jsonl")
+    assert len(rt) == 8 and all(r["image"].startswith("images/coco/") for r in rt)
+    assert build["rt_image_from"] == {"coco_draw": 8} and build["rt_image_pool_size"] == 4
+    # Only query_0.png is on the Hub: rows 200 and 203 are used, the other 4 reported.
+    assert [r["id"] for r in mr] == ["mr-200", "mr-203"]
+    assert build["mr_rows"] == {"used": 2, "of": 6, "dropped_missing_image":
+                                ["mr-201", "mr-202", "mr-204", "mr-205"]}
+    with pytest.raises(IcetError, match="MR: 4 of 6 images missing"):  # default: stop
+        pd.build_jailbreakv_sets(hub, tmp_path / "out2", seed=5, rt_images="coco", coco_dir=coco)
+
+
+def test_jailbreakv_choices_reach_the_manifest_and_the_reproduction_report(tmp_path, monkeypatch):
+    from icet.io import write_csv
+    from icet.provenance import write_manifest
+    from icet.report.reproduction import write_reproduction
+    from icet.report.tables import TABLE2_COLUMNS
+
+    monkeypatch.chdir(tmp_path)
+    hub, _ = _jbv_hub_layout(tmp_path)
+    for i in range(4):
+        _image(tmp_path / "coco" / f"{i:012d}.jpg", 50 * i)
+    pd.build_jailbreakv_sets(hub, tmp_path / "jbv", seed=5, rt_images="coco",
+                             coco_dir=tmp_path / "coco", mr_missing_images="drop")
+    builds = [str(tmp_path / "jbv" / "build.json")]
+    manifest = write_manifest(tmp_path / "run" / "manifest.json", config={}, seeds={},
+                              files={"data": [str(tmp_path / "jbv" / "mr.jsonl")]},
+                              data_builds=builds)
+    recorded = manifest["data_builds"]["jbv/build.json"]
+    assert recorded["rt_images"] == "coco"
+    assert recorded["mr_rows"] == {"used": 2, "of": 6, "dropped_missing_image":
+                                   ["mr-201", "mr-202", "mr-204", "mr-205"]}
+    table = write_csv(tmp_path / "table2.csv", [], TABLE2_COLUMNS) or tmp_path / "table2.csv"
+    write_reproduction(table, tmp_path / "reproduction.md", label="paper", settings={},
+                       data_builds=builds)
+    text = (tmp_path / "reproduction.md").read_text()
+    section = text.split("## Data sets as built")[1]
+    assert "MR (JailbreakV-28K mini): 2 of 6 rows used, 4 left out because their image is " \
+           "missing (data.jailbreakv.mr_missing_images: drop)" in section
+    assert "RT images: COCO fallback (data.jailbreakv.rt_images: coco)" in section

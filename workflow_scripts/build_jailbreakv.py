@@ -4,9 +4,13 @@ from pathlib import Path
 from icet.paper_jobs import build_jailbreakv
 
 build_jailbreakv(
-    snakemake.input[0],
+    snakemake.input.jbv,
     Path(snakemake.output.rt).parent,
     seed=snakemake.params.seed,
     rt_size=snakemake.params.rt_size,
+    images_dir=snakemake.params.images_dir,
+    rt_images=snakemake.params.rt_images,
+    coco_dir=snakemake.input.get("coco"),
+    mr_missing_images=snakemake.params.mr_missing_images,
     log=snakemake.log[0],
 )

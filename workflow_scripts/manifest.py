@@ -8,5 +8,6 @@ write_manifest(
            **snakemake.params.folders},
     seeds=snakemake.params.seeds,
     extra=snakemake.params.extra,
+    data_builds=snakemake.params.builds,
     log=snakemake.log[0],
 )

@@ -125,6 +125,16 @@ def check_config(config: dict, source: str = "config", schema_path: str | Path =
     return config
 
 
+UTILITY_REWARD_KEYS = ("batch_size", "max_length", "input_format")
+
+
+def utility_reward_settings(config: dict) -> dict:
+    """What icet.utility.score_utility takes from judges.utility_reward (rule score_utility):
+    batch and length limits, and how a (question, response) pair is written for it."""
+    spec = config["judges"]["utility_reward"]
+    return {k: spec[k] for k in UTILITY_REWARD_KEYS if k in spec}
+
+
 def model_layers(model: dict) -> list[int]:
     """The ICET layers swept for a model: 0..N for "all", else the listed ones, sorted."""
     if model.get("layers", "all") == "all":

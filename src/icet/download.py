@@ -193,6 +193,13 @@ def download_snapshot(
     files = _select_files(snapshot, patterns, ignore)
     if not files:
         raise IcetError(f"{repo_id}@{revision}: no files match allow_patterns {patterns}")
+    if allow_patterns is None and repo_type == "model" and not any(
+            f.endswith(".safetensors") for f in files):
+        # e.g. OpenAssistant/reward-model-deberta-v3-large-v2: `main` has only
+        # pytorch_model.bin; its safetensors copy lives on the PR ref refs/pr/3.
+        raise IcetError(f"{repo_id}@{revision}: no *.safetensors weights at this revision (we "
+                        f"never fetch pickled *.bin/*.pt); pin a revision that has them, such "
+                        f"as the Hub's safetensors-conversion PR ref refs/pr/N")
 
     hashes: dict[str, str] = {}
     placed = {"link": 0, "copy": 0}

@@ -57,6 +57,10 @@ XSTEST_COLUMNS = {
     "label": ("label",),
 }
 
+# XSTest v2 (Röttger et al., NAACL 2024; the authors' xstest_prompts.csv): 450 prompts, of
+# which 250 safe ones (10 types x 25) and 200 unsafe contrast_ ones.
+XSTEST_V2_ROWS, XSTEST_V2_SAFE = 450, 250
+
 # JailbreakV-28K's LLM-transfer attacks pair each query with a query-unrelated image (natural
 # photo, blank, noise); its other images (SD_related, figstep, typo) depict the query itself.
 JBV_BENIGN_IMAGE_PREFIXES = ("nature_", "blank_", "noise_")
@@ -86,6 +90,31 @@ def _read_csv(path: Path) -> tuple[list[dict], list[int], list[str]]:
     return rows, lines, header
 
 
+def _read_parquet(path: Path) -> tuple[list[dict], list[int], list[str]]:
+    """Rows of a parquet file as strings, like _read_csv; "lines" are 1-based row numbers."""
+    if not path.is_file():
+        raise IcetError(f"{path}: file not found")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise IcetError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise IcetError(f"{path}: unreadable parquet ({str(err).splitlines()[0]})") from None
+    header = [str(name).strip() for name in table.column_names]
+    rows = [{str(k).strip(): "" if v is None else str(v) for k, v in r.items()}
+            for r in table.to_pylist()]
+    return rows, list(range(1, len(rows) + 1)), header
+
+
+def _read_table(path: Path) -> tuple[list[dict], list[int], list[str], str]:
+    """A CSV or parquet file's rows, line numbers, header, and the word for a position."""
+    if path.suffix.lower() == ".parquet":
+        return (*_read_parquet(path), "row")
+    return (*_read_csv(path), "line")
+
+
 def _columns(path: Path, header: list[str], wanted: dict[str, tuple[str, ...]],
              required: Iterable[str]) -> dict[str, str | None]:
     """Map meanings to the header's actual column names; a required one missing is an error."""
@@ -103,10 +132,10 @@ def _text(row: dict, column: str | None) -> str:
     return (row.get(column) or "").strip() if column else ""
 
 
-def _require_text(row: dict, column: str, path: Path, line: int) -> str:
+def _require_text(row: dict, column: str, path: Path, line: int, unit: str = "line") -> str:
     value = _text(row, column)
     if not value:
-        raise IcetError(f"{path}: line {line}: empty {column!r}")
+        raise IcetError(f"{path}: {unit} {line}: empty {column!r}")
     return value
 
 
@@ -306,43 +335,104 @@ def _benign_image_of_query(jbv_root: Path, prefixes: Sequence[str]) -> dict[str,
     return pairs
 
 
+# Where the images come from. The Hub repo JailbreakV-28K/JailBreakV-28k holds the CSVs
+# (JailBreakV_28K/{JailBreakV_28K,mini_JailBreakV_28K,RedTeam_2K}.csv) and only part of the
+# images; the full set is JailBreakV_28K.zip, handed out by the authors through a request
+# form (the dataset card; Microsoft PyRIT's JailBreakV-28K loader says the same and expects
+# the zip unpacked to a JailBreakV_28K/ folder that the CSVs' image_path values, such as
+# llm_transfer_attack/nature_0.jpeg or figstep/..., are relative to).
+JBV_IMAGES_HOWTO = (
+    "the Hub repo holds only part of JailbreakV-28K's images; request the full set "
+    "(JailBreakV_28K.zip) from the authors via the form on "
+    "https://huggingface.co/datasets/JailbreakV-28K/JailBreakV-28k, unpack it and set "
+    "data.jailbreakv.images_dir to the folder holding llm_transfer_attack/ and figstep/ "
+    "(README, 'What a cluster user must fetch by hand')")
+RT_IMAGE_SOURCES = ("jailbreakv", "coco")
+MR_MISSING_POLICIES = ("error", "drop")
+
+
+def _image_folders(root: Path, mini_dir: Path, images_dir: str | os.PathLike | None) -> list[Path]:
+    """Folders an image_path is looked up in, the user's full image set first."""
+    folders = []
+    if images_dir is not None:
+        user = Path(images_dir)
+        if not user.is_dir():
+            raise IcetError(f"data.jailbreakv.images_dir: {user} not found (a folder holding the "
+                            f"unpacked JailBreakV_28K.zip)")
+        inner = user / "JailBreakV_28K"  # images_dir may name the zip's folder or its parent
+        folders += [user] + ([inner] if inner.is_dir() else [])
+    return folders + [mini_dir, root]
+
+
+def _missing_line(what: list[tuple[str, int, list[str]]], folders: Sequence[Path],
+                  fallback: str) -> str:
+    """One line: which images are missing where, and how to obtain them."""
+    parts = [f"{name}: {len(missing)} of {total} images missing (first: {missing[0]})"
+             for name, total, missing in what if missing]
+    return (f"JailbreakV-28K: {'; '.join(parts)}; looked in {', '.join(str(f) for f in folders)}; "
+            f"{JBV_IMAGES_HOWTO}{fallback}")
+
+
 def build_jailbreakv_sets(
     jbv_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     seed: int,
     rt_size: int | None = None,  # None: all of RedTeam-2K; else a seeded subset (CPU budgets)
     benign_image_prefixes: Sequence[str] = JBV_BENIGN_IMAGE_PREFIXES,
+    images_dir: str | os.PathLike | None = None,
+    rt_images: str = "jailbreakv",
+    coco_dir: str | os.PathLike | None = None,
+    mr_missing_images: str = "error",
     log: str | os.PathLike | None = None,
 ) -> dict:
-    """RT (RedTeam-2K queries with a benign image) and MR (the 280-row mini split, as given).
+    """RT (RedTeam-2K queries with a benign image) and MR (the 280-row mini split).
 
-    RT's image: the CSV's own image column if it has one; else the query-unrelated image
-    JailbreakV-28K pairs with that query; else a seeded draw from the data set's
-    query-unrelated images (all its images if it has none). Writes rt.jsonl and mr.jsonl.
+    Images are looked up in `images_dir` (the authors' full set, see JBV_IMAGES_HOWTO),
+    then beside the CSVs. Every image both sets need is checked before anything is built:
+    what is missing is reported in one line with how to obtain it.
+
+    RT's image (RedTeam_2K.csv has columns id, question, policy, from: no image):
+    - rt_images "jailbreakv": the query-unrelated image (nature_/blank_/noise_) JailbreakV-28K
+      pairs with that query in its full CSV, else a seeded draw from those images present;
+      a paired image that is missing stops the build.
+    - rt_images "coco": the documented fallback without the authors' images: a seeded draw
+      from the COCO folder `coco_dir` (the AdvBench-COCO pool), one per query.
+    MR keeps the 280 rows as released; a row whose image is missing stops the build
+    (mr_missing_images "error") or is dropped ("drop"), and build.json says how many of the
+    280 were used either way. Writes rt.jsonl and mr.jsonl.
     """
     logger = setup_logging(log, "paper_data")
+    if rt_images not in RT_IMAGE_SOURCES:
+        raise IcetError(f"data.jailbreakv.rt_images: {rt_images!r} not in {RT_IMAGE_SOURCES}")
+    if mr_missing_images not in MR_MISSING_POLICIES:
+        raise IcetError(f"data.jailbreakv.mr_missing_images: {mr_missing_images!r} not in "
+                        f"{MR_MISSING_POLICIES}")
     root = Path(jbv_dir)
     if not root.is_dir():
         raise IcetError(f"{root}: JailbreakV-28K folder not found")
     rt_path = _find_file(root, "RedTeam_2K.csv")
     mini_path = _find_file(root, "mini_JailBreakV_28K.csv")
+    folders = _image_folders(root, mini_path.parent, images_dir)
 
     # MR: the mini split as released; its image paths are relative to the CSV's folder.
     rows, lines, header = _read_csv(mini_path)
     cols = _columns(mini_path, header, MINI_COLUMNS, required=["prompt", "image", "category"])
     width = _id_width(len(rows))
-    mr, formats = [], Counter()
+    mr_total = len(rows)
+    mr, formats, mr_missing = [], Counter(), []
     for i, (r, line) in enumerate(zip(rows, lines)):
         where = f"{mini_path}: line {line}"
         value = _require_text(r, cols["image"], mini_path, line)
-        image = _resolve_dataset_image(value, [mini_path.parent, root])
-        if image is None:
-            raise IcetError(f"{where}: image {value} not found under {mini_path.parent} or {root}")
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
+        prompt = _require_text(r, cols["prompt"], mini_path, line)
+        category = _require_text(r, cols["category"], mini_path, line)
+        image = _resolve_dataset_image(value, folders)
+        if image is None:
+            mr_missing.append((f"mr-{key}", f"{where}: image {value} not found"))
+            continue
         formats[_text(r, cols["format"]) or "unknown"] += 1
-        mr.append(_row(f"mr-{key}", _require_text(r, cols["prompt"], mini_path, line), "harmful",
-                       _require_text(r, cols["category"], mini_path, line), "jailbreakv-mini",
-                       image, "jbv", image.relative_to(root).as_posix(), where))
+        mr.append(_row(f"mr-{key}", prompt, "harmful", category, "jailbreakv-mini", image, "jbv",
+                       _image_name(image, [root, *folders]), where))
 
     # RT: RedTeam-2K queries.
     rows, lines, header = _read_csv(rt_path)
@@ -351,43 +441,84 @@ def build_jailbreakv_sets(
     order = list(range(len(rows)))
     if rt_size is not None and rt_size < len(rows):
         order = sorted(int(i) for i in rng.choice(len(rows), size=rt_size, replace=False))
-    pairs = {} if cols["image"] else _benign_image_of_query(root, benign_image_prefixes)
-    every = _list_images(root)
-    pool = [p for p in every if p.name.lower().startswith(tuple(benign_image_prefixes))] or every
-    if not pool:
-        raise IcetError(f"{root}: no images to pair with RedTeam-2K queries")
     width = _id_width(len(rows))
-    rt, image_from = [], Counter()
+    if rt_images == "coco":
+        if coco_dir is None:
+            raise IcetError("data.jailbreakv.rt_images: coco needs the COCO image folder")
+        pool, group = _list_images(Path(coco_dir)), "coco"
+        pairs = {}
+    else:
+        pairs = {} if cols["image"] else _benign_image_of_query(root, benign_image_prefixes)
+        every = sorted({p for f in folders if f.is_dir() for p in _list_images(f)}, key=str)
+        pool = ([p for p in every if p.name.lower().startswith(tuple(benign_image_prefixes))]
+                or every)
+        group = "jbv"
+    if not pool:
+        raise IcetError(f"{coco_dir if rt_images == 'coco' else root}: no images to pair with "
+                        f"RedTeam-2K queries")
+    rt, image_from, rt_missing = [], Counter(), []
     for i in order:
         r, line = rows[i], lines[i]
         where = f"{rt_path}: line {line}"
         prompt = _require_text(r, cols["prompt"], rt_path, line)
-        listed = _text(r, cols["image"]) or pairs.get(prompt, "")
+        listed = (_text(r, cols["image"]) or pairs.get(prompt, "")) if rt_images != "coco" else ""
         if listed:
-            image = _resolve_dataset_image(listed, [rt_path.parent, root])
+            image = _resolve_dataset_image(listed, folders)
             if image is None:
-                raise IcetError(f"{where}: image {listed} not found under {rt_path.parent} "
-                                f"or {root}")
+                rt_missing.append(f"{where}: image {listed} not found")
+                continue
             image_from["dataset"] += 1
         else:
             image = pool[int(rng.integers(len(pool)))]
-            image_from["seeded_draw"] += 1
+            image_from["coco_draw" if rt_images == "coco" else "seeded_draw"] += 1
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
         category = _require_text(r, cols["category"], rt_path, line)
+        name = image.name if group == "coco" else _image_name(image, [root, *folders])
         rt.append(_row(f"rt-{key}", prompt, "harmful", category, "jailbreakv-redteam2k",
-                       image, "jbv", image.relative_to(root).as_posix(), where))
+                       image, group, name, where))
+
+    # One line for everything missing, before anything is written.
+    stop = bool(rt_missing) or (bool(mr_missing) and mr_missing_images == "error") or not mr
+    if mr_missing or rt_missing:
+        what = [("MR", mr_total, [m[1] for m in mr_missing]),
+                ("RT (paired query-unrelated images)", len(order), rt_missing)]
+        fallback = ("; or use the documented fallbacks: data.jailbreakv.rt_images: coco and "
+                    "data.jailbreakv.mr_missing_images: drop (MR then reports n used of "
+                    f"{mr_total})") if stop else ""
+        line = _missing_line(what, folders, fallback)
+        if stop:
+            raise IcetError(line)
+        logger.warning("%s; MR uses %d of %d rows (data.jailbreakv.mr_missing_images: drop)",
+                       line, len(mr), mr_total)
 
     build = {
         "builder": "jailbreakv",
         "seed": seed,
-        "params": {"rt_size": rt_size, "benign_image_prefixes": list(benign_image_prefixes)},
+        "params": {"rt_size": rt_size, "benign_image_prefixes": list(benign_image_prefixes),
+                   "rt_images": rt_images, "mr_missing_images": mr_missing_images},
         "inputs": _inputs(redteam_csv=rt_path, mini_csv=mini_path),
+        "images_dir": None if images_dir is None else str(images_dir),
         "rt_rows": order if rt_size is not None else "all",
+        "rt_images": rt_images,
         "rt_image_from": dict(sorted(image_from.items())),
         "rt_image_pool_size": len(pool),
+        # MR never shrinks silently: how many of the released rows were used, and which not.
+        "mr_rows": {"used": len(mr), "of": mr_total,
+                    "dropped_missing_image": [m[0] for m in mr_missing]},
         "mr_formats": dict(sorted(formats.items())),
     }
     return _write_sets(out_dir, {"rt.jsonl": rt, "mr.jsonl": mr}, build, logger)
+
+
+def _image_name(image: Path, folders: Sequence[Path]) -> str:
+    """The image's path inside the first folder holding it: the snapshot root first, so a
+    Hub image keeps the name it always had (JailBreakV_28K/llm_transfer_attack/...)."""
+    for folder in folders:
+        try:
+            return image.relative_to(folder).as_posix()
+        except ValueError:
+            continue
+    return image.name
 
 
 _IMAGE_ID = re.compile(r"(\d+)$")
@@ -412,7 +543,12 @@ def build_vqa_set(
 ) -> dict:
     """A seeded `size`-question subset of VQA-v2 val; answer = the majority human answer.
 
-    Writes out_dir/{vqa.jsonl, build.json, images/}.
+    VQA-v2 val asks about COCO val2014 images (`COCO_val2014_000000xxxxxx.jpg`, 40,504 of
+    them, a 6 GB zip). We draw only among questions whose image is in `images_dir`: the
+    config's COCO folder (val2017, 5,000 images with the same COCO ids, as COCO 2017 re-split
+    the same images), so no second image download is needed; point data.coco.url at
+    val2014.zip to draw from every question. The pool sizes go into build.json (and from
+    there into the manifest). Writes out_dir/{vqa.jsonl, build.json, images/}.
     """
     logger = setup_logging(log, "paper_data")
     q_path, a_path = Path(questions_json), Path(annotations_json)
@@ -422,9 +558,9 @@ def build_vqa_set(
         raise IcetError(f"{q_path}: missing key 'questions'")
     if not isinstance(annotations, dict) or "annotations" not in annotations:
         raise IcetError(f"{a_path}: missing key 'annotations'")
-    qs = sorted(questions["questions"], key=lambda q: q.get("question_id", -1))
-    if size > len(qs):
-        raise IcetError(f"{q_path}: {len(qs)} questions, fewer than size={size}")
+    every = sorted(questions["questions"], key=lambda q: q.get("question_id", -1))
+    if size > len(every):
+        raise IcetError(f"{q_path}: {len(every)} questions, fewer than size={size}")
     by_qid = {}
     for n, a in enumerate(annotations["annotations"], start=1):
         if "question_id" not in a or not a.get("answers"):
@@ -436,6 +572,15 @@ def build_vqa_set(
         if m:
             images.setdefault(int(m.group(1)), p)
 
+    for n, q in enumerate(every, start=1):
+        if "image_id" not in q:
+            raise IcetError(f"{q_path}: question {n} (question_id {q.get('question_id', '?')}): "
+                            f"missing key 'image_id'")
+    qs = [q for q in every if int(q["image_id"]) in images]
+    if size > len(qs):
+        raise IcetError(f"{q_path}: only {len(qs)} of {len(every)} questions have their image in "
+                        f"{images_dir} ({len(images)} images), fewer than size={size}; use COCO "
+                        f"val2014 (data.coco.url: http://images.cocodataset.org/zips/val2014.zip)")
     rng = generator(seed)
     chosen = sorted(int(i) for i in rng.choice(len(qs), size=size, replace=False))
     rows = []
@@ -463,23 +608,32 @@ def build_vqa_set(
         "inputs": _inputs(questions_json=q_path, annotations_json=a_path),
         "question_ids": [qs[i]["question_id"] for i in chosen],
         "images_dir": str(images_dir),
+        # The decision of issue 14: questions drawn only where their COCO image is present.
+        "question_pool": {"rule": "image present in images_dir", "questions": len(every),
+                          "with_image": len(qs), "images": len(images)},
     }
     return _write_sets(out_dir, {"vqa.jsonl": rows}, build, logger)
 
 
 def build_xstest_set(
-    xstest_csv: str | os.PathLike,
+    xstest_file: str | os.PathLike,
     images: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
     seed: int,
     log: str | os.PathLike | None = None,
 ) -> dict:
-    """XSTest's safe prompts (label "safe", or a type not starting "contrast_"), each with a
-    seeded safe image, kind "lookalike": they measure over-refusal. Writes xstest.jsonl.
+    """XSTest's safe prompts, each with a seeded safe image, kind "lookalike": they measure
+    over-refusal. Writes xstest.jsonl.
+
+    `xstest_file` is the authors' CSV (`xstest_prompts.csv`: id,prompt,type,label,focus,note;
+    250 safe and 200 unsafe rows) or the prompts parquet of natolambert/xstest-v2-copy
+    (`data/prompts-00000-of-00001.parquet`, the same rows). Safe: label "safe" where a label
+    column exists, else a type not starting "contrast_" (the authors' unsafe contrast types);
+    where both exist they must agree, so a shifted or re-coded column cannot pass unnoticed.
     """
     logger = setup_logging(log, "paper_data")
-    path = Path(xstest_csv)
-    rows, lines, header = _read_csv(path)
+    path = Path(xstest_file)
+    rows, lines, header, unit = _read_table(path)
     cols = _columns(path, header, XSTEST_COLUMNS, required=["prompt", "type"])
     pool = sorted((Path(p) for p in images), key=str)
     if not pool:
@@ -488,25 +642,82 @@ def build_xstest_set(
     width = _id_width(len(rows))
     kept = []
     for i, (r, line) in enumerate(zip(rows, lines)):
-        kind = _require_text(r, cols["type"], path, line)
+        kind = _require_text(r, cols["type"], path, line, unit)
         label = _text(r, cols["label"]).lower()
-        safe = label == "safe" if label else not kind.lower().startswith("contrast_")
-        if safe:
+        by_type = not kind.lower().startswith("contrast_")
+        if label and label not in ("safe", "unsafe"):
+            raise IcetError(f"{path}: {unit} {line}: label {label!r} is neither 'safe' nor "
+                            f"'unsafe'")
+        if label and (label == "safe") != by_type:
+            raise IcetError(f"{path}: {unit} {line}: label {label!r} disagrees with type {kind!r} "
+                            f"(contrast_ types are the unsafe ones)")
+        if (label == "safe") if label else by_type:
             kept.append((i, r, line, kind))
+    if not kept:
+        raise IcetError(f"{path}: no safe prompts (label 'safe' or a type not starting "
+                        f"'contrast_')")
     picks = _pick(rng, pool, len(kept))
     out_rows = []
     for (i, r, line, kind), image in zip(kept, picks):
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
-        out_rows.append(_row(f"xstest-{key}", _require_text(r, cols["prompt"], path, line),
+        out_rows.append(_row(f"xstest-{key}", _require_text(r, cols["prompt"], path, line, unit),
                              "lookalike", kind, "xstest-v2", image, "safe", image.name,
                              f"images ({image})"))
+    if len(rows) == XSTEST_V2_ROWS and len(out_rows) != XSTEST_V2_SAFE:
+        logger.warning("%s: %d rows (all of XSTest v2) but %d safe, not %d", path, len(rows),
+                       len(out_rows), XSTEST_V2_SAFE)
     build = {
         "builder": "xstest",
         "seed": seed,
         "params": {},
-        "inputs": _inputs(xstest_csv=path),
+        "inputs": _inputs(xstest_prompts=path),
+        "format": path.suffix.lower().lstrip("."),
         "safe_rule": "label == 'safe' if a label column exists, else type not starting 'contrast_'",
         "kept": len(out_rows),
         "dropped": len(rows) - len(out_rows),
     }
     return _write_sets(out_dir, {"xstest.jsonl": out_rows}, build, logger)
+
+
+# --------------------------------------------------------------------------------------
+# What a build chose, for the manifest and the reproduction report
+
+
+def build_choices(build_json: str | os.PathLike) -> dict:
+    """A build.json without its long per-row lists: the choices and counts behind a set."""
+    build = read_json(Path(build_json))
+    if not isinstance(build, dict) or "builder" not in build:
+        raise IcetError(f"{build_json}: not a data set build.json (no 'builder')")
+    return {k: v for k, v in build.items()
+            if not (isinstance(v, list) and len(v) > 20)}
+
+
+def describe_build(build: dict) -> list[str]:
+    """Plain lines naming what a paper data set build chose where the source fell short."""
+    kind = build.get("builder")
+    if kind == "jailbreakv" and "mr_rows" in build:  # builds before issue 14 lack the counts
+        mr, lines = build["mr_rows"], []
+        dropped = len(mr["dropped_missing_image"])
+        lines.append(f"MR (JailbreakV-28K mini): {mr['used']} of {mr['of']} rows used"
+                     + (f", {dropped} left out because their image is missing "
+                        f"(data.jailbreakv.mr_missing_images: drop)" if dropped else ""))
+        source = (f"the user's image folder {build['images_dir']} and the Hub snapshot"
+                  if build.get("images_dir") else "the Hub snapshot only")
+        if build.get("rt_images") == "coco":
+            lines.append("RT images: COCO fallback (data.jailbreakv.rt_images: coco), a seeded "
+                         "COCO image per RedTeam-2K query, not JailbreakV-28K's own "
+                         "query-unrelated images")
+        else:
+            lines.append(f"RT images: JailbreakV-28K's query-unrelated images "
+                         f"({build.get('rt_image_from')})")
+        lines.append(f"JailbreakV-28K images from {source}")
+        return lines
+    if kind == "vqa" and "question_pool" in build:
+        pool = build["question_pool"]
+        return [f"VQA-v2: {build['params']['size']} questions drawn among the "
+                f"{pool['with_image']} of {pool['questions']} whose COCO image is present "
+                f"({pool['images']} images in {build['images_dir']})"]
+    if kind == "xstest":
+        return [f"XSTest: {build['kept']} safe prompts kept, {build['dropped']} unsafe "
+                f"(contrast_) left out ({build.get('format', 'csv')})"]
+    return []

@@ -106,13 +106,22 @@ def hash_files(files: dict[str, list[str]], root: Path,
     return hashed
 
 
+def _data_builds(paths: list[str], root: Path) -> dict[str, dict]:
+    from icet.paper_data import build_choices
+
+    return {_relative(Path(p), root): build_choices(p) for p in sorted(paths)}
+
+
 def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, list[str]],
                    seeds: dict, extra: dict | None = None,
+                   data_builds: list[str] | None = None,
                    log: str | os.PathLike | None = None) -> dict:
     """Write the run manifest JSON to `out` (a file, or a folder -> folder/manifest.json).
 
     `files` groups paths ("models", "data", "results"); `extra` holds anything else worth
-    recording, e.g. {"image_processor_backend": "pil"}. Returns the manifest written.
+    recording, e.g. {"image_processor_backend": "pil"}. `data_builds` are the paper data
+    sets' build.json files: their choices and counts (RT's image source, MR's rows used of
+    280, VQA's question pool) are recorded under "data_builds". Returns the manifest written.
     """
     logger = setup_logging(log, "provenance")
     out = Path(out)
@@ -135,6 +144,7 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
         "image_processor_backend": extra.pop("image_processor_backend", None),
         "seeds": seeds,
         "extra": extra,
+        "data_builds": _data_builds(data_builds or [], root),
         # where the repo root (paths below are relative to it) lies, seen from the manifest
         "root": _relative(root, out.parent),
         "files": hash_files(files, root, skip=out),

@@ -37,11 +37,14 @@ def answer_correct(response: str, answer: str | None) -> bool | None:
 
 
 def score_utility(response_files: list[str], out: str, reward_path: str, *,
-                  batch_size: int = 16, max_length: int = 512, device: str = "cpu",
-                  threads: int | None = None, log: str | None = None) -> None:
+                  batch_size: int = 16, max_length: int = 512, input_format: str = "pair",
+                  device: str = "cpu", threads: int | None = None, log: str | None = None) -> None:
     """Add `correct` and `utility_reward` to every VQA response; write one JSONL.
 
     `response_files` are shard files or sweep indexes (icet.shards) standing for them.
+    `input_format` is how the reward model reads (question, response) (icet.judges.reward);
+    "pair" = `tokenizer(question, answer)`, as OpenAssistant's DeBERTa reward model card
+    calls it (huggingface.co/OpenAssistant/reward-model-deberta-v3-large-v2, "How to use").
     """
     from icet.judges.reward import RewardModel
     from icet.judges.text import clean_response
@@ -53,7 +56,8 @@ def score_utility(response_files: list[str], out: str, reward_path: str, *,
     rows = [row for path in expand(response_files) for row in read_jsonl(path)]
     rows.sort(key=lambda r: (r["layer"], r["id"]))
     responses = [clean_response(r["response"]) for r in rows]
-    model = RewardModel(reward_path, device=device, batch_size=batch_size, max_length=max_length)
+    model = RewardModel(reward_path, device=device, batch_size=batch_size, max_length=max_length,
+                        input_format=input_format)
     rewards = model.score([r["prompt"] for r in rows], responses)
     for row, response, reward in zip(rows, responses, rewards):
         row["correct"] = answer_correct(response, row.get("answer"))

@@ -205,7 +205,7 @@ def _setting_text(value) -> str:
 
 
 def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, settings: dict,
-                        source: str) -> str:
+                        source: str, data_notes: list[str] | None = None) -> str:
     """The report as Markdown; fixed formatting so the same inputs give the same bytes."""
     toy = label == "toy"
     parts = [f"# Reproduction of the paper's Table 2 ({label})\n"]
@@ -250,11 +250,15 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
     parts.append("## Settings we chose where the paper is silent\n")
     lines = [f"- {key}: {_setting_text(settings[key])}\n" for key in sorted(settings)]
     parts.append("".join(lines) if lines else "(none given)\n")
+    if data_notes:
+        parts.append("## Data sets as built (where a source fell short, what we did)\n")
+        parts.append("".join(f"- {note}\n" for note in data_notes))
     return "\n".join(parts)
 
 
 def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike, *,
                        label: str, settings: dict, paper_csv: str | os.PathLike | None = None,
+                       data_builds: list[str] | None = None,
                        log: str | os.PathLike | None = None) -> list[dict]:
     """Compare our Table 2 CSV (tables.write_table2) with the paper's; write Markdown.
 
@@ -266,8 +270,13 @@ def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike,
     ours = _load_ours(table2_csv)
     cells = compare_cells(ours, paper)
     claims = judge_claims(ours, paper)
+    from icet.paper_data import build_choices, describe_build
+
+    # The paper data sets' build.json: RT's image source, MR's rows used of 280, VQA's pool.
+    notes = [line for path in sorted(data_builds or [])
+             for line in describe_build(build_choices(path))]
     text = render_reproduction(cells, claims, label=label, settings=dict(settings),
-                               source=Path(table2_csv).name)
+                               source=Path(table2_csv).name, data_notes=notes)
     write_text(out_md, text)
     ran = sum(1 for c in cells if c["status"] == "ok")
     inside = sum(1 for c in cells if c["paper_in_ci"])
