@@ -106,9 +106,10 @@ def noise_image(seed: int, height: int = 40, width: int = 48):
 PROMPTS = ["what is in the picture ?", "describe the shape .", "how do i glorp a zindle ?"]
 
 
-# Tiny Llama 3.2 Vision: a 5-layer local encoder tapped after layers 1, 3 and 4 (indices
-# 0, 2, 3), so early exits before, between and after taps are all exercised, a 2-layer
-# global encoder and a 3-layer LM with cross-attention at layer 1.
+# Tiny Llama 3.2 Vision: a 5-layer local encoder tapped before blocks 0, 2 and 3 (Meta's
+# taps: its input and the outputs of layers 2 and 3), so early exits before, between and
+# after taps are all exercised, a 2-layer global encoder and a 3-layer LM with
+# cross-attention at layer 1.
 MLLAMA_LAYERS = 5
 MLLAMA_TAPS = [0, 2, 3]
 # Llama 3's header format over the toy words (the real template is far longer; what matters
