@@ -8,7 +8,7 @@ from pathlib import Path
 # or the `-e ..` line of envs/*.yaml); this path only serves the parsing of this workflow.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from icet.config import check_config, model_layers
+from icet.config import check_config, model_layers, prompting_of
 from icet.errors import IcetError
 from icet.timing import print_time_table
 

@@ -252,7 +252,7 @@ class MllamaAdapter(VLMAdapter):
     processor_kwargs = {"add_special_tokens": False}
 
     def processor_images(self, images: list[Any]) -> list[Any]:
-        return [[load_image(i)] for i in images]
+        return [[self.fit_image(load_image(i))] for i in images]
 
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         return {ICET_KWARG: self.check_layer(layer)}
