@@ -210,3 +210,11 @@ def test_peft_wrapped_model_still_exits_early(mllama_dir, images, tmp_path):
     for layer in (0, 2):  # LoRA starts at zero: same logits as the bare model at every layer
         torch.testing.assert_close(wrapped.logits(PROMPTS, images, layer),
                                    load_adapter(mllama_dir).logits(PROMPTS, images, layer))
+
+
+def test_pad_preprocessing_is_refused_for_mllama(adapter):
+    """Llama 3.2's processor tiles the image itself; LLaVA-1.5's padding is not its input."""
+    with pytest.raises(IcetError, match="'pad' is LLaVA-1.5's"):
+        adapter.set_prompting(None, "pad")
+    assert adapter.image_preprocessing == "processor"
+
