@@ -253,6 +253,7 @@ def chosen_settings():
         "toxicity (TS)": judge_name("toxicity"),
         "generation": config["generation"],
         "layer groups": {m: spec["groups"] for m, spec in MODELS.items()},
+        "system prompt and image preprocessing": {m: prompting_of(spec) for m, spec in MODELS.items()},
         "L-PPO": config["lppo"],
         "bootstrap": config["bootstrap"],
         "seed": config["seed"],

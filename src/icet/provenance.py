@@ -106,6 +106,14 @@ def hash_files(files: dict[str, list[str]], root: Path,
     return hashed
 
 
+def prompting_record(config: dict) -> dict[str, dict]:
+    """Per model, the system prompt and image preprocessing its prompts got: choices that
+    shift refusal rates, so the manifest states them outside the config dump too."""
+    from icet.config import prompting_of
+
+    return {m["name"]: prompting_of(m) for m in config.get("models", []) if "name" in m}
+
+
 def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, list[str]],
                    seeds: dict, extra: dict | None = None,
                    log: str | os.PathLike | None = None) -> dict:
@@ -134,6 +142,7 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
         "packages": package_versions(),
         "image_processor_backend": extra.pop("image_processor_backend", None),
         "seeds": seeds,
+        "prompting": prompting_record(config),
         "extra": extra,
         # where the repo root (paths below are relative to it) lies, seen from the manifest
         "root": _relative(root, out.parent),
