@@ -270,7 +270,8 @@ def test_a_template_that_drops_the_system_turn_is_an_error(llava_dir, images):
     adapter = load_adapter(llava_dir, system_prompt=VICUNA_SYSTEM_PROMPT)
     adapter.processor.chat_template = (
         "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for p in m['content'] %}"
-        "{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %} {% endif %}{% endfor %}ASSISTANT:")
+        "{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %} {% endif %}{% endfor %}"
+        "ASSISTANT:")
     with pytest.raises(IcetError, match="drops the system turn"):
         adapter.prepare(PROMPTS[:1], images[:1])
 

@@ -20,9 +20,10 @@ What ICET-l means here (l = 0..N): **the local encoder exits after layer l**. La
 are skipped, i.e. act as the identity, and everything downstream runs unchanged on the exit
 state: the global encoder receives it, and every tap past l reads it (those layers never
 ran, so the exit state is all the encoder has). l = N is the unmodified model (with the
-reference taps), so the default layer is N. Why this definition: it is LLaVA's ICET-l transported faithfully — the
-image encoder stops at layer l and the frozen, trained remainder of the pipeline (here the
-global encoder and the projector, there the projector) maps that state to the LM. The
+reference taps), so the default layer is N. Why this definition: it is LLaVA's ICET-l
+transported faithfully — the image encoder stops at layer l and the frozen, trained
+remainder of the pipeline (here the global encoder and the projector, there the projector)
+maps that state to the LM. The
 alternative of swapping only the final local output leaves the taps after 3/7/15/23/30 intact,
 so the LM would still see mostly-default features at every l and the sweep would measure
 little; swapping the taps alone has no single "layer" to name.
