@@ -8,7 +8,7 @@ from pathlib import Path
 # or the `-e ..` line of envs/*.yaml); this path only serves the parsing of this workflow.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from icet.config import check_config, model_layers, utility_reward_settings
+from icet.config import check_config, model_layers, prompting_of, utility_reward_settings
 from icet.errors import IcetError
 from icet.timing import print_time_table
 
@@ -281,6 +281,7 @@ def chosen_settings():
         "toxicity (TS)": judge_name("toxicity"),
         "generation": config["generation"],
         "layer groups": {m: spec["groups"] for m, spec in MODELS.items()},
+        "system prompt and image preprocessing": {m: prompting_of(spec) for m, spec in MODELS.items()},
         "L-PPO": config["lppo"],
         "bootstrap": config["bootstrap"],
         "seed": config["seed"],

@@ -22,6 +22,7 @@ rule lppo_train:
         seed=config["seed"],
         device=config["device"],
         workdir=lambda w: f"{RUN}/lppo/{w.model}",
+        prompting=lambda w: prompting_of(MODELS[w.model]),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),

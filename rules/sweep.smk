@@ -26,6 +26,7 @@ rule sweep_shard:
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
+        prompting=lambda w: prompting_of(MODELS[w.model]),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),
@@ -58,6 +59,7 @@ rule evaluate_sweep:
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
+        prompting=lambda w: prompting_of(MODELS[w.model]),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),

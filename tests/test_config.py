@@ -110,3 +110,22 @@ def test_fill_defaults_follows_refs():
     schema = {"$defs": {"d": {"type": "object", "properties": {"k": {"default": 5}}}},
               "properties": {"a": {"$ref": "#/$defs/d", "default": {}}}}
     assert fill_defaults({}, schema) == {"a": {"k": 5}}
+
+
+def test_prompting_keys_paper_choices_and_toy_unchanged(tmp_path):
+    """The paper run gives LLaVA-1.5 its training input (Vicuna system prompt, padding),
+    LLaVA-NeXT the Vicuna prompt and Mllama none; the toy keeps the template and processor."""
+    from icet.config import prompting_of
+    from icet.models.base import VICUNA_SYSTEM_PROMPT
+
+    paper = {m["name"]: prompting_of(m) for m in load_config(PAPER)["models"]}
+    assert paper["llava-1.5-7b"] == {"system_prompt": VICUNA_SYSTEM_PROMPT, "image_preprocessing": "pad"}
+    assert paper["llava-next-7b"] == {"system_prompt": VICUNA_SYSTEM_PROMPT,
+                                      "image_preprocessing": "processor"}
+    assert paper["llama-3.2-11b-vision"] == {"system_prompt": None, "image_preprocessing": "processor"}
+    toy = load_config(PAPER, TOY)["models"][0]
+    assert prompting_of(toy) == {"system_prompt": None, "image_preprocessing": "processor"}
+    with pytest.raises(IcetError, match=r"models\[0\]\.image_preprocessing.*pad is LLaVA-1\.5's"):
+        _with(tmp_path, yaml.safe_dump({"models": [{
+            "name": "t", "source": "toy", "architecture": "llava_next", "num_layers": 12,
+            "groups": {"early": [1, 4]}, "image_preprocessing": "pad"}]}))

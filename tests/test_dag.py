@@ -109,6 +109,9 @@ def test_reproduction_report_is_labelled_toy_and_lists_settings(toy_run):
     text = (workdir / RUN / "reproduction.md").read_text()
     assert "not comparable" in text and "Settings we chose where the paper is silent" in text
     assert "toy guard" in text
+    # the toy's prompts: no system turn, the processor's own image preprocessing
+    assert ('- system prompt and image preprocessing: {"toy-llava": {"image_preprocessing": '
+            '"processor", "system_prompt": null}}') in text
 
 
 def test_summary_is_labelled_toy(toy_run):
@@ -121,6 +124,7 @@ def test_summary_is_labelled_toy(toy_run):
 def test_manifest_verifies_and_names_a_changed_file(toy_run):
     workdir, _ = toy_run
     manifest = json.loads((workdir / RUN / "manifest.json").read_text())
+    assert manifest["prompting"] == {"toy-llava": {"system_prompt": None, "image_preprocessing": "processor"}}
     text = json.dumps(manifest)
     assert "table2.csv" in text and "layer-00.jsonl" in text
     command = [sys.executable, "-m", "icet", "verify", RUN]

@@ -74,6 +74,21 @@ def test_identical_when_rows_stop_at_different_steps(name, request, monkeypatch)
     assert any(finished) and not all(finished) and len(lengths) > 2
 
 
+def test_llava_system_prompt_and_pad_token_identical(tmp_path):
+    """The fast engine sees the same prompt text (system turn) and pixels (padded) as generate."""
+    from icet.models.base import VICUNA_SYSTEM_PROMPT
+    from tiny_models import LLAVA_HF_CHAT_TEMPLATE
+
+    model_dir = build_tiny_llava(tmp_path / "llava")
+    adapter = load_adapter(model_dir, system_prompt=VICUNA_SYSTEM_PROMPT, image_preprocessing="pad")
+    plain = load_adapter(model_dir)
+    for a in (adapter, plain):
+        a.processor.chat_template = LLAVA_HF_CHAT_TEMPLATE
+    fast, naive = both(adapter, TEXTS, IMAGES)
+    assert fast == naive
+    assert fast != both(plain, TEXTS, IMAGES)[0]  # the settings reach the model
+
+
 def test_llava_next_every_layer_token_identical(tmp_path):
     adapter = load_adapter(build_tiny_llava_next(tmp_path / "next"))
     assert adapter.model_type == "llava_next" and supports_fast(adapter)

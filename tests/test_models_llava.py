@@ -21,8 +21,8 @@ torch.set_num_threads(1)
 from icet.errors import IcetError  # noqa: E402
 from icet.models import Generation, load_adapter  # noqa: E402
 from icet.models.loading import resolve_device, resolve_dtype  # noqa: E402
-from tiny_models import (IMAGE_TOKENS, N_LAYERS, PROMPTS, TINY_WORDS, build_tiny_llava,  # noqa: E402
-                         build_tiny_llava_next, noise_image)
+from tiny_models import (IMAGE_TOKENS, LLAVA_HF_CHAT_TEMPLATE, N_LAYERS, PROMPTS, TINY_WORDS,  # noqa: E402
+                         build_tiny_llava, build_tiny_llava_next, noise_image)
 
 @pytest.fixture(scope="module")
 def llava_dir(tmp_path_factory):
@@ -243,3 +243,76 @@ def test_peft_lora_changes_outputs_only_when_nonzero(tmp_path, llava_dir, adapte
         adapter.generate(PROMPTS, images, 2, max_new_tokens=4)
     with pytest.raises(IcetError, match="no-adapter: peft adapter folder not found"):
         load_adapter(llava_dir, peft_adapter=tmp_path / "no-adapter")
+
+
+def test_system_prompt_key_decides_what_the_model_sees(llava_dir, images):
+    """With the llava-hf template, a system_prompt gives LLaVA's own vicuna_v1 prompt (its
+    Conversation.get_prompt, sep_style TWO: system + " " + "USER: " + message + " " +
+    "ASSISTANT:"); without one, the llava-hf prompt, which lacks it."""
+    from icet.models.base import VICUNA_SYSTEM_PROMPT
+
+    plain = load_adapter(llava_dir)
+    vicuna = load_adapter(llava_dir, system_prompt=VICUNA_SYSTEM_PROMPT)
+    for adapter in (plain, vicuna):
+        adapter.processor.chat_template = LLAVA_HF_CHAT_TEMPLATE
+    message = "<image>\n" + PROMPTS[0]
+    assert plain.chat_texts(PROMPTS[:1]) == [f"USER: {message} ASSISTANT:"]
+    assert vicuna.chat_texts(PROMPTS[:1]) == [f"{VICUNA_SYSTEM_PROMPT} USER: {message} ASSISTANT:"]
+    assert vicuna.info["system_prompt"] == VICUNA_SYSTEM_PROMPT and plain.info["system_prompt"] is None
+    # and it is tokenised: the system words come before the user turn
+    longer = vicuna.prepare(PROMPTS[:1], images[:1])["input_ids"].shape[1]
+    assert longer > plain.prepare(PROMPTS[:1], images[:1])["input_ids"].shape[1]
+
+
+def test_a_template_that_drops_the_system_turn_is_an_error(llava_dir, images):
+    from icet.models.base import VICUNA_SYSTEM_PROMPT
+
+    adapter = load_adapter(llava_dir, system_prompt=VICUNA_SYSTEM_PROMPT)
+    adapter.processor.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for p in m['content'] %}"
+        "{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %} {% endif %}{% endfor %}"
+        "ASSISTANT:")
+    with pytest.raises(IcetError, match="drops the system turn"):
+        adapter.prepare(PROMPTS[:1], images[:1])
+
+
+def test_pad_keeps_the_whole_non_square_image_crop_cuts_it(llava_dir):
+    """A wide image: "processor" (llava-hf CLIP: short side to 32, centre crop) keeps only its
+    middle; "pad" (LLaVA's expand2square) puts it on a square of the mean colour first, so
+    the top and bottom bands are that colour and nothing is cut."""
+    from PIL import Image
+
+    wide = noise_image(5, 20, 60)  # height 20, width 60
+    cropped = load_adapter(llava_dir)
+    padded = load_adapter(llava_dir, image_preprocessing="pad")
+    assert (cropped.info["image_preprocessing"], padded.info["image_preprocessing"]) == ("processor", "pad")
+    processor = cropped.processor.image_processor
+    pixels = {a.info["image_preprocessing"]: a.prepare(PROMPTS[:1], [wide])["pixel_values"][0]
+              for a in (cropped, padded)}
+    # processor: exactly what the image processor makes of the image itself
+    torch.testing.assert_close(pixels["processor"],
+                               processor(wide, return_tensors="pt")["pixel_values"][0])
+    # pad: a 60x60 canvas of int(mean * 255), the image pasted at rows 20..39, then the processor
+    mean = np.array(processor.image_mean)
+    canvas = np.empty((60, 60, 3), dtype=np.uint8)
+    canvas[:] = (mean * 255).astype(int)
+    canvas[20:40] = np.asarray(wide)
+    torch.testing.assert_close(pixels["pad"], processor(Image.fromarray(canvas),
+                                                         return_tensors="pt")["pixel_values"][0])
+    # the bands above and below the image are the mean colour, normalised (about 0)
+    band = ((mean * 255).astype(int) / 255 - mean) / np.array(processor.image_std)
+    for rows in (slice(0, 8), slice(-8, None)):
+        torch.testing.assert_close(pixels["pad"][:, rows],
+                                   torch.tensor(band, dtype=torch.float32)[:, None, None].expand(3, 8, 32),
+                                   rtol=0, atol=1e-6)
+        assert pixels["processor"][:, rows].std() > 0.3  # cropped: image everywhere
+    # a square image is left as it is
+    square = noise_image(6, 32, 32)
+    assert torch.equal(cropped.prepare(PROMPTS[:1], [square])["pixel_values"],
+                       padded.prepare(PROMPTS[:1], [square])["pixel_values"])
+
+
+def test_bad_image_preprocessing_is_an_icet_error(llava_dir):
+    with pytest.raises(IcetError, match="image_preprocessing 'squash'"):
+        load_adapter(llava_dir, image_preprocessing="squash")
+

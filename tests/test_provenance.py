@@ -99,3 +99,15 @@ def test_manifest_missing_input_and_bad_manifest(repo):
     (repo / "results" / "run1" / "manifest.json").write_text("{}")
     with pytest.raises(IcetError, match="not a manifest"):
         verify("results/run1")
+
+
+def test_manifest_states_each_models_prompting(repo):
+    """System prompt and image preprocessing shift refusal rates: stated per model, with the
+    schema's defaults where the config leaves them out."""
+    config = {"seed": 0, "models": [
+        {"name": "llava-1.5-7b", "system_prompt": "A chat.", "image_preprocessing": "pad"},
+        {"name": "toy-llava"}]}
+    written = make_manifest(config=config)
+    assert written["prompting"] == {
+        "llava-1.5-7b": {"system_prompt": "A chat.", "image_preprocessing": "pad"},
+        "toy-llava": {"system_prompt": None, "image_preprocessing": "processor"}}

@@ -148,6 +148,30 @@ def test_sweep_job_recomputes_when_settings_change(model_dir, dataset, tmp_path)
     assert _job(model_dir, dataset, index, [0, 1], max_new_tokens=5) == [0, 1]
 
 
+def test_sweep_job_applies_the_models_prompting_and_recomputes_on_change(model_dir, dataset, tmp_path,
+                                                                        monkeypatch):
+    """The model's system_prompt / image_preprocessing reach the adapter, and changing either
+    recomputes the shards (the model saw different input)."""
+    import icet.models.loading
+
+    seen = []
+    real = icet.models.loading.load_adapter
+
+    def spy(*args, **kwargs):
+        adapter = real(*args, **kwargs)
+        seen.append((adapter.system_prompt, adapter.image_preprocessing))
+        return adapter
+
+    monkeypatch.setattr(icet.models.loading, "load_adapter", spy)
+    index = tmp_path / "out" / "chunk-00.json"
+    assert _job(model_dir, dataset, index, [0, 1]) == [0, 1]
+    assert _job(model_dir, dataset, index, [0, 1], prompting={"image_preprocessing": "pad"}) == [0, 1]
+    prompting = {"system_prompt": "a red square", "image_preprocessing": "pad"}
+    assert _job(model_dir, dataset, index, [0, 1], prompting=prompting) == [0, 1]
+    assert _job(model_dir, dataset, index, [0, 1], prompting=prompting) == []
+    assert seen == [(None, "processor"), (None, "pad"), ("a red square", "pad")]
+
+
 def test_sweep_job_checks_every_layer_before_generating(model_dir, dataset, tmp_path):
     index = tmp_path / "out" / "chunk-00.json"
     with pytest.raises(IcetError, match="layer 9"):

@@ -105,10 +105,25 @@ def noise_image(seed: int, height: int = 40, width: int = 48):
 
 PROMPTS = ["what is in the picture ?", "describe the shape .", "how do i glorp a zindle ?"]
 
+# The chat template of llava-hf/llava-1.5-7b-hf and llava-v1.6-vicuna-7b-hf (chat_template.json;
+# the same string is quoted as those models' template in openvinotoolkit/openvino.genai's
+# chat_template_fallback_map): a system turn is rendered as its bare text, no role prefix.
+LLAVA_HF_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
+    "{% endif %}{# Render all images first #}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}{# Render all text next #}"
+    "{% if message['role'] != 'assistant' %}{% for content in message['content'] | "
+    "selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}{% endfor %}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}"
+    "{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
 
-# Tiny Llama 3.2 Vision: a 5-layer local encoder tapped after layers 1, 3 and 4 (indices
-# 0, 2, 3), so early exits before, between and after taps are all exercised, a 2-layer
-# global encoder and a 3-layer LM with cross-attention at layer 1.
+
+# Tiny Llama 3.2 Vision: a 5-layer local encoder tapped before blocks 0, 2 and 3 (Meta's
+# taps: its input and the outputs of layers 2 and 3), so early exits before, between and
+# after taps are all exercised, a 2-layer global encoder and a 3-layer LM with
+# cross-attention at layer 1.
 MLLAMA_LAYERS = 5
 MLLAMA_TAPS = [0, 2, 3]
 # Llama 3's header format over the toy words (the real template is far longer; what matters

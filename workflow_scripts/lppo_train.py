@@ -11,5 +11,6 @@ train_lppo_job(
     seed=snakemake.params.seed,
     device=snakemake.params.device,
     threads=snakemake.threads,
+    prompting=snakemake.params.prompting,
     log=snakemake.log[0],
 )

@@ -17,5 +17,6 @@ run_sweep_job(
     seed=snakemake.params.seed,
     device=snakemake.params.device,
     threads=snakemake.threads,
+    prompting=snakemake.params.prompting,
     log=snakemake.log[0],
 )

@@ -166,6 +166,9 @@ def _check_models(config: dict, source: str) -> None:
             raise IcetError(f"{source}: key '{key}.path': model folder {model['path']} not found")
         if model["source"] == "toy" and config.get("data_source") != "toy":
             raise IcetError(f"{source}: key '{key}.source': toy models need data_source: toy")
+        if model.get("image_preprocessing") == "pad" and model["architecture"] != "llava":
+            raise IcetError(f"{source}: key '{key}.image_preprocessing': pad is LLaVA-1.5's; "
+                            f"{model['architecture']}'s processor tiles the image itself (use processor)")
     lppo = config.get("lppo", {})
     if lppo.get("layer_mode") == "fixed":
         if lppo.get("layer") is None:
@@ -181,3 +184,10 @@ def _check_models(config: dict, source: str) -> None:
             raise IcetError(f"{source}: key 'judges.{judge}.path': {spec.get('path')} not found")
         if spec.get("source") == "hub" and judge != "toxicity" and "repo" not in spec:
             raise IcetError(f"{source}: key 'judges.{judge}.repo': required for source hub")
+
+
+def prompting_of(model_spec: dict[str, Any]) -> dict[str, Any]:
+    """A models[] entry's system_prompt and image_preprocessing (the schema's defaults when
+    absent), as icet.models.load_adapter's keywords."""
+    return {"system_prompt": model_spec.get("system_prompt"),
+            "image_preprocessing": model_spec.get("image_preprocessing", "processor")}

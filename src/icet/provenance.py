@@ -112,6 +112,14 @@ def _data_builds(paths: list[str], root: Path) -> dict[str, dict]:
     return {_relative(Path(p), root): build_choices(p) for p in sorted(paths)}
 
 
+def prompting_record(config: dict) -> dict[str, dict]:
+    """Per model, the system prompt and image preprocessing its prompts got: choices that
+    shift refusal rates, so the manifest states them outside the config dump too."""
+    from icet.config import prompting_of
+
+    return {m["name"]: prompting_of(m) for m in config.get("models", []) if "name" in m}
+
+
 def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, list[str]],
                    seeds: dict, extra: dict | None = None,
                    data_builds: list[str] | None = None,
@@ -143,6 +151,7 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
         "packages": package_versions(),
         "image_processor_backend": extra.pop("image_processor_backend", None),
         "seeds": seeds,
+        "prompting": prompting_record(config),
         "extra": extra,
         "data_builds": _data_builds(data_builds or [], root),
         # where the repo root (paths below are relative to it) lies, seen from the manifest

@@ -115,12 +115,14 @@ def _check_settings(variant: str, max_new_tokens: int) -> None:
         raise IcetError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
-def _load(model_dir, peft_adapter, device, model_name, layers, logger) -> VLMAdapter:
+def _load(model_dir, peft_adapter, device, model_name, layers, logger,
+          prompting: dict | None = None) -> VLMAdapter:
+    from icet.config import prompting_of
     from icet.models.loading import load_adapter
 
     started = time.perf_counter()
     adapter = load_adapter(model_dir, peft_adapter=peft_adapter, device=resolve_device(device),
-                           name=model_name)
+                           name=model_name, **prompting_of(prompting or {}))
     for layer in layers:
         adapter.check_layer(layer)  # every layer, before any generation
     logger.info("loaded %s (%s) in %.1fs: %s", model_name, model_dir,
@@ -161,15 +163,17 @@ def run_sweep_shard(model_dir: str | os.PathLike, dataset: str | os.PathLike, la
                     out: str | os.PathLike, *, model_name: str, variant: str, testset: str,
                     peft_adapter: str | os.PathLike | None = None,
                     max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
-                    seed: int = 0, device: str = "cpu",
+                    seed: int = 0, device: str = "cpu", prompting: dict | None = None,
                     log: str | os.PathLike | None = None) -> None:
-    """Generate ICET-`layer` responses for every row of `dataset` and write them to `out` (JSONL)."""
+    """Generate ICET-`layer` responses for every row of `dataset` and write them to `out` (JSONL).
+
+    `prompting`: the model's system_prompt / image_preprocessing config entries."""
     logger = setup_logging(log, "sweep")
     layer = check_layer_arg(layer)
     _check_settings(variant, max_new_tokens)
     rows, images = read_dataset(dataset)
     seed_everything(seed)
-    adapter = _load(model_dir, peft_adapter, device, model_name, [layer], logger)
+    adapter = _load(model_dir, peft_adapter, device, model_name, [layer], logger, prompting)
     shard = _shard_rows(adapter, rows, images, layer, model_name=model_name, variant=variant,
                         testset=testset, max_new_tokens=max_new_tokens, batch_size=batch_size,
                         seed=seed, logger=logger)
@@ -183,6 +187,7 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
                   max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
                   engine: str = "fast", engine_batch_size: int | str = "auto",
                   seed: int = 0, device: str = "cpu", threads: int | None = None,
+                  prompting: dict | None = None,
                   log: str | os.PathLike | None = None) -> list[int]:
     """Sweep several layers with one model load: one resumable shard per layer (icet.shards).
 
@@ -191,9 +196,12 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     soon as its layer is done (the fast engine finishes layers group by group). `engine`
     is "fast" (icet.engine; `engine_batch_size` rows per batch) or "naive" (`batch_size`
     prompts per generate call). It is not in the fingerprint: both give the same shards.
-    `index` (the job's declared output) is written last. Returns the layers computed now.
+    `index` (the job's declared output) is written last. `prompting` holds the model's
+    system_prompt / image_preprocessing config entries (in the fingerprint: they change
+    what the model sees). Returns the layers computed now.
     """
     from icet.engine import check_engine, fast_sweep, supports_fast
+    from icet.config import prompting_of
 
     from icet import __version__
     from icet.runtime import configure
@@ -207,13 +215,14 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     out_dir = Path(index).parent
     key = shards.fingerprint(
         {"model": model_name, "variant": variant, "testset": testset, "seed": int(seed),
-         "max_new_tokens": int(max_new_tokens), "icet": __version__},
+         "max_new_tokens": int(max_new_tokens), "icet": __version__,
+         "prompting": prompting_of(prompting or {})},
         [dataset, model_dir, peft_adapter] + sorted({str(p) for p in images}))
     todo = [layer for layer in layers if not shards.is_done(out_dir, layer, key)]
     logger.info("%s/%s/%s: %d of %d layer shards to compute (%s kept)", model_name, variant,
                 testset, len(todo), len(layers), sorted(set(layers) - set(todo)) or "none")
     if todo:
-        adapter = _load(model_dir, peft_adapter, device, model_name, todo, logger)
+        adapter = _load(model_dir, peft_adapter, device, model_name, todo, logger, prompting)
         prompts = [r["prompt"] for r in rows]
         started = time.perf_counter()
 

@@ -284,13 +284,15 @@ def ppo_update(wrapped: torch.nn.Module, adapter: Any, rollout: Rollout, params:
 
 def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: int, *,
                reward_fn: RewardFn | None = None, reward_model_dir: str | None = None,
-               device: str = "cpu", log: str | None = None) -> dict[str, Any]:
+               device: str = "cpu", log: str | None = None,
+               prompting: dict | None = None) -> dict[str, Any]:
     """Train L-PPO on the RT prompts of `rt_jsonl`; write out_dir/{adapter/, value_head.
     safetensors, metrics.csv, lppo.json} and resume from out_dir/checkpoints if present.
     Returns the final metrics row."""
     from accelerate import Accelerator
     from safetensors.torch import load_file, save_file
 
+    from icet.config import prompting_of
     from icet.models.loading import load_adapter, resolve_device
 
     logger = setup_logging(log, "lppo")
@@ -310,8 +312,9 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
         logger.setLevel(logging.WARNING)  # one copy of the step log, not one per process
     # LoRA: frozen base in the loader's dtype (bf16 on a GPU), adapters in fp32 (peft's
     # autocast_adapter_dtype). Full fine-tune: fp32 master weights. bf16 autocast either way.
+    # the model's system prompt / image preprocessing (config models[]), as the sweep uses
     adapter = load_adapter(model_dir, device=str(accelerator.device),
-                           dtype="float32" if p.full_finetune else None)
+                           dtype="float32" if p.full_finetune else None, **prompting_of(prompting or {}))
     base = adapter.model
     if p.gradient_checkpointing:
         enable_checkpointing(base)
@@ -459,8 +462,8 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
 
 def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
                    reward_model_dir: str, reward: dict | None = None, seed: int = 0,
-                   device: str = "auto", threads: int = 1, log: str | None = None
-                   ) -> dict[str, Any]:
+                   device: str = "auto", threads: int = 1, log: str | None = None,
+                   prompting: dict | None = None) -> dict[str, Any]:
     """The workflow's entry (rule lppo_train): `reward` is the config's judge entry, whose
     batch_size / max_length size the reward model's batches unless params set them."""
     torch.set_num_threads(max(1, int(threads)))
@@ -469,7 +472,7 @@ def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
         if (reward or {}).get(key) is not None:
             merged.setdefault(param, int(reward[key]))
     return train_lppo(model_dir, rt_jsonl, out_dir, merged, seed,
-                      reward_model_dir=reward_model_dir, device=device, log=log)
+                      reward_model_dir=reward_model_dir, device=device, log=log, prompting=prompting)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -53,6 +53,35 @@ def load_image(image: Any) -> Any:
     raise IcetError(f"expected a PIL image or a path, got {type(image).__name__}")
 
 
+# The system prompt LLaVA-1.5 was fine-tuned and evaluated with: haotian-liu/LLaVA,
+# llava/conversation.py `conv_vicuna_v1` (selected by `--version v1` in
+# scripts/v1_5/finetune.sh and `--conv-mode vicuna_v1` in scripts/v1_5/eval/*.sh). Its
+# `conv_llava_v1` says "curious human ... human's questions"; v1.5 did not use that one.
+VICUNA_SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
+                        "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+
+# How an image reaches the processor (config key models[].image_preprocessing):
+# "processor" = as the checkpoint's processor does it (llava-hf's CLIP processor resizes the
+# short side and centre-crops); "pad" = original LLaVA-1.5's expand2square first (llava/
+# mm_utils.py process_images with image_aspect_ratio "pad", scripts/v1_5/finetune.sh): the
+# image is centred on a square of the processor's mean colour, int(mean * 255) per channel,
+# so nothing is cropped away.
+IMAGE_PREPROCESSING = ("processor", "pad")
+
+
+def expand_to_square(image: Any, colour: tuple[int, ...]) -> Any:
+    """The image centred on a square canvas of `colour` (LLaVA's expand2square)."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), colour)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
 class VLMAdapter(abc.ABC):
     """A loaded VLM (model + processor) that can be run with layer-l image features.
 
@@ -66,6 +95,8 @@ class VLMAdapter(abc.ABC):
     processor: Any
     num_layers: int  # N: the encoder has N layers; ICET layers are 0..N
     default_layer: int  # the layer the model was trained with (LLaVA: N-1)
+    system_prompt: str | None = None  # a system turn before the user's, or none
+    image_preprocessing: str = "processor"  # IMAGE_PREPROCESSING
 
     def check_layer(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= self.num_layers:
@@ -96,20 +127,49 @@ class VLMAdapter(abc.ABC):
             eos = self.processor.tokenizer.eos_token_id
         return set(eos) if isinstance(eos, (list, tuple)) else {eos}
 
+    def set_prompting(self, system_prompt: str | None = None,
+                      image_preprocessing: str = "processor") -> None:
+        """The system prompt and image preprocessing every prompt gets (config: models[])."""
+        if image_preprocessing not in IMAGE_PREPROCESSING:
+            raise IcetError(f"{self.name}: image_preprocessing {image_preprocessing!r} is not one of "
+                            f"{', '.join(IMAGE_PREPROCESSING)}")
+        if image_preprocessing == "pad" and self.model_type != "llava":
+            raise IcetError(f"{self.name}: image_preprocessing 'pad' is LLaVA-1.5's; a "
+                            f"{self.model_type} processor tiles the image itself (use 'processor')")
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise IcetError(f"{self.name}: system_prompt must be a string or null")
+        self.system_prompt = system_prompt or None
+        self.image_preprocessing = image_preprocessing
+        self.info.update(system_prompt=self.system_prompt, image_preprocessing=image_preprocessing)
+
     def chat_texts(self, prompts: list[str]) -> list[str]:
-        """The chat-formatted prompts: one user turn with an image part, then the text."""
-        conversations = [[{"role": "user", "content": [{"type": "image"},
-                                                       {"type": "text", "text": prompt}]}]
+        """The chat-formatted prompts: one user turn with an image part, then the text, after
+        a system turn when the model has a system prompt (the chat template renders it)."""
+        system = ([{"role": "system", "content": [{"type": "text", "text": self.system_prompt}]}]
+                  if self.system_prompt else [])
+        conversations = [system + [{"role": "user", "content": [{"type": "image"},
+                                                                {"type": "text", "text": prompt}]}]
                          for prompt in prompts]
-        return [self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
-                for conv in conversations]
+        texts = [self.processor.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
+                 for conv in conversations]
+        if self.system_prompt and not all(self.system_prompt in text for text in texts):
+            raise IcetError(f"{self.name}: the chat template drops the system turn, so "
+                            "system_prompt would be lost")
+        return texts
 
     # What the processor gets besides the chat texts (an architecture may differ here).
     processor_kwargs: dict[str, Any] = {}
 
     def processor_images(self, images: list[Any]) -> list[Any]:
         """The images as the processor takes them: one PIL image per prompt."""
-        return [load_image(i) for i in images]
+        return [self.fit_image(load_image(i)) for i in images]
+
+    def fit_image(self, image: Any) -> Any:
+        """The image after `image_preprocessing` ("pad": on a square of the processor's mean)."""
+        if self.image_preprocessing != "pad":
+            return image
+        mean = self.processor.image_processor.image_mean
+        return expand_to_square(image, tuple(int(m * 255) for m in mean))
 
     def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         """Chat-format and tokenise prompts (left padded) with their images: model inputs."""

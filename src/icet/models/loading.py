@@ -77,8 +77,13 @@ def image_processor_info(processor: Any) -> dict[str, Any]:
 
 def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLike | None = None,
                  device: str = "cpu", dtype: str | torch.dtype | None = None,
-                 name: str | None = None) -> VLMAdapter:
-    """Load model + processor from `model_dir` (optionally a peft adapter on top), eval mode."""
+                 name: str | None = None, system_prompt: str | None = None,
+                 image_preprocessing: str = "processor") -> VLMAdapter:
+    """Load model + processor from `model_dir` (optionally a peft adapter on top), eval mode.
+
+    `system_prompt` and `image_preprocessing` are the model's config entries of the same
+    names (VLMAdapter.set_prompting); the defaults leave the checkpoint's chat template and
+    processor as they are."""
     import transformers
     from transformers import AutoProcessor
 
@@ -117,7 +122,9 @@ def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLik
 
         info.update(peft_adapter=str(peft_adapter), peft_version=peft.__version__)
     adapter_class = MllamaAdapter if model_type == "mllama" else LlavaAdapter
-    return adapter_class(model, processor, name=name or folder.name, info=info)
+    adapter = adapter_class(model, processor, name=name or folder.name, info=info)
+    adapter.set_prompting(system_prompt, image_preprocessing)
+    return adapter
 
 
 def wrap_peft(model: Any, peft_adapter: str | os.PathLike) -> Any:

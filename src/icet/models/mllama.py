@@ -4,17 +4,27 @@ local vision encoder.
 Mllama has no `vision_feature_layer`. Its vision model runs a *local* encoder (N = 32 layers
 in the 11B model), then an 8-layer *global* encoder on the local output, and hands the LM
 (through cross-attention, not input tokens) the global output concatenated with *taps* of
-the local encoder at `intermediate_layers_indices` ([3, 7, 15, 23, 30]: in transformers'
-indexing, tap i is the output of layer i+1). So "the features of layer l" is not one tensor.
+the local encoder at `intermediate_layers_indices` ([3, 7, 15, 23, 30]). So "the features of
+layer l" is not one tensor.
+
+Taps: tap i is the state *before* block i, i.e. the output of layer i (layers counted from 1),
+as in Meta's reference (llama-models, models/llama3/multimodal/model.py,
+`ImageTransformer.forward`: `if idx in return_intermediate: out.append(x)` before
+`x = r(x)`) and in transformers <= 4.54 (its encoder's hidden_states began with the input).
+transformers 4.56 and later (5.23 included) collect each layer's output *after* the layer
+and index those, so tap i reads the output of layer i+1 (4, 8, 16, 24, 31), and 4.55 read the
+final output for every tap; the cross-version check is in docs/mllama-taps.md. We give the
+model the reference taps (`reference_taps`), so the unmodified model (l = N) is Meta's.
 
 What ICET-l means here (l = 0..N): **the local encoder exits after layer l**. Layers l+1..N
 are skipped, i.e. act as the identity, and everything downstream runs unchanged on the exit
 state: the global encoder receives it, and every tap past l reads it (those layers never
-ran, so the exit state is all the encoder has). l = N is the unmodified model, so the
-default layer is N. Why this definition: it is LLaVA's ICET-l transported faithfully — the
-image encoder stops at layer l and the frozen, trained remainder of the pipeline (here the
-global encoder and the projector, there the projector) maps that state to the LM. The
-alternative of swapping only the final local output leaves the taps at 4/8/16/24/31 intact,
+ran, so the exit state is all the encoder has). l = N is the unmodified model (with the
+reference taps), so the default layer is N. Why this definition: it is LLaVA's ICET-l
+transported faithfully — the image encoder stops at layer l and the frozen, trained
+remainder of the pipeline (here the global encoder and the projector, there the projector)
+maps that state to the LM. The
+alternative of swapping only the final local output leaves the taps after 3/7/15/23/30 intact,
 so the LM would still see mostly-default features at every l and the sweep would measure
 little; swapping the taps alone has no single "layer" to name.
 
@@ -23,7 +33,9 @@ keyword, `icet_layer`, which `generate` passes through to every forward. A forwa
 `icet_layer=l < N` registers forward hooks that return each skipped layer's input as its
 output (the layers still run: a vision pass is a small part of a prefill, and hooks keep
 transformers' code untouched) and removes them when the call ends, so no state outlives a
-call and deep copies (L-PPO's reference model) behave the same.
+call and deep copies (L-PPO's reference model) behave the same. Every forward also records
+each local block's input and hands those to transformers as the encoder's hidden_states
+(`reference_taps`), which is where its taps are read from.
 
 The cross-attention mask (which text tokens see which image tiles) is a function of the
 token ids. Every forward whose `input_ids` hold the image token (and that carries a mask)
@@ -87,6 +99,38 @@ def early_exit(layers: Any, layer: int | None) -> Iterator[None]:
             handle.remove()
 
 
+@contextmanager
+def reference_taps(encoder: Any) -> Iterator[list]:
+    """While inside: the local encoder reports the input of every block as its hidden_states.
+
+    transformers' MllamaVisionModel reads tap i as `output.hidden_states[i]`; with this tuple
+    that is the state before block i, Meta's tap (module docstring), whatever convention the
+    installed transformers uses for its own tuple. Yields the list it fills during a call:
+    entry j (j < N) is block j's input, entry N the encoder's output, so entry l is the state
+    after l layers (with `early_exit`, after the exit: skipped blocks pass their input on).
+    """
+    layers = encoder.layers
+    states: list = [None] * (len(layers) + 1)
+
+    def block_input(index):
+        def hook(module, args, kwargs):
+            states[index] = args[0] if args else kwargs["hidden_states"]
+        return hook
+
+    def report(module, args, kwargs, output):
+        states[-1] = output.last_hidden_state
+        return type(output)(last_hidden_state=output.last_hidden_state, hidden_states=tuple(states[:-1]))
+
+    handles = [block.register_forward_pre_hook(block_input(j), with_kwargs=True)
+               for j, block in enumerate(layers)]
+    handles.append(encoder.register_forward_hook(report, with_kwargs=True))
+    try:
+        yield states
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def cross_attention_mask_for(input_ids: torch.Tensor, aspect_ratio_mask: torch.Tensor,
                              image_token_id: int) -> torch.Tensor:
     """[B, T, images, tiles]: what MllamaProcessor builds for these (padded) ids."""
@@ -108,28 +152,23 @@ def vision_states_per_layer(model: Any, inputs: dict[str, torch.Tensor],
 
     Mirrors MllamaVisionModel.forward past its local encoder (post layernorm, post-tile
     embedding, global encoder, padding crop, taps) on the exit state of layer l; the vision
-    model's own pass supplies the local states and, unchanged, layer N's features.
+    model's own pass (with the reference taps) supplies the local states and layer N's features.
     """
     base = base_model_of(model)
     vision = base.model.vision_model
     local = vision.transformer
     seen: dict[str, Any] = {}
 
-    def grab_input(module, args, kwargs):
-        seen.update(hidden=args[0] if args else kwargs["hidden_states"], mask=kwargs["attention_mask"])
+    def grab_mask(module, args, kwargs):
+        seen["mask"] = kwargs["attention_mask"]
 
-    def grab_output(module, args, kwargs, output):
-        seen["states"] = output.hidden_states
-
-    handles = [local.register_forward_pre_hook(grab_input, with_kwargs=True),
-               local.register_forward_hook(grab_output, with_kwargs=True)]
+    handle = local.register_forward_pre_hook(grab_mask, with_kwargs=True)
     try:
-        full = vision(pixel_values=inputs["pixel_values"], aspect_ratio_ids=inputs["aspect_ratio_ids"],
-                      aspect_ratio_mask=inputs["aspect_ratio_mask"]).last_hidden_state
+        with reference_taps(local) as states:  # states[l]: the local encoder's exit after l layers
+            full = vision(pixel_values=inputs["pixel_values"], aspect_ratio_ids=inputs["aspect_ratio_ids"],
+                          aspect_ratio_mask=inputs["aspect_ratio_mask"]).last_hidden_state
     finally:
-        for handle in handles:
-            handle.remove()
-    states = (seen["hidden"], *seen["states"])  # states[l]: the local encoder's exit after l layers
+        handle.remove()
     batch, media, tiles, patches = full.shape[:4]
     padded = states[0].shape[1] // tiles
     ratio_ids = inputs["aspect_ratio_ids"].reshape(batch * media, -1)
@@ -144,8 +183,8 @@ def vision_states_per_layer(model: Any, inputs: dict[str, torch.Tensor],
             x = vision.global_transformer(x.reshape(batch * media, tiles * padded, -1),
                                           attention_mask=seen["mask"]).last_hidden_state
             x = x.reshape(batch, media, tiles, padded, -1)[:, :, :, :patches]
-            # transformers' tap i is the output of layer i+1; skipped layers leave the exit state
-            taps = torch.stack([states[min(i + 1, layer)] for i in vision.intermediate_layers_indices], dim=-1)
+            # Meta's tap i is the state before block i; skipped blocks leave the exit state
+            taps = torch.stack([states[min(i, layer)] for i in vision.intermediate_layers_indices], dim=-1)
             taps = taps.reshape(batch, media, tiles, padded, -1)[:, :, :, :patches]
             features = torch.cat([x, taps], dim=-1)
         # MllamaModel reshapes to [batch*images*tiles, patches, hidden] and the cross-attention
@@ -168,7 +207,7 @@ class IcetMllamaForConditionalGeneration(MllamaForConditionalGeneration):
                 and bool((ids == self.config.image_token_index).any())):
             kwargs["cross_attention_mask"] = cross_attention_mask_for(
                 ids, ratio_mask, self.config.image_token_index)
-        with early_exit(layers, icet_layer):
+        with early_exit(layers, icet_layer), reference_taps(self.model.vision_model.transformer):
             return super().forward(*args, **kwargs)
 
 
@@ -204,7 +243,9 @@ class MllamaAdapter(VLMAdapter):
                          default_layer=self.default_layer,
                          intermediate_layers_indices=list(base.config.vision_config.intermediate_layers_indices),
                          num_global_layers=int(base.config.vision_config.num_global_layers),
-                         icet_definition="local encoder exits after layer l")
+                         icet_definition="local encoder exits after layer l",
+                         taps="state before block i (Meta's reference; transformers >= 4.56 "
+                              "reads the state after it)")
 
     # Llama 3.2's processor takes a list of images per prompt (one each here), and puts a BOS
     # in front of any text that lacks one while the Llama 3 tokenizer would add another:
@@ -212,7 +253,7 @@ class MllamaAdapter(VLMAdapter):
     processor_kwargs = {"add_special_tokens": False}
 
     def processor_images(self, images: list[Any]) -> list[Any]:
-        return [[load_image(i)] for i in images]
+        return [[self.fit_image(load_image(i))] for i in images]
 
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         return {ICET_KWARG: self.check_layer(layer)}
