@@ -25,6 +25,7 @@ rule sweep_shard:
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
+        code=SWEEP_CODE_HASH,
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),
@@ -57,6 +58,7 @@ rule evaluate_sweep:
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
+        code=SWEEP_CODE_HASH,
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),
