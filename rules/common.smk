@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from icet.config import check_config, model_layers
 from icet.errors import IcetError
+from icet.lppo.launch import processes_for
 from icet.shards import code_hash
 from icet.timing import print_time_table
 
@@ -59,6 +60,11 @@ def model_dir(name):
 
 def model_resources(name, key):
     return MODELS[name]["resources"][key]
+
+
+def lppo_processes(name):
+    """L-PPO trainer processes for a model: one per GPU unless resources.processes says."""
+    return processes_for(MODELS[name]["resources"])
 
 
 def lppo_models():

@@ -110,3 +110,19 @@ def test_fill_defaults_follows_refs():
     schema = {"$defs": {"d": {"type": "object", "properties": {"k": {"default": 5}}}},
               "properties": {"a": {"$ref": "#/$defs/d", "default": {}}}}
     assert fill_defaults({}, schema) == {"a": {"k": 5}}
+
+
+def test_lppo_processes_default_to_one_per_gpu_and_can_be_set(tmp_path):
+    from icet.lppo.launch import processes_for
+
+    paper, toy = load_config(PAPER), load_config(PAPER, TOY)
+    assert [processes_for(m["resources"]) for m in paper["models"]] == [1, 1, 1]
+    assert processes_for(toy["models"][0]["resources"]) == 1  # gpu: 0 -> one CPU process
+    two_gpus = dict(paper["models"][0]["resources"], gpu=2)
+    assert processes_for(two_gpus) == 2
+    model = dict(toy["models"][0], resources={"gpu": 0, "processes": 2})
+    rehearsal = _with(tmp_path, yaml.safe_dump({"models": [model]}))
+    assert processes_for(rehearsal["models"][0]["resources"]) == 2
+    model["resources"]["processes"] = 0
+    with pytest.raises(IcetError, match="processes"):
+        _with(tmp_path, yaml.safe_dump({"models": [model]}))

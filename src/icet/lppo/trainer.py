@@ -1,7 +1,8 @@
 """L-PPO training: PPO whose rollouts, ratios and reference all see layer-l image features.
 
-Run by rule `lppo_train` (rules/lppo.smk) through `train_lppo_job`; by hand, on one GPU or
-many (each process rolls out its own prompts; DDP averages the gradients):
+Run by rule `lppo_train` (rules/lppo.smk) through icet.lppo.launch (one process per GPU);
+by hand, on one GPU or many (each process rolls out its own prompts; DDP averages the
+gradients):
 
     accelerate launch -m icet.lppo.trainer MODEL_DIR RT_JSONL OUT_DIR PARAMS_JSON SEED \
         REWARD_MODEL_DIR [LOG]
@@ -546,8 +547,14 @@ def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
 
 def main(argv: Sequence[str] | None = None) -> None:
     """usage: accelerate launch -m icet.lppo.trainer MODEL_DIR RT_JSONL OUT_DIR PARAMS_JSON SEED
-    REWARD_MODEL_DIR [LOG]"""
+    REWARD_MODEL_DIR [LOG]
+       or: torchrun --standalone --nproc-per-node N -m icet.lppo.trainer --job JOB_JSON
+    (JOB_JSON: train_lppo_job's arguments, written by icet.lppo.launch)"""
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "--job":
+        job = read_json(args[1])
+        train_lppo_job(job.pop("model_dir"), job.pop("rt_jsonl"), job.pop("out_dir"), **job)
+        return
     if len(args) not in (6, 7):
         raise SystemExit(main.__doc__)
     model_dir, rt_jsonl, out_dir, params_json, seed, reward_model_dir = args[:6]
