@@ -309,7 +309,8 @@ def test_resume_refuses_other_inputs_and_steps_below_the_checkpoint(world, tmp_p
 
     train()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]
-    with pytest.raises(IcetError, match=r"step-2: checkpoint is at step 2, past steps = 1; ") as err:
+    with pytest.raises(IcetError, match=r"step-2: checkpoint is at step 2, past steps = 1; "
+                       ) as err:
         train(steps=1)
     assert "\n" not in str(err.value)
 

@@ -199,8 +199,8 @@ def test_shard_settings_name_device_dtype_backend_and_gpu_batching(model_dir, mo
     gpu = settings()
     assert (gpu["device"], gpu["dtype"], gpu["engine"], gpu["batch_size"]) == \
         ("cuda", "bfloat16", "fast", "auto")
-    keys = {fingerprint(s) for s in (cpu, gpu, settings(engine_batch_size=64),
-                                     settings(engine="naive"), settings(engine="naive", batch_size=8))}
+    keys = {fingerprint(s) for s in (cpu, gpu, settings(engine_batch_size=64), settings(engine="naive"),
+                                     settings(engine="naive", batch_size=8))}
     assert len(keys) == 5
 
 

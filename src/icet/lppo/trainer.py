@@ -237,8 +237,9 @@ def load_rng_states(folder: Path, process: int) -> tuple[dict, dict]:
     return read_json(plain), load_file(tensors)
 
 
-def input_fingerprints(model_dir: str, rt_jsonl: str, rows: list[dict], reward_model_dir: str | None,
-                       reward_fn: RewardFn | None, processes: int) -> dict[str, Any]:
+def input_fingerprints(model_dir: str, rt_jsonl: str, rows: list[dict],
+                       reward_model_dir: str | None, reward_fn: RewardFn | None,
+                       processes: int) -> dict[str, Any]:
     """What a checkpoint was made on besides its params: a resume on other inputs is refused.
 
     A reward function handed in by the caller (tests) has no files to hash and is recorded
