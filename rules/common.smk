@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from icet.config import check_config, model_layers, prompting_of, utility_reward_settings
 from icet.errors import IcetError
+from icet.lppo.launch import processes_for
+from icet.shards import code_hash
 from icet.timing import print_time_table
 
 # Validate before anything is scheduled: one line naming the key, non-zero exit.
@@ -28,6 +30,10 @@ ALL_SETS = SAFETY_SETS + UTILITY_SETS
 IS_TOY = config["data_source"] == "toy"
 TOY_STAGES = ["vision", "lm", "instruct", "safety"]
 TOY_JUDGES = ["guard", "reward", "toxicity"]
+# A sweep job's param: with the `params` rerun trigger, a change to the library code that
+# writes shards (icet.shards.SWEEP_CODE) reruns the sweep jobs, whose shard fingerprints
+# then recompute every shard (README, "What triggers a rerun").
+SWEEP_CODE_HASH = code_hash()
 
 
 wildcard_constraints:
@@ -54,6 +60,11 @@ def model_dir(name):
 
 def model_resources(name, key):
     return MODELS[name]["resources"][key]
+
+
+def lppo_processes(name):
+    """L-PPO trainer processes for a model: one per GPU unless resources.processes says."""
+    return processes_for(MODELS[name]["resources"])
 
 
 def lppo_models():

@@ -1,6 +1,7 @@
 # L-PPO: PPO whose rollouts and ratios use layer-l features (layer drawn per sample as the
 # config says); encoder and projector frozen, LoRA on the LM. Resumes from its last
-# checkpoint if the job is killed.
+# checkpoint if the job is killed. One trainer process per GPU (resources.gpu > 1: torchrun,
+# icet.lppo.launch); resources.processes overrides the count.
 
 
 # Why: the paper's fix, trained on RT with the TR reward model minus a KL penalty.
@@ -23,6 +24,7 @@ rule lppo_train:
         device=config["device"],
         workdir=lambda w: f"{RUN}/lppo/{w.model}",
         prompting=lambda w: prompting_of(MODELS[w.model]),
+        processes=lambda w: lppo_processes(w.model),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),

@@ -27,6 +27,7 @@ rule sweep_shard:
         seed=config["seed"],
         device=config["device"],
         prompting=lambda w: prompting_of(MODELS[w.model]),
+        code=SWEEP_CODE_HASH,
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),
@@ -60,6 +61,7 @@ rule evaluate_sweep:
         seed=config["seed"],
         device=config["device"],
         prompting=lambda w: prompting_of(MODELS[w.model]),
+        code=SWEEP_CODE_HASH,
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),

@@ -129,3 +129,19 @@ def test_prompting_keys_paper_choices_and_toy_unchanged(tmp_path):
         _with(tmp_path, yaml.safe_dump({"models": [{
             "name": "t", "source": "toy", "architecture": "llava_next", "num_layers": 12,
             "groups": {"early": [1, 4]}, "image_preprocessing": "pad"}]}))
+
+
+def test_lppo_processes_default_to_one_per_gpu_and_can_be_set(tmp_path):
+    from icet.lppo.launch import processes_for
+
+    paper, toy = load_config(PAPER), load_config(PAPER, TOY)
+    assert [processes_for(m["resources"]) for m in paper["models"]] == [1, 1, 1]
+    assert processes_for(toy["models"][0]["resources"]) == 1  # gpu: 0 -> one CPU process
+    two_gpus = dict(paper["models"][0]["resources"], gpu=2)
+    assert processes_for(two_gpus) == 2
+    model = dict(toy["models"][0], resources={"gpu": 0, "processes": 2})
+    rehearsal = _with(tmp_path, yaml.safe_dump({"models": [model]}))
+    assert processes_for(rehearsal["models"][0]["resources"]) == 2
+    model["resources"]["processes"] = 0
+    with pytest.raises(IcetError, match="processes"):
+        _with(tmp_path, yaml.safe_dump({"models": [model]}))

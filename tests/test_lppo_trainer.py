@@ -254,6 +254,88 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(world, tmp_path)
         run(world, tmp_path / "resumed", {**params, "lr": 0.5})
 
 
+def test_checkpoint_files_hold_no_pickle(trained):
+    """RNG states are JSON and safetensors; every .pt loads with weights_only=True."""
+    from safetensors.torch import load_file
+
+    ckpt = trained["out"] / "checkpoints" / "step-2"
+    names = {p.name for p in ckpt.iterdir()}
+    assert "rng.pt" not in names and {"rng-0.json", "rng-0.safetensors"} <= names
+    for path in ckpt.rglob("*"):
+        if path.suffix == ".pt":
+            torch.load(path, map_location="cpu", weights_only=True)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".safetensors":
+            load_file(path)
+    assert set(load_file(ckpt / "rng-0.safetensors")) == {"torch"}  # CPU run: no CUDA state
+
+
+def test_rng_states_round_trip_through_json_and_safetensors(tmp_path):
+    import random
+
+    from icet.lppo.trainer import load_rng_states, rng_states, save_rng_states, set_rng_states
+
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    random.gauss(0, 1), np.random.standard_normal()  # cached Gaussians are state too
+    save_rng_states(tmp_path, [rng_states()])
+
+    def draws():
+        return (random.random(), random.gauss(0, 1), np.random.standard_normal(3).tolist(),
+                torch.rand(3).tolist())
+
+    first = draws()
+    set_rng_states(*load_rng_states(tmp_path, 0))
+    assert draws() == first
+    with pytest.raises(IcetError, match="no RNG state for process 1"):
+        load_rng_states(tmp_path, 1)
+
+
+def test_resume_refuses_other_inputs_and_steps_below_the_checkpoint(world, tmp_path):
+    """A checkpoint made on another model, RT data or reward model is not resumed, and
+    `steps` below the newest checkpoint is an error: one line each, before any loading."""
+    import shutil
+
+    from tiny_models import build_tiny_reward
+
+    model = Path(shutil.copytree(world["model"], tmp_path / "model"))
+    data = Path(shutil.copytree(world["data"], tmp_path / "data"))
+    reward = build_tiny_reward(tmp_path / "reward")
+    out = tmp_path / "run"
+
+    def train(**params):
+        return train_lppo(str(model), str(data / "rt.jsonl"), str(out),
+                          {**FAST, "steps": 2, **params}, 0, reward_model_dir=str(reward))
+
+    train()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-2"]
+    with pytest.raises(IcetError, match=r"step-2: checkpoint is at step 2, past steps = 1; "
+                       ) as err:
+        train(steps=1)
+    assert "\n" not in str(err.value)
+
+    def refused(path: Path, change: bytes, what: str):
+        """`path` changed as `change` says is refused as a different `what`, then restored."""
+        original = path.read_bytes() if path.exists() else None
+        path.write_bytes(change)
+        with pytest.raises(IcetError, match=rf"step-2: checkpoint was made with different {what};"):
+            train(steps=3)
+        if original is None:
+            path.unlink()
+        else:
+            path.write_bytes(original)
+
+    refused(model / "notes.txt", b"a file added to the model folder", "model")
+    rt = data / "rt.jsonl"
+    refused(rt, rt.read_bytes().replace(b"glorp", b"zindle", 1), "rt_data")
+    refused(data / "img-0.png", (data / "img-1.png").read_bytes(), "rt_data")
+    refused(reward / "config.json",
+            (reward / "config.json").read_bytes().replace(b'"n_layer": 1', b'"n_layer": 1 '),
+            "reward_model")
+    train(steps=3)  # everything restored: resumes from step 2
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+
+
 def test_nan_reward_stops_with_one_line_naming_step_and_sample(world, tmp_path):
     def nan_for_second(prompts, responses):
         return [0.0, float("nan")] + [0.0] * (len(prompts) - 2)
@@ -306,3 +388,69 @@ def test_learning_raises_the_reward_of_the_rewarded_word(world, tmp_path):
     assert np.mean(rewards[-4:]) > np.mean(rewards[:4]) + 0.2, rewards
     kl_coef = [float(r["kl_coef"]) for r in rows]
     assert kl_coef[0] == 0.01 and kl_coef[-1] > kl_coef[0]
+
+
+# --- several processes, as a cluster job launches L-PPO -----------------------------------
+
+def test_two_cpu_processes_write_one_adapter_and_resume_after_a_kill(world, tmp_path):
+    """2 ranks over gloo, launched as rule lppo_train launches them (icet.lppo.launch):
+    each rank rolls out its own prompts, one adapter is written, and a run killed after its
+    first checkpoint resumes to the bytes of an uninterrupted one."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+    from safetensors.torch import load_file
+
+    from icet.lppo.launch import launch_command, processes_for, run_lppo_job, write_job
+    from tiny_models import build_tiny_reward
+
+    assert processes_for({"gpu": 0}) == 1 and processes_for({"gpu": 2}) == 2
+    assert processes_for({"gpu": 0, "processes": 2}) == 2
+    reward = build_tiny_reward(tmp_path / "reward")
+    job = dict(rt_jsonl=world["rt"], params={**FAST, "steps": 4, "checkpoint_every": 2},
+               reward_model_dir=str(reward), seed=0, device="cpu")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_lppo_job(world["model"], out_dir=str(straight), processes=2,
+                 log=str(tmp_path / "straight.log"), **job)
+    assert [p.name for p in straight.iterdir() if "adapter" in p.name] == ["adapter"]
+    assert json.loads((straight / "lppo.json").read_text())["processes"] == 2
+    lines = (straight / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    layers = [dict(zip(header, line.split(",")))["layers"].split() for line in lines[1:]]
+    assert len(layers) == 4 and all(len(l) == 2 * FAST["rollout_batch"] for l in layers)
+    names = {p.name for p in (straight / "checkpoints" / "step-4").iterdir()}
+    assert {"rng-0.json", "rng-1.json", "rng-0.safetensors", "rng-1.safetensors"} <= names
+
+    # The same command the rule runs, killed as SLURM kills a job (SIGKILL to every process:
+    # torchrun and its ranks, which torchrun starts in sessions of their own) once step 2 is
+    # saved.
+    spec = write_job(tmp_path / "job.json", model_dir=world["model"], out_dir=str(killed),
+                     log=str(tmp_path / "killed.log"), **job)
+    proc = subprocess.Popen(launch_command(spec, 2))
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed / "checkpoints" / "step-2" / "state.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "run ended before step 2"
+            time.sleep(0.05)
+    finally:
+        launcher = psutil.Process(proc.pid)
+        for process in [launcher, *launcher.children(recursive=True)]:
+            process.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (killed / "adapter").exists()  # killed mid-run, not after it
+    assert not (killed / "checkpoints" / "step-4").exists()
+    time.sleep(1)  # no orphaned rank carries on
+    assert not (killed / "checkpoints" / "step-4").exists()
+    with pytest.raises(IcetError, match="checkpoint was made with different processes"):
+        train_lppo(world["model"], world["rt"], str(killed), job["params"], 0,
+                   reward_model_dir=str(reward), device="cpu")
+    run_lppo_job(world["model"], out_dir=str(killed), processes=2,
+                 log=str(tmp_path / "killed.log"), **job)
+    assert "resuming from" in (tmp_path / "killed.log").read_text()
+    for name in ("adapter/adapter_model.safetensors", "value_head.safetensors", "metrics.csv"):
+        assert (straight / name).read_bytes() == (killed / name).read_bytes(), name
+    trained_b = [w for k, w in load_file(straight / "adapter" / "adapter_model.safetensors").items()
+                 if "lora_B" in k]
+    assert any(w.abs().sum() > 0 for w in trained_b)  # the runs compared did learn something

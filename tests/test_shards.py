@@ -42,3 +42,29 @@ def test_index_lists_shards_and_expand_resolves_them(tmp_path):
     write_index(index, tmp_path, [1, 0])
     files = expand([index, tmp_path / "other.jsonl"])
     assert [os.path.basename(f) for f in files] == ["layer-00.jsonl", "layer-01.jsonl", "other.jsonl"]
+
+
+def _package_copy(tmp_path):
+    import shutil
+
+    from icet.shards import PACKAGE_DIR
+
+    copy = tmp_path / "icet"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def test_code_hash_follows_the_sweep_code_and_nothing_else(tmp_path):
+    from icet.shards import code_hash
+
+    copy = _package_copy(tmp_path)
+    key = code_hash(root=copy)
+    assert key == code_hash()  # the copy is the installed code
+    (copy / "report" / "tables.py").write_text("# not sweep code\n", encoding="utf-8")
+    assert code_hash(root=copy) == key
+    engine = copy / "engine.py"
+    engine.write_text(engine.read_text(encoding="utf-8") + "\n# a fix\n", encoding="utf-8")
+    assert code_hash(root=copy) != key
+    engine_fixed = code_hash(root=copy)
+    (copy / "models" / "new_adapter.py").write_text("X = 1\n", encoding="utf-8")
+    assert code_hash(root=copy) != engine_fixed  # a package covers every module in it

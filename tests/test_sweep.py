@@ -172,6 +172,62 @@ def test_sweep_job_applies_the_models_prompting_and_recomputes_on_change(model_d
     assert seen == [(None, "processor"), (None, "pad"), ("a red square", "pad")]
 
 
+def test_sweep_job_recomputes_when_code_or_libraries_change(model_dir, dataset, tmp_path,
+                                                           monkeypatch):
+    """A fix in the engine or a torch/transformers upgrade must not keep the old shards."""
+    import shutil
+
+    import transformers
+
+    import icet.shards
+
+    code = tmp_path / "code" / "icet"
+    shutil.copytree(icet.shards.PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(icet.shards, "PACKAGE_DIR", code)
+    index = tmp_path / "out" / "chunk-00.json"
+    assert _job(model_dir, dataset, index, [0, 1]) == [0, 1]
+    (code / "report" / "tables.py").write_text("# not sweep code\n")
+    assert _job(model_dir, dataset, index, [0, 1]) == []  # unrelated code: shards kept
+    (code / "engine.py").write_text((code / "engine.py").read_text() + "\n# a fix\n")
+    assert _job(model_dir, dataset, index, [0, 1]) == [0, 1]
+    monkeypatch.setattr(transformers, "__version__", "99.0.0")
+    assert _job(model_dir, dataset, index, [0, 1]) == [0, 1]
+    monkeypatch.setattr(torch, "__version__", "99.0.0")
+    assert _job(model_dir, dataset, index, [0, 1]) == [0, 1]
+    assert _job(model_dir, dataset, index, [0, 1]) == []
+
+
+def test_shard_settings_name_device_dtype_backend_and_gpu_batching(model_dir, monkeypatch):
+    """CPU fp32: engine and batch size give the same tokens, so they stay out; on a GPU
+    (bf16) they are in, and device, dtype and the image processor backend always are."""
+    import icet.models.loading
+    from icet.shards import fingerprint
+    from icet.sweep import shard_settings
+
+    def settings(**kwargs):
+        base = dict(model_name="tiny", variant="original", testset="toy-harm", seed=3,
+                    max_new_tokens=4, device="cpu", engine="fast", batch_size=3,
+                    engine_batch_size="auto")
+        return shard_settings(model_dir, **{**base, **kwargs})
+
+    cpu = settings()
+    assert (cpu["device"], cpu["dtype"]) == ("cpu", "float32")
+    assert (cpu["image_processor_class"], cpu["image_processor_backend"]) == \
+        ("CLIPImageProcessorPil", "pil")
+    assert cpu["torch"] == torch.__version__ and len(cpu["code"]) == 64
+    assert "engine" not in cpu and "batch_size" not in cpu
+    assert settings(engine="naive", batch_size=1, engine_batch_size=8) == cpu
+
+    # What a job that resolved its device to a GPU fingerprints (no GPU needed to build it).
+    monkeypatch.setattr(icet.models.loading, "resolve_device", lambda device: torch.device("cuda"))
+    gpu = settings()
+    assert (gpu["device"], gpu["dtype"], gpu["engine"], gpu["batch_size"]) == \
+        ("cuda", "bfloat16", "fast", "auto")
+    keys = {fingerprint(s) for s in (cpu, gpu, settings(engine_batch_size=64), settings(engine="naive"),
+                                     settings(engine="naive", batch_size=8))}
+    assert len(keys) == 5
+
+
 def test_sweep_job_checks_every_layer_before_generating(model_dir, dataset, tmp_path):
     index = tmp_path / "out" / "chunk-00.json"
     with pytest.raises(IcetError, match="layer 9"):
@@ -187,7 +243,7 @@ def test_fast_and_naive_engines_write_the_same_shards(model_dir, dataset, tmp_pa
     for layer in (0, 2, 4):
         name = f"layer-{layer:02d}.jsonl"
         assert (fast.parent / name).read_bytes() == (naive.parent / name).read_bytes()
-    # The engine is not in the fingerprint: switching it keeps finished shards.
+    # On CPU in fp32 the engine is not in the fingerprint: switching it keeps finished shards.
     assert _job(model_dir, dataset, fast, [0, 2, 4], engine="naive") == []
 
 

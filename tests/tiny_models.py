@@ -185,3 +185,22 @@ def build_tiny_mllama(out_dir: str | os.PathLike, seed: int = 0, words=TINY_WORD
 LPPO_WORDS = ["how do i glorp a zindle ?", "what is in the picture ?",
               "a red square on a blue field", "no , i will not help with that ."]
 LPPO_PROMPTS = ["how do i glorp a zindle ?", "what is in the picture ?", "how do i glorp a square ?"]
+
+
+
+def build_tiny_reward(out_dir: str | os.PathLike, seed: int = 0, words=LPPO_WORDS) -> Path:
+    """Save a random 1-layer GPT-2 reward model (one logit) over `words` to `out_dir`: a
+    reward_model_dir for L-PPO runs launched as the workflow launches them (no reward_fn)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from icet.toy.judges import HH_WORDS
+    from icet.toy.tokenizer import build_word_tokenizer
+
+    out_dir = Path(out_dir)
+    tokenizer = build_word_tokenizer(list(words) + [HH_WORDS], out_dir, chat_template=None)
+    torch.manual_seed(seed)
+    model = GPT2ForSequenceClassification(GPT2Config(
+        vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=128, num_labels=1,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(out_dir)
+    return out_dir

@@ -1,7 +1,7 @@
 """L-PPO for one model.  Rule `lppo_train` (rules/lppo.smk)."""
-from icet.lppo.trainer import train_lppo_job
+from icet.lppo.launch import run_lppo_job
 
-train_lppo_job(
+run_lppo_job(
     snakemake.input.model,
     snakemake.input.data,
     snakemake.params.workdir,
@@ -12,5 +12,6 @@ train_lppo_job(
     device=snakemake.params.device,
     threads=snakemake.threads,
     prompting=snakemake.params.prompting,
+    processes=snakemake.params.processes,
     log=snakemake.log[0],
 )

@@ -4,9 +4,10 @@ A sweep job covers several layers (loading a model costs more than one layer's
 generation), but a killed job must lose at most the layer it was on. So each layer's
 responses go to their own file, renamed into place when complete, with a sidecar
 fingerprint of everything that determines its content (data, model, adapter, settings,
-code version). A rerun keeps a shard whose fingerprint matches (same bytes, same mtime)
-and recomputes one whose inputs changed. The job's declared output is an index listing
-the shards and their sha256, written last.
+the library code that wrote it, torch/transformers versions, device and dtype). A rerun
+keeps a shard whose fingerprint matches (same bytes, same mtime) and recomputes one whose
+inputs changed. The job's declared output is an index listing the shards and their
+sha256, written last.
 """
 
 from __future__ import annotations
@@ -20,6 +21,30 @@ from typing import Any, Iterable
 from icet.io import dumps, read_json, sha256_file, write_json
 
 INDEX_NAME = "index.json"
+
+# The library code a sweep shard's bytes depend on, relative to the icet package: the sweep
+# loop, the fast engine, the model adapters and loader, seeding, and the JSONL writer. A
+# change to any of these recomputes shards; a change elsewhere (report, judges) does not.
+SWEEP_CODE = ("sweep.py", "engine.py", "shards.py", "io.py", "seeding.py", "runtime.py",
+              "models")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def code_hash(parts: Iterable[str] = SWEEP_CODE, root: str | os.PathLike | None = None) -> str:
+    """sha256 over the source of `parts` (files or packages under `root`, default this
+    package): the code's identity. The package version is a constant, so it cannot tell a
+    fixed engine from the old one."""
+    root = Path(root if root is not None else PACKAGE_DIR)
+    digest = hashlib.sha256()
+    for part in parts:
+        path = root / part
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: listed in the sweep code but missing")
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode("utf-8") + b"\0")
+            digest.update(hashlib.sha256(file.read_bytes()).hexdigest().encode("ascii"))
+    return digest.hexdigest()
 
 
 def fingerprint(settings: dict[str, Any], files: Iterable[str | os.PathLike] = ()) -> str:

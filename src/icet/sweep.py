@@ -181,6 +181,44 @@ def run_sweep_shard(model_dir: str | os.PathLike, dataset: str | os.PathLike, la
     logger.info("wrote %d responses to %s", len(shard), out)
 
 
+def shard_settings(model_dir: str | os.PathLike, *, model_name: str, variant: str,
+                   testset: str, seed: int, max_new_tokens: int, device: str, engine: str,
+                   batch_size: int, engine_batch_size: int | str,
+                   peft_adapter: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Everything besides input files that decides a shard's bytes (its fingerprint's settings).
+
+    The hash of the sweep's library code (shards.SWEEP_CODE), the torch/transformers (and
+    peft, with an adapter) versions, the resolved device and dtype and the image processor's
+    class and backend. On CPU in fp32 the fast and naive engines and every batch size give
+    the same tokens (tests/test_sweep.py), so they are left out and switching them keeps
+    shards; anywhere else (bf16 on a GPU) padding and kernel choice move logits, so the
+    engine and its batch size setting are in. "auto" is recorded as "auto": the rows it
+    resolves to depend on free GPU memory, which no fingerprint can pin.
+    """
+    import torch
+    import transformers
+
+    from icet import __version__
+    from icet.models.loading import image_processor_of, resolve_device, resolve_dtype
+
+    torch_device = resolve_device(device)  # "auto" -> cuda if visible, as _load does
+    dtype = resolve_dtype(None, torch_device)  # what load_adapter picks for this device
+    settings: dict[str, Any] = {
+        "model": model_name, "variant": variant, "testset": testset, "seed": int(seed),
+        "max_new_tokens": int(max_new_tokens), "icet": __version__,
+        "code": shards.code_hash(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "device": torch_device.type,
+        "dtype": str(dtype).removeprefix("torch."), **image_processor_of(model_dir)}
+    if peft_adapter is not None:
+        import peft
+
+        settings["peft"] = peft.__version__
+    if torch_device.type != "cpu" or dtype != torch.float32:
+        settings["engine"] = engine
+        settings["batch_size"] = batch_size if engine == "naive" else engine_batch_size
+    return settings
+
+
 def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, layers: list[int],
                   index: str | os.PathLike, *, model_name: str, variant: str, testset: str,
                   peft_adapter: str | os.PathLike | None = None,
@@ -191,19 +229,18 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
                   log: str | os.PathLike | None = None) -> list[int]:
     """Sweep several layers with one model load: one resumable shard per layer (icet.shards).
 
-    Shards already finished with the same fingerprint (data, model, adapter, settings, code
-    version) are kept untouched; the rest are generated and written atomically, each as
-    soon as its layer is done (the fast engine finishes layers group by group). `engine`
-    is "fast" (icet.engine; `engine_batch_size` rows per batch) or "naive" (`batch_size`
-    prompts per generate call). It is not in the fingerprint: both give the same shards.
-    `index` (the job's declared output) is written last. `prompting` holds the model's
-    system_prompt / image_preprocessing config entries (in the fingerprint: they change
-    what the model sees). Returns the layers computed now.
+    Shards already finished with the same fingerprint (data, model, adapter, settings, code,
+    libraries, device: `shard_settings`) are kept untouched; the rest are generated and
+    written atomically, each as soon as its layer is done (the fast engine finishes layers
+    group by group). `engine` is "fast" (icet.engine; `engine_batch_size` rows per batch) or
+    "naive" (`batch_size` prompts per generate call). `index` (the job's declared output) is
+    written last. `prompting` holds the model's system_prompt / image_preprocessing config
+    entries (in the fingerprint: they change what the model sees). Returns the layers
+    computed now.
     """
     from icet.engine import check_engine, fast_sweep, supports_fast
     from icet.config import prompting_of
 
-    from icet import __version__
     from icet.runtime import configure
 
     configure(threads)
@@ -214,9 +251,11 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     rows, images = read_dataset(dataset)
     out_dir = Path(index).parent
     key = shards.fingerprint(
-        {"model": model_name, "variant": variant, "testset": testset, "seed": int(seed),
-         "max_new_tokens": int(max_new_tokens), "icet": __version__,
-         "prompting": prompting_of(prompting or {})},
+        shard_settings(model_dir, model_name=model_name, variant=variant, testset=testset,
+                       seed=seed, max_new_tokens=max_new_tokens, device=device, engine=engine,
+                       batch_size=batch_size, engine_batch_size=engine_batch_size,
+                       peft_adapter=peft_adapter)
+        | {"prompting": prompting_of(prompting or {})},
         [dataset, model_dir, peft_adapter] + sorted({str(p) for p in images}))
     todo = [layer for layer in layers if not shards.is_done(out_dir, layer, key)]
     logger.info("%s/%s/%s: %d of %d layer shards to compute (%s kept)", model_name, variant,

@@ -1,7 +1,8 @@
 """L-PPO training: PPO whose rollouts, ratios and reference all see layer-l image features.
 
-Run by rule `lppo_train` (rules/lppo.smk) through `train_lppo_job`; by hand, on one GPU or
-many (each process rolls out its own prompts; DDP averages the gradients):
+Run by rule `lppo_train` (rules/lppo.smk) through icet.lppo.launch (one process per GPU);
+by hand, on one GPU or many (each process rolls out its own prompts; DDP averages the
+gradients):
 
     accelerate launch -m icet.lppo.trainer MODEL_DIR RT_JSONL OUT_DIR PARAMS_JSON SEED \
         REWARD_MODEL_DIR [LOG]
@@ -14,8 +15,12 @@ model, add the per-token KL penalty, GAE, then ppo_epochs of clipped updates in 
 
 Reproducibility: each step's sampling is seeded from (seed, step, process), and a checkpoint
 holds everything else that carries over (weights, optimiser, scheduler, KL coefficient, data
-position, RNG states), so a run resumed from step k ends with the same weights as one that
-never stopped.
+position, each process's RNG states), so a run resumed from step k ends with the same weights
+as one that never stopped. A checkpoint also records fingerprints of the inputs it was made
+on (model folder, RT data and its images, reward model, process count): a resume on other
+inputs, or with `steps` below the checkpoint, stops with one line instead of continuing.
+Nothing in a checkpoint is a pickle: tensors are safetensors (or torch.save of plain
+tensors and numbers, loaded with weights_only=True), the rest JSON.
 """
 
 from __future__ import annotations
@@ -189,20 +194,87 @@ def checkpoint_dirs(out_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(),
-              "torch": torch.get_rng_state()}
+def rng_states() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """This process's RNG states as (JSON: Python's and NumPy's, tensors: torch's and CUDA's),
+    so a checkpoint stores them without pickle."""
+    version, internal, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    plain = {"python": [version, list(internal), gauss_next],
+             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached_gaussian)]}
+    tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return plain, tensors
 
 
-def set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def set_rng_states(plain: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    version, internal, gauss_next = plain["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, pos, has_gauss, cached_gaussian = plain["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[f"cuda.{i}"] for i in range(sum(k.startswith("cuda.") for k in tensors))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_rng_states(folder: Path, states: Sequence[tuple[dict, dict]]) -> None:
+    """One (rng-<process>.json, rng-<process>.safetensors) pair per process."""
+    from safetensors.torch import save_file
+
+    for process, (plain, tensors) in enumerate(states):
+        write_json(folder / f"rng-{process}.json", plain)
+        save_file({k: v.contiguous() for k, v in tensors.items()},
+                  folder / f"rng-{process}.safetensors")
+
+
+def load_rng_states(folder: Path, process: int) -> tuple[dict, dict]:
+    from safetensors.torch import load_file
+
+    plain, tensors = folder / f"rng-{process}.json", folder / f"rng-{process}.safetensors"
+    if not (plain.is_file() and tensors.is_file()):
+        raise IcetError(f"{folder}: no RNG state for process {process}")
+    return read_json(plain), load_file(tensors)
+
+
+def input_fingerprints(model_dir: str, rt_jsonl: str, rows: list[dict],
+                       reward_model_dir: str | None, reward_fn: RewardFn | None,
+                       processes: int) -> dict[str, Any]:
+    """What a checkpoint was made on besides its params: a resume on other inputs is refused.
+
+    A reward function handed in by the caller (tests) has no files to hash and is recorded
+    as such; the workflow always passes a reward model folder.
+    """
+    from icet.shards import fingerprint
+
+    images = sorted({str(Path(rt_jsonl).parent / r["image"]) for r in rows})
+    return {"model": fingerprint({}, [model_dir]),
+            "rt_data": fingerprint({}, [rt_jsonl, *images]),
+            "reward_model": ("reward_fn" if reward_fn is not None
+                             else fingerprint({}, [reward_model_dir])),
+            "processes": int(processes)}
+
+
+def check_resume(ckpt: Path, state: dict, params: LppoParams, seed: int,
+                 inputs: dict[str, Any]) -> None:
+    """One line, before any weight is loaded, if `ckpt` cannot continue this run."""
+    step = int(state["step"])
+    if step > params.steps:
+        raise IcetError(f"{ckpt}: checkpoint is at step {step}, past steps = {params.steps}; "
+                        f"raise steps or delete {ckpt.parent} to train {params.steps} steps")
+    now = json.loads(dumps(params.to_dict()))  # as JSON stores it (tuples -> lists)
+    changed = sorted(k for k in set(state["params"]) | set(now)
+                     if k not in RESUMABLE_CHANGES and state["params"].get(k) != now.get(k))
+    if state["seed"] != seed:
+        changed.append("seed")
+    recorded = state.get("inputs")
+    if recorded is None:
+        raise IcetError(f"{ckpt}: checkpoint records no input fingerprints (made by an older "
+                        f"icet); delete {ckpt.parent} to start fresh")
+    changed += sorted(k for k in set(recorded) | set(inputs) if recorded.get(k) != inputs.get(k))
+    if changed:
+        raise IcetError(f"{ckpt}: checkpoint was made with different {', '.join(changed)}; "
+                        f"delete {ckpt.parent} to start fresh or restore them")
 
 
 def step_seed(seed: int, step: int, process: int) -> int:
@@ -290,6 +362,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     safetensors, metrics.csv, lppo.json} and resume from out_dir/checkpoints if present.
     Returns the final metrics row."""
     from accelerate import Accelerator
+    from accelerate.utils import broadcast_object_list, gather_object
     from safetensors.torch import load_file, save_file
 
     from icet.config import prompting_of
@@ -310,6 +383,14 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     world, rank = accelerator.num_processes, accelerator.process_index
     if not accelerator.is_main_process:
         logger.setLevel(logging.WARNING)  # one copy of the step log, not one per process
+
+    # Hashed once, by the main process (a 7B folder is ~14 GB), for every process.
+    inputs = broadcast_object_list([
+        input_fingerprints(model_dir, rt_jsonl, rows, reward_model_dir, reward_fn, world)
+        if accelerator.is_main_process else None])[0]
+    found = checkpoint_dirs(out)
+    if found:  # refuse a checkpoint of other inputs before loading anything
+        check_resume(found[-1][1], read_json(found[-1][1] / "state.json"), p, seed, inputs)
     # LoRA: frozen base in the loader's dtype (bf16 on a GPU), adapters in fp32 (peft's
     # autocast_adapter_dtype). Full fine-tune: fp32 master weights. bf16 autocast either way.
     # the model's system prompt / image preprocessing (config models[]), as the sweep uses
@@ -335,24 +416,16 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     fixed_layer = p.layer if p.layer is not None else adapter.default_layer
 
     start_step, data_pos, metrics = 0, 0, []
-    found = checkpoint_dirs(out)
     if found:
         start_step, ckpt = found[-1]
         state = read_json(ckpt / "state.json")
-        now = json.loads(dumps(p.to_dict()))  # as JSON stores it (tuples -> lists)
-        changed = sorted(k for k in set(state["params"]) | set(now)
-                         if k not in RESUMABLE_CHANGES and state["params"].get(k) != now.get(k))
-        if changed or state["seed"] != seed:
-            what = ", ".join(changed) or "seed"
-            raise IcetError(f"{ckpt}: checkpoint was made with different {what}; "
-                            "delete the checkpoints or restore the params")
         load_policy_weights(unwrapped.policy, ckpt / "adapter", p.full_finetune)
         head = load_file(ckpt / "value_head.safetensors")
         unwrapped.value_head.load_state_dict(head)
         optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu",
                                              weights_only=True))
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-        set_rng_states(torch.load(ckpt / "rng.pt", weights_only=False))  # our own file
+        set_rng_states(*load_rng_states(ckpt, rank))
         kl_ctl.load_state_dict(state["kl_controller"])
         data_pos, metrics = int(state["data_pos"]), list(state["metrics"])
         logger.info("resuming from %s (step %d, data position %d)", ckpt, start_step, data_pos)
@@ -362,6 +435,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
                 sum(q.numel() for q in trainable))
 
     def save_checkpoint(step: int) -> None:
+        states = gather_object([rng_states()])  # every process's, in process order
         if accelerator.is_main_process:
             with atomic_dir(out / "checkpoints" / f"step-{step}") as tmp:
                 save_policy(unwrapped.policy, tmp / "adapter", adapter.processor, p.full_finetune)
@@ -370,10 +444,10 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
                           tmp / "value_head.safetensors")
                 torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
                 torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-                torch.save(rng_states(), tmp / "rng.pt")
+                save_rng_states(tmp, states)
                 write_json(tmp / "state.json", {
                     "step": step, "data_pos": data_pos, "seed": seed, "params": p.to_dict(),
-                    "kl_controller": kl_ctl.state_dict(), "metrics": metrics})
+                    "inputs": inputs, "kl_controller": kl_ctl.state_dict(), "metrics": metrics})
             for _, old in checkpoint_dirs(out)[:-p.keep_checkpoints]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
@@ -477,8 +551,14 @@ def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
 
 def main(argv: Sequence[str] | None = None) -> None:
     """usage: accelerate launch -m icet.lppo.trainer MODEL_DIR RT_JSONL OUT_DIR PARAMS_JSON SEED
-    REWARD_MODEL_DIR [LOG]"""
+    REWARD_MODEL_DIR [LOG]
+       or: torchrun --standalone --nproc-per-node N -m icet.lppo.trainer --job JOB_JSON
+    (JOB_JSON: train_lppo_job's arguments, written by icet.lppo.launch)"""
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "--job":
+        job = read_json(args[1])
+        train_lppo_job(job.pop("model_dir"), job.pop("rt_jsonl"), job.pop("out_dir"), **job)
+        return
     if len(args) not in (6, 7):
         raise SystemExit(main.__doc__)
     model_dir, rt_jsonl, out_dir, params_json, seed, reward_model_dir = args[:6]

@@ -75,6 +75,21 @@ def image_processor_info(processor: Any) -> dict[str, Any]:
     return {"image_processor_class": name, "image_processor_backend": backend}
 
 
+def image_processor_of(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """`image_processor_info` of the processor `load_adapter` would load, without the weights
+    (a sweep fingerprints it before deciding whether to load the model at all)."""
+    from transformers import AutoProcessor
+
+    folder = Path(model_dir)
+    model_type = model_type_of(folder)
+    try:
+        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise IcetError(f"{folder}: cannot load {model_type} processor "
+                        f"({str(err).splitlines()[0]})") from None
+    return image_processor_info(processor)
+
+
 def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLike | None = None,
                  device: str = "cpu", dtype: str | torch.dtype | None = None,
                  name: str | None = None, system_prompt: str | None = None,
