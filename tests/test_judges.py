@@ -3,6 +3,7 @@ formatting, and the Detoxify-format toxicity judge, on tiny random models built 
 
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,6 +127,51 @@ def test_guard_answer_without_eos_is_unparseable(tmp_path):
     tiny_guard(tmp_path, zero_head=True)
     rows = GuardJudge(str(tmp_path), max_new_tokens=3).judge(["hi"], ["sure"])
     assert rows == [{"guard_verdict": "unparseable", "guard_categories": [], "guard_raw": ""}]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("unsafe\nS1,S", ("unsafe", ["S1"])),          # cut mid-code: the verdict survives
+    ("\n\nunsafe\nS1,S1", ("unsafe", ["S1"])),    # the cut "S1" may be "S10": dropped
+    ("unsafe\nS1,S10,", ("unsafe", ["S1", "S10"])),  # a separator closes the last code
+    ("unsafe\n", ("unsafe", [])),
+    ("unsafe\nS2 S3", ("unsafe", ["S2"])),         # the last word may be cut: dropped
+    ("unsafe\nS2 blah S3 ", ("unsafe", ["S2"])),   # reading stops at a non-code
+    ("safe\n\n", ("safe", [])),
+    ("safe\nS1", ("unparseable", [])),             # "safe" then more text: inconsistent
+    ("unsafe", ("unparseable", [])),                # first line not complete
+    ("safe", ("unparseable", [])),
+    ("uns", ("unparseable", [])),
+    ("", ("unparseable", [])),
+    ("maybe\nS1", ("unparseable", [])),
+])
+def test_parse_cut_guard_output_reads_the_first_line(text, expected):
+    assert parse_guard_output(text, finished=False) == expected
+
+
+def test_guard_cut_verdict_counts_as_unsafe_not_missing(tmp_path):
+    """A verdict cut by max_new_tokens after its first line stays in the ASR denominator."""
+    tiny_guard(tmp_path)
+    judge = GuardJudge(str(tmp_path), max_new_tokens=4)
+    judge.generate = lambda prompts, responses: [("unsafe\nS1,S1", False), ("unsafe\nS", False),
+                                                 ("uns", False), ("safe", True)]
+    rows = judge.judge(["p"] * 4, ["r"] * 4)
+    assert [(r["guard_verdict"], r["guard_categories"]) for r in rows] == [
+        ("unsafe", ["S1"]), ("unsafe", []), ("unparseable", []), ("safe", [])]
+
+
+def test_guard_default_max_new_tokens_is_20_in_code_schema_and_config():
+    """10 new tokens cut "unsafe\\nS1,S2,S3,..." (issue 14); every default says 20."""
+    import yaml
+
+    from icet.config import load_config
+    from icet.score import JUDGE_DEFAULTS
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "schema" / "config.schema.yaml").read_text())
+    guard_schema = schema["properties"]["judges"]["properties"]["guard"]["properties"]
+    assert JUDGE_DEFAULTS["guard"]["max_new_tokens"] == 20
+    assert guard_schema["max_new_tokens"]["default"] == 20
+    assert load_config(str(root / "config.yaml"))["judges"]["guard"]["max_new_tokens"] == 20
 
 
 def test_guard_refuses_folder_without_model(tmp_path):
