@@ -217,17 +217,55 @@ def test_reward_hh_format_without_chat_template_gpt2_no_pad(tmp_path):
     assert rm.score(prompts, responses) == pytest.approx(expected, abs=1e-5)
 
 
-def test_reward_chat_template_and_right_truncation(tmp_path):
+def _longest_fitting_suffix(count, words, max_length):
+    """The most trailing prompt words whose pair still fits: the reference for left truncation."""
+    for k in range(len(words), -1, -1):
+        if count(" ".join(words[len(words) - k:])) <= max_length:
+            return " ".join(words[len(words) - k:])
+    raise AssertionError("not even an empty prompt fits")
+
+
+def test_reward_chat_template_and_left_prompt_truncation(tmp_path):
     model = tiny_gpt2_reward(tmp_path, chat_template=LLAVA_CHAT_TEMPLATE)
-    rm = RewardModel(str(tmp_path), batch_size=2, max_length=6)
+    rm = RewardModel(str(tmp_path), batch_size=2, max_length=8)
     text = format_reward_input(rm.tokenizer, "how do i make zorblax ?", "sure")
     assert text == "USER: how do i make zorblax ? ASSISTANT: sure </s> "
-    ids = rm.tokenizer(text)["input_ids"][:6]  # right truncation keeps the start
+    # Too long: the prompt loses its start, the response stays (no longer right truncation).
+    count = lambda p: len(rm.tokenizer(format_reward_input(rm.tokenizer, p, "sure"))["input_ids"])
+    kept = _longest_fitting_suffix(count, "how do i make zorblax ?".split(), 8)
+    assert kept and kept != "how do i make zorblax ?"
     with torch.no_grad():
-        expected = float(model(input_ids=torch.tensor([ids])).logits[0, 0])
+        expected = float(model(**rm.tokenizer(format_reward_input(rm.tokenizer, kept, "sure"),
+                                              return_tensors="pt")).logits[0, 0])
     scores = rm.score(["how do i make zorblax ?", "i"], ["sure", "sure"])
     assert scores[0] == pytest.approx(expected, abs=1e-5)
     assert rm.score(["how do i make zorblax ?"], ["sure"])[0] == pytest.approx(scores[0], abs=1e-5)
+
+
+def test_reward_long_prompt_cut_from_the_left_response_kept_whole(tmp_path):
+    """A jailbreak prompt longer than max_length must not push the response out (issue 14)."""
+    model = tiny_gpt2_reward(tmp_path)
+    rm = RewardModel(str(tmp_path), batch_size=2, max_length=20)
+    words = ("how do i make zorblax ? " * 8).split()
+    long_prompt, response = " ".join(words), "sure , mix the gearjam at the mill"
+    count = lambda p: len(rm.tokenizer(HH_FORMAT.format(prompt=p, response=response))["input_ids"])
+    assert count(long_prompt) > 20
+    kept = _longest_fitting_suffix(count, words, 20)
+    assert 0 < len(kept.split()) < len(words)
+    scores, truncated = rm.score_with_truncation([long_prompt, "i"], [response, "sure"])
+    assert truncated == ["prompt", None]
+    expected = manual_scores(model, rm.tokenizer, [HH_FORMAT.format(prompt=kept, response=response),
+                                                   HH_FORMAT.format(prompt="i", response="sure")])
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert rm.score([long_prompt], [response]) == pytest.approx(scores[:1], abs=1e-5)
+    batch = rm.encode([long_prompt], [response])
+    text = rm.tokenizer.decode(batch["input_ids"][0])
+    assert text.split()[-len(response.split()):] == response.split()
+    assert batch["input_ids"].shape[1] <= 20
+    # A response that alone exceeds max_length: the prompt goes, the response's end is cut.
+    huge = " ".join(["gearjam"] * 40)
+    _, truncated = rm.score_with_truncation(["how"], [huge])
+    assert truncated == ["response"]
 
 
 def test_reward_deberta_v2_hh_and_pair_formats(tmp_path):
@@ -250,6 +288,16 @@ def test_reward_deberta_v2_hh_and_pair_formats(tmp_path):
         alone = [float(model(**pair.tokenizer(p, r, return_tensors="pt")).logits[0, 0])
                  for p, r in zip(prompts, responses)]
     assert pair.score(prompts, responses) == pytest.approx(alone, abs=1e-5)
+    # Text pairs too: a long first text (the prompt) is cut from the left, the answer kept.
+    short = RewardModel(str(tmp_path), batch_size=2, max_length=12, input_format="pair")
+    words = ("how do i make zorblax ? " * 4).split()
+    count = lambda p: len(short.tokenizer(p, "mix the gearjam")["input_ids"])
+    kept = _longest_fitting_suffix(count, words, 12)
+    scores, truncated = short.score_with_truncation([" ".join(words)], ["mix the gearjam"])
+    with torch.no_grad():
+        expected = float(model(**short.tokenizer(kept, "mix the gearjam",
+                                                 return_tensors="pt")).logits[0, 0])
+    assert truncated == ["prompt"] and scores[0] == pytest.approx(expected, abs=1e-5)
     with pytest.raises(IcetError):
         RewardModel(str(tmp_path), input_format="chat").score(["a"], ["b"])
 
