@@ -338,6 +338,79 @@ def test_toxicity_judge_round_trip_is_detoxify_toxic_head(tmp_path):
     assert all(0.0 <= s <= 1.0 for s in scores)
 
 
+# The training config of Detoxify `original` as its release shipped it: unitaryai/detoxify at
+# tag v0.1.0, configs/Toxic_comment_classification_BERT.json, plus the "device" key train.py
+# sets (config["device"] = args.device) before Lightning saves it as a hyper-parameter.
+DETOXIFY_V010_CONFIG = {
+    "name": "Jigsaw_BERT", "n_gpu": 1, "batch_size": 10, "accumulate_grad_batches": 3,
+    "loss": "binary_cross_entropy",
+    "arch": {"type": "BERT", "args": {
+        "num_classes": 6, "model_type": "bert-base-uncased",
+        "model_name": "BertForSequenceClassification", "tokenizer_name": "BertTokenizer"}},
+    "dataset": {"type": "JigsawDataOriginal", "args": {
+        "train_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/train.csv",
+        "test_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/val.csv",
+        "val_fraction": None, "create_val_set": False, "add_test_labels": False,
+        "classes": ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]}},
+    "optimizer": {"type": "Adam", "args": {"lr": 3e-5, "weight_decay": 3e-6, "amsgrad": True}},
+    "device": "0",
+}
+
+
+def upstream_detoxify_checkpoint(model, path, legacy=False):
+    """A checkpoint built the way Detoxify's own convert_weights.py builds its releases.
+
+    convert_weights.py (unitaryai/detoxify) loads the Lightning training checkpoint and saves
+    {"state_dict": OrderedDict(keys without "model."), "config":
+    checkpoint["hyper_parameters"]["config"]} with torch.save. We make the Lightning checkpoint
+    (LightningModule keys carry "model.", the wrapped transformers model's name) and convert
+    it with the same steps; `legacy` writes torch's pre-1.6 (non-zip) format.
+    """
+    from collections import OrderedDict
+
+    state = model.state_dict()
+    if "bert.embeddings.position_ids" not in state:  # transformers 3.x saved this buffer
+        state["bert.embeddings.position_ids"] = torch.arange(32).expand((1, -1))
+    lightning = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.4",
+                 "state_dict": OrderedDict((f"model.{k}", v) for k, v in state.items()),
+                 "hyper_parameters": {"config": DETOXIFY_V010_CONFIG}}
+    converted = {"state_dict": OrderedDict(), "config": lightning["hyper_parameters"]["config"]}
+    for key, value in lightning["state_dict"].items():
+        converted["state_dict"][key[6:] if key.startswith("model.") else key] = value
+    torch.save(converted, path, _use_new_zipfile_serialization=not legacy)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
+        tmp_path, monkeypatch, legacy):
+    """Detoxify itself opens this structure with weights_only=False (issue 14): we read it
+    weights-only. Every plain-pickle path is made to fail, so passing proves none is used."""
+    model, tok = tiny_detoxify(tmp_path)
+    upstream_detoxify_checkpoint(model, tmp_path / "upstream.ckpt", legacy=legacy)
+    real_load, calls = torch.load, []
+
+    def weights_only_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        assert kwargs.get("weights_only") is True, "torch.load without weights_only=True"
+        return real_load(*args, **kwargs)
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("plain pickle load used")
+
+    monkeypatch.setattr(torch, "load", weights_only_load)
+    monkeypatch.setattr(pickle, "Unpickler", no_pickle)
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    judge = ToxicityJudge(str(tmp_path / "upstream.ckpt"), str(tmp_path / "config"))
+    assert calls == [True]
+    assert judge.detoxify.class_names == ["toxicity", "severe_toxicity", "obscene", "threat",
+                                          "insult", "identity_attack"]
+    with torch.no_grad():
+        expected = float(torch.sigmoid(model(**tok("you grimblewart", return_tensors="pt"))
+                                       .logits[0, 0]))
+    assert judge.score(["you grimblewart"]) == pytest.approx([expected], abs=1e-5)
+
+
 class _Bomb:
     """Unpickling this would create a file: torch.load(weights_only=True) must refuse it."""
 
