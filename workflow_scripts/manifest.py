@@ -8,5 +8,6 @@ write_manifest(
            **snakemake.params.folders},
     seeds=snakemake.params.seeds,
     extra=snakemake.params.extra,
+    downloads=snakemake.params.downloads,
     log=snakemake.log[0],
 )
