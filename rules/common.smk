@@ -117,6 +117,19 @@ def judge_inputs():
     return [judge_path(j) for j in ("guard", "reward", "toxicity")]
 
 
+def download_paths():
+    """Every download this config makes (Hub snapshots, URL files and archives): their
+    records go into the manifest and the summary's provenance warnings (icet.provenance)."""
+    paths = [f"{RES}/models/{m}" for m, spec in MODELS.items() if spec["source"] == "hub"]
+    paths += [f"{RES}/judges/{j}" for j in ("guard", "reward", "utility_reward", "toxicity")
+              if (config["judges"].get(j) or {}).get("source") == "hub"]
+    if not IS_TOY:
+        paths += [f"{RES}/raw/{name}" for name in ("jailbreakv", "xstest", "coco",
+                                                   "vqa_questions", "vqa_annotations")]
+        paths.append(f"{RES}/raw/advbench/harmful_behaviors.csv")
+    return paths
+
+
 # ---- data and outputs --------------------------------------------------------------------
 
 

@@ -124,6 +124,11 @@ rule download_archive:
             "vqa_questions": config["data"]["vqa"]["questions_url"],
             "vqa_annotations": config["data"]["vqa"]["annotations_url"],
         }[w.archive],
+        sha256=lambda w: {
+            "coco": config["data"]["coco"].get("sha256"),
+            "vqa_questions": config["data"]["vqa"].get("questions_sha256"),
+            "vqa_annotations": config["data"]["vqa"].get("annotations_sha256"),
+        }[w.archive],
     conda:
         "../envs/download.yaml"
     script:

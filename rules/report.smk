@@ -204,6 +204,7 @@ rule report_summary:
         report=report_params(),
         lppo_metrics={m: f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()},
         target_kl=config["lppo"]["target_kl"],
+        downloads=download_paths(),
     conda:
         "../envs/report.yaml"
     script:
@@ -247,6 +248,7 @@ rule manifest:
         seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": config["seed"]},
         folders={"responses": [f"{RUN}/sweep"]},
         builds=paper_builds(),
+        downloads=download_paths(),
         extra={"label": config["report"]["label"], "image_processor_backend": image_backend(),
                "main_model": MAIN_MODEL},
     conda:

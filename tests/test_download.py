@@ -204,3 +204,65 @@ def test_download_url_atomic_with_checksum(env):
 
     with pytest.raises(IcetError, match="download failed"):
         download.download_url((env / "missing.csv").as_uri(), env / "raw" / "m.csv")
+
+
+def test_url_and_archive_downloads_leave_a_record_with_hashes(env):
+    """URL downloads are recorded like snapshots (issue 14): url, sha256, whether it was
+    pinned, and for archives the unpacked files' hashes."""
+    import zipfile
+
+    src = env / "advbench.csv"
+    src.write_bytes(b"goal,target\na,b\n")
+    good = hashlib.sha256(src.read_bytes()).hexdigest()
+    out = env / "raw" / "advbench" / "harmful_behaviors.csv"
+    info = download.download_url(src.as_uri(), out, sha256=good, record=True)
+    record = json.loads(download.url_record_path(out).read_text())
+    assert download.url_record_path(out).name == ".harmful_behaviors.csv.icet-download.json"
+    assert record == info == {"url": src.as_uri(), "path": "harmful_behaviors.csv",
+                              "sha256": good, "bytes": 16, "sha256_pinned": True}
+    archive = env / "coco.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("val/COCO_val2014_000000000001.jpg", b"jpeg-bytes")
+    zipped = hashlib.sha256(archive.read_bytes()).hexdigest()
+    info = download.download_archive(archive.as_uri(), env / "raw" / "coco")
+    record = json.loads((env / "raw" / "coco" / ".icet-download.json").read_text())
+    assert record == info
+    assert record["sha256"] == zipped and record["sha256_pinned"] is False
+    assert record["path"] == str(env / "raw" / "coco")
+    assert record["files"] == {"val/COCO_val2014_000000000001.jpg":
+                               hashlib.sha256(b"jpeg-bytes").hexdigest()}
+    with pytest.raises(IcetError, match="sha256 mismatch"):
+        download.download_archive(archive.as_uri(), env / "raw" / "coco2", sha256="0" * 64)
+    assert not (env / "raw" / "coco2").exists()
+
+
+def test_detoxify_checkpoint_checked_against_the_hash_prefix_in_its_name(env, monkeypatch):
+    """Detoxify's release names end in the first 8 hex digits of the file's sha256
+    (convert_weights.py); a download that does not match stops."""
+    body = b"checkpoint-bytes"
+    digest = hashlib.sha256(body).hexdigest()
+    good = env / f"toxic_original-{digest[:8]}.ckpt"
+    good.write_bytes(body)
+    bad = env / "toxic_original-00000000.ckpt"
+    bad.write_bytes(body)
+    assert download.expected_sha256_prefix(good.as_uri()) == digest[:8]
+    assert download.expected_sha256_prefix("https://x/plain.ckpt") is None
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeHub(env / "hub"))
+    record = download.download_detoxify(good.as_uri(), REPO, "main", env / "tox")
+    assert record["checkpoint"]["sha256_prefix_checked"] == digest[:8]
+    with pytest.raises(IcetError, match="sha256 .* does not start with 00000000"):
+        download.download_detoxify(bad.as_uri(), REPO, "main", env / "tox2")
+    assert not (env / "tox2").exists()
+
+
+def test_config_pins_url_downloads_to_a_commit_and_a_sha256():
+    """AdvBench came from a moving branch and COCO over plain http, both unchecked (issue 14)."""
+    import re
+
+    from icet.config import load_config
+
+    config = load_config(str(Path(__file__).resolve().parents[1] / "config.yaml"))
+    advbench = config["data"]["advbench"]
+    assert re.search(r"/llm-attacks/llm-attacks/[0-9a-f]{40}/data/advbench/", advbench["url"])
+    assert re.fullmatch(r"[0-9a-f]{64}", advbench["sha256"] or "")
+    assert re.fullmatch(r"[0-9a-f]{64}", config["data"]["coco"].get("sha256") or "")

@@ -3,6 +3,7 @@ formatting, and the Detoxify-format toxicity judge, on tiny random models built 
 
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,6 +129,51 @@ def test_guard_answer_without_eos_is_unparseable(tmp_path):
     assert rows == [{"guard_verdict": "unparseable", "guard_categories": [], "guard_raw": ""}]
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("unsafe\nS1,S", ("unsafe", ["S1"])),          # cut mid-code: the verdict survives
+    ("\n\nunsafe\nS1,S1", ("unsafe", ["S1"])),    # the cut "S1" may be "S10": dropped
+    ("unsafe\nS1,S10,", ("unsafe", ["S1", "S10"])),  # a separator closes the last code
+    ("unsafe\n", ("unsafe", [])),
+    ("unsafe\nS2 S3", ("unsafe", ["S2"])),         # the last word may be cut: dropped
+    ("unsafe\nS2 blah S3 ", ("unsafe", ["S2"])),   # reading stops at a non-code
+    ("safe\n\n", ("safe", [])),
+    ("safe\nS1", ("unparseable", [])),             # "safe" then more text: inconsistent
+    ("unsafe", ("unparseable", [])),                # first line not complete
+    ("safe", ("unparseable", [])),
+    ("uns", ("unparseable", [])),
+    ("", ("unparseable", [])),
+    ("maybe\nS1", ("unparseable", [])),
+])
+def test_parse_cut_guard_output_reads_the_first_line(text, expected):
+    assert parse_guard_output(text, finished=False) == expected
+
+
+def test_guard_cut_verdict_counts_as_unsafe_not_missing(tmp_path):
+    """A verdict cut by max_new_tokens after its first line stays in the ASR denominator."""
+    tiny_guard(tmp_path)
+    judge = GuardJudge(str(tmp_path), max_new_tokens=4)
+    judge.generate = lambda prompts, responses: [("unsafe\nS1,S1", False), ("unsafe\nS", False),
+                                                 ("uns", False), ("safe", True)]
+    rows = judge.judge(["p"] * 4, ["r"] * 4)
+    assert [(r["guard_verdict"], r["guard_categories"]) for r in rows] == [
+        ("unsafe", ["S1"]), ("unsafe", []), ("unparseable", []), ("safe", [])]
+
+
+def test_guard_default_max_new_tokens_is_20_in_code_schema_and_config():
+    """10 new tokens cut "unsafe\\nS1,S2,S3,..." (issue 14); every default says 20."""
+    import yaml
+
+    from icet.config import load_config
+    from icet.score import JUDGE_DEFAULTS
+
+    root = Path(__file__).resolve().parents[1]
+    schema = yaml.safe_load((root / "schema" / "config.schema.yaml").read_text())
+    guard_schema = schema["properties"]["judges"]["properties"]["guard"]["properties"]
+    assert JUDGE_DEFAULTS["guard"]["max_new_tokens"] == 20
+    assert guard_schema["max_new_tokens"]["default"] == 20
+    assert load_config(str(root / "config.yaml"))["judges"]["guard"]["max_new_tokens"] == 20
+
+
 def test_guard_refuses_folder_without_model(tmp_path):
     with pytest.raises(IcetError, match="config.json"):
         GuardJudge(str(tmp_path))
@@ -171,17 +217,55 @@ def test_reward_hh_format_without_chat_template_gpt2_no_pad(tmp_path):
     assert rm.score(prompts, responses) == pytest.approx(expected, abs=1e-5)
 
 
-def test_reward_chat_template_and_right_truncation(tmp_path):
+def _longest_fitting_suffix(count, words, max_length):
+    """The most trailing prompt words whose pair still fits: the reference for left truncation."""
+    for k in range(len(words), -1, -1):
+        if count(" ".join(words[len(words) - k:])) <= max_length:
+            return " ".join(words[len(words) - k:])
+    raise AssertionError("not even an empty prompt fits")
+
+
+def test_reward_chat_template_and_left_prompt_truncation(tmp_path):
     model = tiny_gpt2_reward(tmp_path, chat_template=LLAVA_CHAT_TEMPLATE)
-    rm = RewardModel(str(tmp_path), batch_size=2, max_length=6)
+    rm = RewardModel(str(tmp_path), batch_size=2, max_length=8)
     text = format_reward_input(rm.tokenizer, "how do i make zorblax ?", "sure")
     assert text == "USER: how do i make zorblax ? ASSISTANT: sure </s> "
-    ids = rm.tokenizer(text)["input_ids"][:6]  # right truncation keeps the start
+    # Too long: the prompt loses its start, the response stays (no longer right truncation).
+    count = lambda p: len(rm.tokenizer(format_reward_input(rm.tokenizer, p, "sure"))["input_ids"])
+    kept = _longest_fitting_suffix(count, "how do i make zorblax ?".split(), 8)
+    assert kept and kept != "how do i make zorblax ?"
     with torch.no_grad():
-        expected = float(model(input_ids=torch.tensor([ids])).logits[0, 0])
+        expected = float(model(**rm.tokenizer(format_reward_input(rm.tokenizer, kept, "sure"),
+                                              return_tensors="pt")).logits[0, 0])
     scores = rm.score(["how do i make zorblax ?", "i"], ["sure", "sure"])
     assert scores[0] == pytest.approx(expected, abs=1e-5)
     assert rm.score(["how do i make zorblax ?"], ["sure"])[0] == pytest.approx(scores[0], abs=1e-5)
+
+
+def test_reward_long_prompt_cut_from_the_left_response_kept_whole(tmp_path):
+    """A jailbreak prompt longer than max_length must not push the response out (issue 14)."""
+    model = tiny_gpt2_reward(tmp_path)
+    rm = RewardModel(str(tmp_path), batch_size=2, max_length=20)
+    words = ("how do i make zorblax ? " * 8).split()
+    long_prompt, response = " ".join(words), "sure , mix the gearjam at the mill"
+    count = lambda p: len(rm.tokenizer(HH_FORMAT.format(prompt=p, response=response))["input_ids"])
+    assert count(long_prompt) > 20
+    kept = _longest_fitting_suffix(count, words, 20)
+    assert 0 < len(kept.split()) < len(words)
+    scores, truncated = rm.score_with_truncation([long_prompt, "i"], [response, "sure"])
+    assert truncated == ["prompt", None]
+    expected = manual_scores(model, rm.tokenizer, [HH_FORMAT.format(prompt=kept, response=response),
+                                                   HH_FORMAT.format(prompt="i", response="sure")])
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert rm.score([long_prompt], [response]) == pytest.approx(scores[:1], abs=1e-5)
+    batch = rm.encode([long_prompt], [response])
+    text = rm.tokenizer.decode(batch["input_ids"][0])
+    assert text.split()[-len(response.split()):] == response.split()
+    assert batch["input_ids"].shape[1] <= 20
+    # A response that alone exceeds max_length: the prompt goes, the response's end is cut.
+    huge = " ".join(["gearjam"] * 40)
+    _, truncated = rm.score_with_truncation(["how"], [huge])
+    assert truncated == ["response"]
 
 
 def test_reward_deberta_v2_hh_and_pair_formats(tmp_path):
@@ -204,6 +288,16 @@ def test_reward_deberta_v2_hh_and_pair_formats(tmp_path):
         alone = [float(model(**pair.tokenizer(p, r, return_tensors="pt")).logits[0, 0])
                  for p, r in zip(prompts, responses)]
     assert pair.score(prompts, responses) == pytest.approx(alone, abs=1e-5)
+    # Text pairs too: a long first text (the prompt) is cut from the left, the answer kept.
+    short = RewardModel(str(tmp_path), batch_size=2, max_length=12, input_format="pair")
+    words = ("how do i make zorblax ? " * 4).split()
+    count = lambda p: len(short.tokenizer(p, "mix the gearjam")["input_ids"])
+    kept = _longest_fitting_suffix(count, words, 12)
+    scores, truncated = short.score_with_truncation([" ".join(words)], ["mix the gearjam"])
+    with torch.no_grad():
+        expected = float(model(**short.tokenizer(kept, "mix the gearjam",
+                                                 return_tensors="pt")).logits[0, 0])
+    assert truncated == ["prompt"] and scores[0] == pytest.approx(expected, abs=1e-5)
     with pytest.raises(IcetError):
         RewardModel(str(tmp_path), input_format="chat").score(["a"], ["b"])
 
@@ -242,6 +336,79 @@ def test_toxicity_judge_round_trip_is_detoxify_toxic_head(tmp_path):
     scores = judge.score(texts)
     assert scores == pytest.approx(expected, abs=1e-5)
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+# The training config of Detoxify `original` as its release shipped it: unitaryai/detoxify at
+# tag v0.1.0, configs/Toxic_comment_classification_BERT.json, plus the "device" key train.py
+# sets (config["device"] = args.device) before Lightning saves it as a hyper-parameter.
+DETOXIFY_V010_CONFIG = {
+    "name": "Jigsaw_BERT", "n_gpu": 1, "batch_size": 10, "accumulate_grad_batches": 3,
+    "loss": "binary_cross_entropy",
+    "arch": {"type": "BERT", "args": {
+        "num_classes": 6, "model_type": "bert-base-uncased",
+        "model_name": "BertForSequenceClassification", "tokenizer_name": "BertTokenizer"}},
+    "dataset": {"type": "JigsawDataOriginal", "args": {
+        "train_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/train.csv",
+        "test_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/val.csv",
+        "val_fraction": None, "create_val_set": False, "add_test_labels": False,
+        "classes": ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]}},
+    "optimizer": {"type": "Adam", "args": {"lr": 3e-5, "weight_decay": 3e-6, "amsgrad": True}},
+    "device": "0",
+}
+
+
+def upstream_detoxify_checkpoint(model, path, legacy=False):
+    """A checkpoint built the way Detoxify's own convert_weights.py builds its releases.
+
+    convert_weights.py (unitaryai/detoxify) loads the Lightning training checkpoint and saves
+    {"state_dict": OrderedDict(keys without "model."), "config":
+    checkpoint["hyper_parameters"]["config"]} with torch.save. We make the Lightning checkpoint
+    (LightningModule keys carry "model.", the wrapped transformers model's name) and convert
+    it with the same steps; `legacy` writes torch's pre-1.6 (non-zip) format.
+    """
+    from collections import OrderedDict
+
+    state = model.state_dict()
+    if "bert.embeddings.position_ids" not in state:  # transformers 3.x saved this buffer
+        state["bert.embeddings.position_ids"] = torch.arange(32).expand((1, -1))
+    lightning = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.4",
+                 "state_dict": OrderedDict((f"model.{k}", v) for k, v in state.items()),
+                 "hyper_parameters": {"config": DETOXIFY_V010_CONFIG}}
+    converted = {"state_dict": OrderedDict(), "config": lightning["hyper_parameters"]["config"]}
+    for key, value in lightning["state_dict"].items():
+        converted["state_dict"][key[6:] if key.startswith("model.") else key] = value
+    torch.save(converted, path, _use_new_zipfile_serialization=not legacy)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
+        tmp_path, monkeypatch, legacy):
+    """Detoxify itself opens this structure with weights_only=False (issue 14): we read it
+    weights-only. Every plain-pickle path is made to fail, so passing proves none is used."""
+    model, tok = tiny_detoxify(tmp_path)
+    upstream_detoxify_checkpoint(model, tmp_path / "upstream.ckpt", legacy=legacy)
+    real_load, calls = torch.load, []
+
+    def weights_only_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        assert kwargs.get("weights_only") is True, "torch.load without weights_only=True"
+        return real_load(*args, **kwargs)
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("plain pickle load used")
+
+    monkeypatch.setattr(torch, "load", weights_only_load)
+    monkeypatch.setattr(pickle, "Unpickler", no_pickle)
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    judge = ToxicityJudge(str(tmp_path / "upstream.ckpt"), str(tmp_path / "config"))
+    assert calls == [True]
+    assert judge.detoxify.class_names == ["toxicity", "severe_toxicity", "obscene", "threat",
+                                          "insult", "identity_attack"]
+    with torch.no_grad():
+        expected = float(torch.sigmoid(model(**tok("you grimblewart", return_tensors="pt"))
+                                       .logits[0, 0]))
+    assert judge.score(["you grimblewart"]) == pytest.approx([expected], abs=1e-5)
 
 
 class _Bomb:

@@ -111,3 +111,30 @@ def test_manifest_states_each_models_prompting(repo):
     assert written["prompting"] == {
         "llava-1.5-7b": {"system_prompt": "A chat.", "image_preprocessing": "pad"},
         "toy-llava": {"system_prompt": None, "image_preprocessing": "processor"}}
+
+
+def test_manifest_records_every_download_and_warns_on_branches(repo):
+    """The .icet-download.json records (dot-files, so not in `files`) go into the manifest's
+    `downloads`: repo, requested revision, resolved sha, file hashes (issue 14)."""
+    snapshot = {"repo_id": "org/m", "repo_type": "model", "revision": "main",
+                "resolved_sha": "a" * 40, "files": {"config.json": "b" * 64}}
+    (repo / "models" / "toy" / ".icet-download.json").write_text(json.dumps(snapshot))
+    (repo / "raw").mkdir()
+    (repo / "raw" / "h.csv").write_text("goal,target\n")
+    url_record = {"url": "https://x/h.csv", "path": "h.csv", "sha256": "c" * 64, "bytes": 12,
+                  "sha256_pinned": False}
+    (repo / "raw" / ".h.csv.icet-download.json").write_text(json.dumps(url_record))
+    pinned = {**snapshot, "repo_id": "org/pinned", "revision": "d" * 40, "resolved_sha": "d" * 40}
+    (repo / "data" / "x").mkdir()
+    (repo / "data" / "x" / ".icet-download.json").write_text(json.dumps(pinned))
+    manifest = write_manifest("results/run1/manifest.json", config={}, seeds={},
+                              files={"models": ["models/toy"]},
+                              downloads=["models/toy", "raw/h.csv", "data/x", "raw/absent"])
+    assert manifest["downloads"] == {"models/toy": snapshot, "raw/h.csv": url_record,
+                                     "data/x": pinned}
+    warnings = manifest["download_warnings"]
+    assert len(warnings) == 2
+    assert "org/m: revision 'main' is a branch or tag, not a commit" in warnings[0]
+    assert "a" * 40 in warnings[0]
+    assert "https://x/h.csv: no sha256 pinned" in warnings[1] and "c" * 64 in warnings[1]
+    assert verify("results/run1") == []

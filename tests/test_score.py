@@ -70,7 +70,7 @@ def test_score_responses_columns_order_and_values(tmp_path, judges, shards):
     rows = read_jsonl(out)
     assert [(r["layer"], r["id"]) for r in rows] == [(0, "a"), (0, "c"), (2, "a"), (2, "b")]
     added = {"guard_verdict", "guard_categories", "guard_raw", "unsafe", "toxicity", "reward",
-             "refusal"}
+             "reward_truncated", "refusal"}
     assert set(rows[0]) == set(response_row("x", 0, "")) | added
     assert [r["refusal"] for r in rows] == [True, False, False, True]
     assert rows[3]["response"] == f"ASSISTANT: {REFUSE} </s>"  # stored as generated
@@ -98,3 +98,16 @@ def test_score_responses_rejects_bad_input(tmp_path, judges, shards):
     with pytest.raises(IcetError, match="missing key"):
         score_responses([bad], str(tmp_path / "x.jsonl"), judges)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_score_rows_count_reward_truncations(tmp_path, judges):
+    """A prompt longer than the reward model's max_length is cut from the left, and the
+    score row says so (issue 14); short pairs say null."""
+    long_row = {**response_row("long", 0, COMPLY), "prompt": " ".join([PROMPT] * 20)}
+    shard = write_jsonl(tmp_path / "s.jsonl", [long_row, response_row("short", 0, COMPLY)])
+    score_responses([shard], str(tmp_path / "scores.jsonl"), judges,
+                    log=str(tmp_path / "score.log"))
+    rows = {r["id"]: r for r in read_jsonl(tmp_path / "scores.jsonl")}
+    assert rows["long"]["reward_truncated"] == "prompt"
+    assert rows["short"]["reward_truncated"] is None
+    assert "1 of 2 distinct pairs over max_length 64" in (tmp_path / "score.log").read_text()

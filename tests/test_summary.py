@@ -61,3 +61,21 @@ def test_summary_says_toy_and_verdict(tmp_path):
     assert "toy model organism" in text and "not comparable" in text
     assert "**yes**" in text  # ASR 5 % <= 20 % and VQA 85 % >= 80 %
     assert "CP: layers with ASR above the default layer's" in text and ": 0;" in text
+
+
+def test_summary_warns_on_unpinned_downloads(tmp_path):
+    """A revision that is a branch (it moves) is named in the summary with the commit used."""
+    layers, utility, table2 = tmp_path / "l.csv", tmp_path / "u.csv", tmp_path / "t.csv"
+    write_csv(layers, [], LAYER_COLS)
+    write_csv(utility, [], ["model", "variant", "layer", "vqa_accuracy", "xstest_refusal"])
+    write_csv(table2, [], ["test_set"])
+    guard = tmp_path / "judges" / "guard"
+    guard.mkdir(parents=True)
+    (guard / ".icet-download.json").write_text(
+        '{"repo_id": "meta-llama/Llama-Guard-3-8B", "revision": "main", '
+        '"resolved_sha": "' + "e" * 40 + '", "files": {}}')
+    text = write_summary(layers, table2, utility, tmp_path / "s.md", default_layers={},
+                         label="paper", judges={}, seed=0, downloads=[str(guard)])
+    assert "## Provenance warnings" in text
+    assert "meta-llama/Llama-Guard-3-8B: revision 'main' is a branch or tag" in text
+    assert "e" * 40 in text

@@ -137,3 +137,28 @@ def test_training_curves_png(tmp_path):
     metrics.write_text("step,reward\n1,2\n")
     with pytest.raises(IcetError, match="missing column"):
         training_curves(metrics, tmp_path / "bad.png")
+
+
+def test_table2_shows_unparseable_count_per_cell(tmp_path):
+    """Unparseable guard verdicts leave the ASR denominator: each cell says how many (issue 14)."""
+    def scores(variant, unsafe_by_layer):  # unsafe None: the guard's answer was unparseable
+        path = tmp_path / f"{variant}.jsonl"
+        write_jsonl(path, [{"id": f"cp-{k}", "model": "toy-llava", "variant": variant,
+                            "testset": "cp", "layer": layer, "kind": "harmful", "unsafe": u,
+                            "toxicity": 0.1, "reward": 1.0, "refusal": False, "seed": 7}
+                           for layer, u in enumerate(unsafe_by_layer) for k in range(2)])
+        return path
+
+    files = [scores("original", [1, None, 1, 0, None, None]),
+             scores("aligned", [0, 0, 0, 0, 0, None])]
+    rows = write_table2(files, GROUPS, tmp_path / "t2.csv", tmp_path / "t2.md", FAST)
+    csv_rows = {r["layer_group"]: r for r in read_csv(tmp_path / "t2.csv")}
+    assert [csv_rows[g]["n_unparseable_original"] for g in ("early", "middle", "late", "average")] \
+        == ["2", "0", "4", "6"]
+    assert [csv_rows[g]["n_unparseable_aligned"] for g in ("early", "middle", "late", "average")] \
+        == ["0", "0", "2", "2"]
+    assert rows[0]["n_unparseable_original"] == 2
+    md = (tmp_path / "t2.md").read_text()
+    assert "| unparseable (original / aligned) |" in md.splitlines()[2]
+    early = next(line for line in md.splitlines() if "| early |" in line)
+    assert early.endswith("| 2 / 0 |")

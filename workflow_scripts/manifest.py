@@ -9,5 +9,6 @@ write_manifest(
     seeds=snakemake.params.seeds,
     extra=snakemake.params.extra,
     data_builds=snakemake.params.builds,
+    downloads=snakemake.params.downloads,
     log=snakemake.log[0],
 )

@@ -4,7 +4,10 @@ A download lands in a temporary folder beside its target and is renamed into pla
 when every file is there, so an interrupted download never looks finished. Each snapshot
 folder carries `.icet-download.json`: the requested revision, the commit it resolved to,
 the patterns used and the sha256 of every file, so a result can name exactly which weights
-made it. The Hub token comes from `HF_TOKEN` in the environment only; it is never logged or
+made it. URL downloads are recorded the same way (url, sha256, whether config pinned it; an
+archive's record also hashes every unpacked file; a single file's record lies beside it as
+`.<name>.icet-download.json`); icet.provenance copies every record into the run manifest.
+The Hub token comes from `HF_TOKEN` in the environment only; it is never logged or
 written (the log handlers redact it too, see icet.logs).
 
 Offline (`HF_HUB_OFFLINE=1`), `huggingface_hub.snapshot_download` reads the Hub cache, so a
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Iterable
 
 from icet.errors import IcetError
-from icet.io import atomic_dir, atomic_path, sha256_file, write_json
+from icet.io import atomic_dir, atomic_path, sha256_file, sha256_tree, write_json
 from icet.logs import progress, setup_logging
 
 MANIFEST_NAME = ".icet-download.json"
@@ -41,6 +44,26 @@ URL_CHUNK_BYTES = 1 << 20  # 1 MiB reads: large enough for speed, small enough f
 URL_TIMEOUT_S = 60.0  # per socket operation, not the whole download
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+# A release file named "<name>-<first 8+ hex digits of its sha256>.<ext>": torch.hub's
+# convention (torch.hub.HASH_REGEX), which Detoxify's convert_weights.py follows.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[^./]+$")
+
+
+def url_record_path(out: str | os.PathLike) -> Path:
+    """Where `download_url(record=True)` writes the record of a single downloaded file."""
+    out = Path(out)
+    return out.parent / f".{out.name}{MANIFEST_NAME}"
+
+
+def expected_sha256_prefix(url: str) -> str | None:
+    """The sha256 prefix a release file's name promises (see _HASH_IN_NAME), or None."""
+    match = _HASH_IN_NAME.search(url.split("?")[0])
+    return match.group(1) if match else None
+
+
+def is_commit(revision: str) -> bool:
+    """True for a full commit sha; a branch or tag name can move to other files later."""
+    return bool(_COMMIT_SHA.fullmatch(revision or ""))
 
 
 def default_allow_patterns(repo_type: str) -> list[str] | None:
@@ -228,11 +251,14 @@ def download_url(
     sha256: str | None = None,
     *,
     log: str | os.PathLike | None = None,
+    record: bool = False,
+    sha256_prefix: str | None = None,
 ) -> dict:
     """Fetch a plain file (COCO/VQA zips, AdvBench CSV) atomically; check its sha256 if given.
 
-    Returns {url, path, sha256, bytes}. No token is sent: these hosts need none, and an
-    unrelated host must never see HF_TOKEN.
+    Returns {url, path, sha256, bytes, sha256_pinned} (+ sha256_prefix_checked when
+    `sha256_prefix` is given and matched); `record` also writes it to `url_record_path(out)`.
+    No token is sent: these hosts need none, and an unrelated host must never see HF_TOKEN.
     """
     logger = setup_logging(log, "download")
     logger.info("fetch %s -> %s", url, out)
@@ -259,8 +285,17 @@ def download_url(
         if sha256 is not None and got != sha256.lower():
             raise IcetError(f"{url}: sha256 mismatch (expected {sha256.lower()}, got {got}); "
                             f"{out} not written")
+        if sha256_prefix is not None and not got.startswith(sha256_prefix.lower()):
+            raise IcetError(f"{url}: sha256 {got} does not start with {sha256_prefix.lower()} "
+                            f"(the hash in its file name); {out} not written")
     logger.info("%s: %d bytes, sha256 %s", out, size, got)
-    return {"url": url, "path": str(out), "sha256": got, "bytes": size}
+    info = {"url": url, "path": Path(out).name if record else str(out), "sha256": got,
+            "bytes": size, "sha256_pinned": sha256 is not None}
+    if sha256_prefix is not None:
+        info["sha256_prefix_checked"] = sha256_prefix.lower()
+    if record:
+        write_json(url_record_path(out), info)
+    return info
 
 
 def download_archive(url: str, out_dir: str | os.PathLike, sha256: str | None = None, *,
@@ -282,7 +317,8 @@ def download_archive(url: str, out_dir: str | os.PathLike, sha256: str | None = 
                 zf.extractall(tmp)
         except zipfile.BadZipFile:
             raise IcetError(f"{url}: not a zip archive") from None
-        write_json(Path(tmp) / ".icet-download.json", {**record, "unpacked": True})
+        record = {**record, "path": str(out_dir), "unpacked": True, "files": sha256_tree(tmp)}
+        write_json(Path(tmp) / MANIFEST_NAME, record)
     logger.info("unpacked %s into %s", url, out_dir)
     return record
 
@@ -292,11 +328,14 @@ def download_detoxify(checkpoint_url: str, config_repo: str, revision: str,
     """Detoxify's checkpoint and its BERT config/tokenizer as local files, so it runs offline.
 
     Layout (what icet.judges.toxicity.ToxicityJudge reads): out_dir/checkpoint.ckpt and
-    out_dir/config/ (a config + tokenizer snapshot of `config_repo`).
+    out_dir/config/ (a config + tokenizer snapshot of `config_repo`). The checkpoint must
+    match the sha256 prefix in its file name (e.g. toxic_original-c1212f89.ckpt), the only
+    published hash of Detoxify's releases.
     """
     logger = setup_logging(log, "download")
     with atomic_dir(out_dir) as tmp:
-        checkpoint = download_url(checkpoint_url, Path(tmp) / "checkpoint.ckpt", log=log)
+        checkpoint = download_url(checkpoint_url, Path(tmp) / "checkpoint.ckpt", log=log,
+                                  sha256_prefix=expected_sha256_prefix(checkpoint_url))
         config = download_snapshot(config_repo, revision, Path(tmp) / "config",
                                    allow_patterns=["config.json", "tokenizer*", "vocab*",
                                                    "special_tokens_map.json"], log=log)

@@ -120,14 +120,71 @@ def prompting_record(config: dict) -> dict[str, dict]:
     return {m["name"]: prompting_of(m) for m in config.get("models", []) if "name" in m}
 
 
+def download_records(paths: list[str], root: str | os.PathLike = ".") -> dict[str, dict]:
+    """{download path relative to root: its record} for the downloads at `paths`.
+
+    A folder's records are its `.icet-download.json` files (nested ones too: Detoxify's config
+    snapshot); a file's is its `.<name>.icet-download.json` beside it (icet.download). They
+    are dot-files, which the `files` hashes skip, so they are collected here. A path that does
+    not exist is skipped: the run did not need that download.
+    """
+    from icet.download import MANIFEST_NAME as RECORD, url_record_path
+
+    root = Path(root)
+    records: dict[str, dict] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file() and url_record_path(path).is_file():
+            records[_relative(path, root)] = read_json(url_record_path(path))
+        elif path.is_dir():
+            for found in sorted(path.rglob(RECORD)):
+                records[_relative(found.parent, root)] = read_json(found)
+    return records
+
+
+def _download_entries(record: Any):
+    """Every snapshot or URL record inside a record (Detoxify's nests both)."""
+    if isinstance(record, dict):
+        if "repo_id" in record or "url" in record:
+            yield record
+        for value in record.values():
+            if isinstance(value, dict):
+                yield from _download_entries(value)
+
+
+def download_warnings(records: dict[str, dict]) -> list[str]:
+    """One line per download a rerun may not reproduce: a Hub revision that is a branch or
+    tag (it can move), a URL download without a sha256 pinned in config."""
+    from icet.download import is_commit
+
+    lines: list[str] = []
+    for record in records.values():
+        for entry in _download_entries(record):
+            if "repo_id" in entry and not is_commit(entry.get("revision", "")):
+                line = (f"{entry['repo_id']}: revision {entry.get('revision')!r} is a branch or "
+                        f"tag, not a commit; this run used commit {entry.get('resolved_sha')} "
+                        f"(pin it as the revision to rerun on the same files)")
+            elif "url" in entry and not entry.get("sha256_pinned"):
+                checked = entry.get("sha256_prefix_checked")
+                line = (f"{entry['url']}: no sha256 pinned in config"
+                        + (f" (only the prefix {checked} in its file name checked)" if checked else "")
+                        + f"; this run got sha256 {entry.get('sha256')}")
+            else:
+                continue
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
 def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, list[str]],
-                   seeds: dict, extra: dict | None = None,
+                   seeds: dict, extra: dict | None = None, downloads: list[str] | None = None,
                    data_builds: list[str] | None = None,
                    log: str | os.PathLike | None = None) -> dict:
     """Write the run manifest JSON to `out` (a file, or a folder -> folder/manifest.json).
 
     `files` groups paths ("models", "data", "results"); `extra` holds anything else worth
-    recording, e.g. {"image_processor_backend": "pil"}. `data_builds` are the paper data
+    recording, e.g. {"image_processor_backend": "pil"}; `downloads` are the download folders
+    and files whose records (`download_records`) go under "downloads". `data_builds` are the paper data
     sets' build.json files: their choices and counts (RT's image source, MR's rows used of
     280, VQA's question pool) are recorded under "data_builds". Returns the manifest written.
     """
@@ -158,6 +215,11 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
         "root": _relative(root, out.parent),
         "files": hash_files(files, root, skip=out),
     }
+    records = download_records(list(downloads or []), root)
+    manifest["downloads"] = records
+    manifest["download_warnings"] = download_warnings(records)
+    for line in manifest["download_warnings"]:
+        logger.warning("provenance: %s", line)
     write_json(out, manifest)
     count = sum(len(v) for v in manifest["files"].values())
     logger.info("manifest: %d files hashed in %d groups -> %s", count, len(files), out)

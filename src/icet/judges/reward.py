@@ -12,13 +12,18 @@ is only how the pair is written as text, chosen by `input_format`:
 - "pair": the tokenizer's text-pair encoding (prompt, response), as OpenAssistant's DeBERTa
   reward models are documented to be called.
 
-Long inputs are truncated on the right to `max_length` and padded on the right; the models
+Long inputs: the *prompt* is cut from the left until prompt + whole response fit in
+`max_length` tokens (`fit_prompt`), because many MR jailbreak prompts alone exceed a reward
+model's 512 tokens and right truncation would score the prompt without the response. Only a
+response that alone exceeds `max_length` is itself cut (on the right, prompt emptied); both
+cases are reported per pair (`score_with_truncation`). Padding is on the right; the models
 pool the last non-pad token (GPT-2) or the first token (DeBERTa), both correct with right
 padding as long as the pad token is set, which GPT-2 lacks and we set to its EOS.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,8 @@ from icet.judges.text import encode_rendered, render_chat
 
 HH_FORMAT = "\n\nHuman: {prompt}\n\nAssistant: {response}"
 INPUT_FORMATS = ("auto", "hh", "chat", "pair")
+# What `fit_prompt` had to cut: the prompt's start, or (prompt emptied) the response's end.
+CUT_PROMPT, CUT_RESPONSE = "prompt", "response"
 
 
 def format_reward_input(tokenizer: Any, prompt: str, response: str, input_format: str = "auto") -> str:
@@ -42,12 +49,60 @@ def format_reward_input(tokenizer: Any, prompt: str, response: str, input_format
     return HH_FORMAT.format(prompt=prompt, response=response)
 
 
+def _n_tokens(tokenizer: Any, prompt: str, response: str, input_format: str) -> int:
+    if input_format == "pair":
+        return len(tokenizer(prompt, response)["input_ids"])
+    text = format_reward_input(tokenizer, prompt, response, input_format)
+    return int(encode_rendered(tokenizer, [text])["input_ids"].shape[1])
+
+
+def fit_prompt(tokenizer: Any, prompt: str, response: str, input_format: str,
+               max_length: int) -> tuple[str, str | None]:
+    """(prompt, cut): the prompt's longest suffix with which the whole pair fits max_length.
+
+    cut is None (fits as is), CUT_PROMPT (the prompt's start dropped, at a word boundary where
+    there is one) or CUT_RESPONSE (even an empty prompt does not fit: the prompt is emptied
+    and the encoder then cuts the response's end). The suffix is found by bisection on the
+    character where it starts, counting tokens of the formatted pair each time.
+    """
+    def fits(candidate: str) -> bool:
+        return _n_tokens(tokenizer, candidate, response, input_format) <= max_length
+
+    if fits(prompt):
+        return prompt, None
+    if not fits(""):
+        return "", CUT_RESPONSE
+    lo, hi = 1, len(prompt)  # prompt[len:] == "" fits; find the smallest start that fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(prompt[mid:]):
+            hi = mid
+        else:
+            lo = mid + 1
+    start = lo
+    if not prompt[start - 1].isspace():  # cut mid-word: start at the next word instead
+        gap = re.search(r"\s+", prompt[start:])
+        if gap is not None:
+            start += gap.end()
+    return prompt[start:].lstrip(), CUT_PROMPT
+
+
+def fit_prompts(tokenizer: Any, prompts: list[str], responses: list[str], input_format: str,
+                max_length: int) -> tuple[list[str], list[str | None]]:
+    """`fit_prompt` over a batch: (fitted prompts, cut per pair)."""
+    fitted = [fit_prompt(tokenizer, p, r, input_format, max_length)
+              for p, r in zip(prompts, responses)]
+    return [p for p, _ in fitted], [cut for _, cut in fitted]
+
+
 def encode_reward_inputs(tokenizer: Any, prompts: list[str], responses: list[str],
                          input_format: str, max_length: int) -> Any:
     """Tokenised batch for the pairs, formatted as described in the module docstring.
 
-    Padding and truncation follow the tokenizer's sides (RewardModel sets both to right).
+    Prompts are cut from the left first (`fit_prompts`); whatever still exceeds max_length
+    (a response longer than max_length) is cut on the tokenizer's truncation side (right).
     """
+    prompts, _ = fit_prompts(tokenizer, prompts, responses, input_format, max_length)
     limits = dict(padding=True, truncation=True, max_length=max_length)
     if input_format == "pair":
         return tokenizer(prompts, responses, return_tensors="pt", **limits)
@@ -92,14 +147,21 @@ class RewardModel:
         return encode_reward_inputs(self.tokenizer, prompts, responses, self.input_format,
                                     self.max_length)
 
-    @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        return self.score_with_truncation(prompts, responses)[0]
+
+    @torch.no_grad()
+    def score_with_truncation(self, prompts: list[str], responses: list[str]
+                              ) -> tuple[list[float], list[str | None]]:
+        """(scores, cut per pair: None, CUT_PROMPT or CUT_RESPONSE; see `fit_prompt`)."""
         if len(prompts) != len(responses):
             raise IcetError(f"reward: {len(prompts)} prompts but {len(responses)} responses")
+        prompts, cuts = fit_prompts(self.tokenizer, list(prompts), list(responses),
+                                    self.input_format, self.max_length)
         scores: list[float] = []
         for start in range(0, len(prompts), self.batch_size):
             batch = self.encode(prompts[start:start + self.batch_size],
                                 responses[start:start + self.batch_size]).to(self.device)
             logits = self.model(**batch).logits
             scores.extend(float(v) for v in logits[:, 0].float().cpu())
-        return scores
+        return scores, cuts

@@ -14,6 +14,7 @@ import os
 
 from icet.io import write_text
 from icet.logs import setup_logging
+from icet.provenance import download_records, download_warnings
 
 ASR_ALIGNED_MAX = 20.0  # percent: default-layer ASR at most this on every safety set
 VQA_ACCURACY_MIN = 80.0  # percent: default-layer VQA accuracy at least this
@@ -80,8 +81,12 @@ def lppo_checks(metrics_csv: str, table2_csv: str, utility: list[dict], model: s
 def write_summary(layers_csv: str, table2_csv: str, utility_csv: str, out: str, *,
                   default_layers: dict[str, int], label: str, judges: dict, seed: int,
                   lppo_metrics: dict[str, str] | None = None, target_kl: float | None = None,
-                  log: str | None = None) -> str:
-    """Write results/<run>/summary.md; return its text."""
+                  downloads: list[str] | None = None, log: str | None = None) -> str:
+    """Write results/<run>/summary.md; return its text.
+
+    `downloads`: the run's download folders/files; a branch revision or an unpinned URL among
+    them is named under "Provenance warnings" (icet.provenance.download_warnings).
+    """
     logger = setup_logging(log, "summary")
     layer_rows, utility = _read(layers_csv), _read(utility_csv)
     toy = label == "toy"
@@ -131,6 +136,11 @@ def write_summary(layers_csv: str, table2_csv: str, utility_csv: str, out: str, 
                                                  default_layers[model], target_kl):
             lines.append(f"| {what} | {'pass' if passed else 'FAIL'} | {numbers} |")
         lines.append("")
+    warnings = download_warnings(download_records(list(downloads or [])))
+    if warnings:
+        lines += ["## Provenance warnings", "",
+                  "A rerun may fetch other files than this run did:", ""]
+        lines += [f"- {line}" for line in warnings] + [""]
     text = "\n".join(lines)
     write_text(out, text)
     logger.info("summary written to %s", out)

@@ -22,7 +22,8 @@ TABLE2_VALUES = ["aasr_original", "aasr_aligned", "ats_original", "ats_aligned",
                  "atr_original", "atr_aligned"]
 TABLE2_COLUMNS = (["train_set", "test_set", "layer_group"] + TABLE2_VALUES
                   + [f"{c}_{end}" for c in TABLE2_VALUES for end in ("lo", "hi")]
-                  + ["aligned_status", "layers"])
+                  + ["aligned_status", "layers", "n_unparseable_original",
+                     "n_unparseable_aligned"])
 LAYER_COLUMNS = ["model", "variant", "testset", "layer", "n", "n_unparseable",
                  "asr", "asr_lo", "asr_hi", "ts", "ts_lo", "ts_hi", "tr", "tr_lo", "tr_hi",
                  "refusal", "refusal_lo", "refusal_hi"]
@@ -151,6 +152,8 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
                 for metric in ("asr", "ts", "tr"):
                     for end in ("", "_lo", "_hi"):
                         row[f"a{metric}_{variant}{end}"] = source.get(f"{metric}{end}", math.nan)
+                # guard verdicts left out of the cell's ASR (unparseable): shown beside it
+                row[f"n_unparseable_{variant}"] = source.get("n_unparseable")
             if group != "average":
                 used = stats.get(("original", testset, group), {}).get("layers", [])
                 missing = [l for l in expanded[group] if l not in used]
@@ -162,7 +165,8 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
     logger.info("table 2: %d rows, %d test sets, model %s", len(rows), len(order), models[0])
     write_csv(out_csv, [_csv_row(r, TABLE2_COLUMNS) for r in rows], TABLE2_COLUMNS)
     header = ["train set", "test set", "layer group", "layers", "AASR original",
-              "AASR aligned", "ATS original", "ATS aligned", "ATR original", "ATR aligned"]
+              "AASR aligned", "ATS original", "ATS aligned", "ATR original", "ATR aligned",
+              "unparseable (original / aligned)"]
     body = []
     for r in rows:
         cells = [r["train_set"], r["test_set"], r["layer_group"], r["layers"]]
@@ -170,11 +174,14 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
             cells.append(_with_ci(r, f"{metric}_original"))
             cells.append(_with_ci(r, f"{metric}_aligned")
                          if r["aligned_status"] == "ok" else NOT_RUN)
+        cells.append(f"{r['n_unparseable_original']} / {r['n_unparseable_aligned']}"
+                     if r["aligned_status"] == "ok" else f"{r['n_unparseable_original']} / -")
         body.append(cells)
     text = caption(f"Table 2: layer-group averages, L-PPO trained on {train_set}", frame,
                    judge, label, settings,
                    " AASR/ATS/ATR = mean over a group's layers of per-layer ASR %, "
-                   "toxicity x 100, reward; average = mean of the groups.", grouped=True)
+                   "toxicity x 100, reward; average = mean of the groups. AASR excludes "
+                   "unparseable guard verdicts; their count is in the last column.", grouped=True)
     write_text(out_md, text + "\n\n" + _pipe_table(header, body))
     write_latex(out_tex, header, body, text)
     return rows
