@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from icet.errors import IcetError
+from icet.inputs import check_image, relative_path
 from icet.io import atomic_dir, read_json, sha256_file, write_json, write_jsonl
 from icet.logs import setup_logging
 from icet.seeding import generator
@@ -155,6 +156,7 @@ class _ImageStore:
         key = src.resolve()
         if key in self.by_source:
             return self.by_source[key]
+        check_image(src, f"{where}: image {src}")  # decoded in full now, not mid-sweep
         rel = f"images/{group}/{name}"
         stem, suffix = os.path.splitext(rel)
         n = 1
@@ -280,8 +282,8 @@ def build_advbench_sets(
     return _write_sets(out_dir, {"cp.jsonl": cp, "ac.jsonl": ac}, build, logger)
 
 
-def _resolve_dataset_image(value: str, folders: Sequence[Path]) -> Path | None:
-    rel = value.strip().replace("\\", "/").lstrip("/")
+def _resolve_dataset_image(value: str, folders: Sequence[Path], where: str) -> Path | None:
+    rel = relative_path(value, where)  # no absolute path, no '..': stays in the data set
     for folder in folders:
         if (folder / rel).is_file():
             return folder / rel
@@ -335,7 +337,7 @@ def build_jailbreakv_sets(
     for i, (r, line) in enumerate(zip(rows, lines)):
         where = f"{mini_path}: line {line}"
         value = _require_text(r, cols["image"], mini_path, line)
-        image = _resolve_dataset_image(value, [mini_path.parent, root])
+        image = _resolve_dataset_image(value, [mini_path.parent, root], where)
         if image is None:
             raise IcetError(f"{where}: image {value} not found under {mini_path.parent} or {root}")
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
@@ -364,7 +366,7 @@ def build_jailbreakv_sets(
         prompt = _require_text(r, cols["prompt"], rt_path, line)
         listed = _text(r, cols["image"]) or pairs.get(prompt, "")
         if listed:
-            image = _resolve_dataset_image(listed, [rt_path.parent, root])
+            image = _resolve_dataset_image(listed, [rt_path.parent, root], where)
             if image is None:
                 raise IcetError(f"{where}: image {listed} not found under {rt_path.parent} "
                                 f"or {root}")
