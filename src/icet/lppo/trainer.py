@@ -292,8 +292,10 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     from safetensors.torch import load_file, save_file
 
     from icet.models.loading import load_adapter, resolve_device
+    from icet.runtime import stop_cleanly_on_sigterm
 
     logger = setup_logging(log, "lppo")
+    stop_cleanly_on_sigterm()  # preempted: the last checkpoint stays, the next run resumes
     p = LppoParams.from_dict(params)
     out = Path(out_dir)
     rows = read_jsonl(rt_jsonl, required=("id", "prompt", "image"))
