@@ -99,3 +99,32 @@ def test_manifest_missing_input_and_bad_manifest(repo):
     (repo / "results" / "run1" / "manifest.json").write_text("{}")
     with pytest.raises(IcetError, match="not a manifest"):
         verify("results/run1")
+
+
+def test_verify_rechecks_index_shard_hashes_and_names_unlisted_files(repo):
+    """An index records its shards' sha256 (icet.shards): verify re-checks them, and names
+    any file in the run folder the manifest does not list (issue 16.8)."""
+    from icet.shards import mark_done, shard_path, write_index
+
+    sweep = repo / "results" / "run1" / "sweep"
+    sweep.mkdir()
+    for layer in (0, 1):
+        shard_path(sweep, layer).write_text(f'{{"layer": {layer}}}\n')
+        mark_done(sweep, layer, "key")
+    write_index(sweep / "chunk-00.json", sweep, [0, 1])
+    write_manifest("results/run1/manifest.json", config={},
+                   files={"responses": ["results/run1/sweep/chunk-00.json"],
+                          "results": ["results/run1/table2.csv"]}, seeds={})
+    assert verify("results/run1") == []
+
+    (sweep / "layer-01.jsonl").write_text('{"layer": 1, "edited": true}\n')
+    (sweep / "layer-00.jsonl").unlink()
+    (repo / "results" / "run1" / "late.csv").write_text("added after the manifest\n")
+    (repo / "results" / "run1" / ".late.csv.abcd1234.part").write_text("hidden: not a result")
+    problems = verify("results/run1")
+    assert "missing shard: results/run1/sweep/layer-00.jsonl (index " \
+           "results/run1/sweep/chunk-00.json)" in problems
+    assert "changed shard: results/run1/sweep/layer-01.jsonl (index " \
+           "results/run1/sweep/chunk-00.json)" in problems
+    assert "not in manifest: results/run1/late.csv" in problems
+    assert not [p for p in problems if ".part" in p]

@@ -9,6 +9,7 @@ any secret that leaks in through the config is replaced by "***" before writing.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -139,14 +140,58 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
         "root": _relative(root, out.parent),
         "files": hash_files(files, root, skip=out),
     }
+    # Everything else in the manifest's own folder (the run's results: L-PPO checkpoints,
+    # value head, ...) is hashed too, so `verify` can name any file added there later.
+    listed = {path for entries in manifest["files"].values() for path in entries}
+    other = {rel: sha256_file(root / rel) for rel in _folder_files(out.parent, root, skip=out)
+             if rel not in listed}
+    if other:
+        manifest["files"]["other"] = dict(sorted(other.items()))
     write_json(out, manifest)
     count = sum(len(v) for v in manifest["files"].values())
     logger.info("manifest: %d files hashed in %d groups -> %s", count, len(files), out)
     return manifest
 
 
+def _folder_files(folder: Path, root: Path, skip: Path) -> list[str]:
+    """Files under `folder`, relative to root; hidden ones (.part, .snakemake...) left out."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if path.is_file() and not any(p.startswith(".") for p in parts) and path != skip:
+            found.append(_relative(path, root))
+    return found
+
+
+def _index_problems(index: Path, relative: str, root: Path) -> list[str]:
+    """A sweep index (icet.shards) lists its shards' sha256: re-check them."""
+    if index.suffix != ".json" or index.stat().st_size > (1 << 20):
+        return []
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return []
+    shards = data.get("shards") if isinstance(data, dict) else None
+    if not isinstance(shards, dict):
+        return []
+    problems = []
+    for name, entry in sorted(shards.items()):
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)):
+            problems.append(f"bad index entry: {name} ({relative})")
+            continue
+        shard = index.parent / entry["file"]
+        where = f"{_relative(shard, root)} (index {relative})"
+        if not shard.is_file():
+            problems.append(f"missing shard: {where}")
+        elif sha256_file(shard) != entry.get("sha256"):
+            problems.append(f"changed shard: {where}")
+    return problems
+
+
 def verify(run_dir_or_manifest: str | os.PathLike) -> list[str]:
-    """Re-hash every file a manifest lists: one line per changed or missing file ([] = ok)."""
+    """Re-hash every file a manifest lists, re-check the shard hashes each sweep index
+    records, and name files in the manifest's folder it does not list: one line each
+    ([] = ok)."""
     path = Path(run_dir_or_manifest)
     if path.is_dir():
         path = path / MANIFEST_NAME
@@ -162,4 +207,10 @@ def verify(run_dir_or_manifest: str | os.PathLike) -> list[str]:
                 problems.append(f"missing: {relative} ({group})")
             elif sha256_file(target) != digest:
                 problems.append(f"changed: {relative} ({group})")
+            if target.is_file():
+                problems.extend(_index_problems(target, relative, root))
+    listed = {relative for entries in manifest["files"].values() for relative in entries}
+    problems.extend(f"not in manifest: {relative}"
+                    for relative in _folder_files(path.parent, root, skip=path)
+                    if relative not in listed)
     return problems
