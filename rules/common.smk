@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from icet.config import check_config, model_layers
 from icet.errors import IcetError
+from icet.runtime import job_device
 from icet.timing import print_time_table
 
 # Validate before anything is scheduled: one line naming the key, non-zero exit.

@@ -24,7 +24,7 @@ rule sweep_shard:
         engine=config["sweep"]["engine"],
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
-        device=config["device"],
+        device=lambda w: job_device(config["device"], model_resources(w.model, "gpu")),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),
@@ -56,7 +56,7 @@ rule evaluate_sweep:
         engine=config["sweep"]["engine"],
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
-        device=config["device"],
+        device=lambda w: job_device(config["device"], model_resources(w.model, "gpu")),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),

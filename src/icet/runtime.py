@@ -6,6 +6,8 @@ import signal
 import sys
 import threading
 
+from icet.errors import IcetError
+
 STOP_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM'd process
 
 
@@ -39,10 +41,37 @@ def stop_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _stop)
 
 
+def job_device(device: str, gpus: int | None) -> str:
+    """The device a job is told to use: `auto` in a job whose resources ask for a GPU means
+    cuda (so a job placed on a node without one stops, see resolve_device); otherwise the
+    config's value. `device: cpu` with GPU resources stays cpu: a deliberate choice (the
+    toy's SLURM test submits GPU jobs to fake GPUs and runs them on the CPU)."""
+    return "cuda" if device == "auto" and gpus and int(gpus) > 0 else device
+
+
+def check_cuda(device: str) -> None:
+    """`device: cuda` where this job sees no CUDA device is one line, not fp32 on the CPU
+    for hours nor torch's "not compiled with CUDA" traceback."""
+    import os
+
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise IcetError(
+            f"device {device!r} (config `device: cuda`, or `device: auto` in a job whose "
+            f"resources ask for a GPU) but this job sees no CUDA device (torch "
+            f"{torch.__version__}, {build}; CUDA_VISIBLE_DEVICES="
+            f"{'unset' if visible is None else repr(visible)}): run it on a GPU node, or set "
+            "`device: cpu` to run on the CPU deliberately")
+
+
 def resolve_device(device: str = "auto") -> str:
-    """auto -> cuda when a GPU is visible to this job, else cpu."""
+    """auto -> cuda when a GPU is visible to this job, else cpu; cuda without one: an error."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    check_cuda(device)
     return device
