@@ -10,7 +10,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from icet.config import check_config, model_layers
 from icet.errors import IcetError
+from icet.redact import drop_from_environment
 from icet.runtime import job_device
+
+# A cluster job (Snakemake's remote mode, e.g. a SLURM job) never downloads: downloads are
+# local rules. The executor exported the whole environment to it (sbatch --export=ALL);
+# drop the Hub token before any rule's process starts (icet.redact).
+if workflow.remote_exec:
+    drop_from_environment()
 from icet.timing import print_time_table
 
 # Validate before anything is scheduled: one line naming the key, non-zero exit.

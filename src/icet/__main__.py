@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print("ok: every file matches the manifest")
         return 0
     except IcetError as err:
-        print(f"icet: {err}", file=sys.stderr)
+        from icet.redact import redact
+
+        print(redact(f"icet: {err}"), file=sys.stderr)
         return 2
 
 
