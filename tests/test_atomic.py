@@ -39,13 +39,24 @@ def test_atomic_write_fsyncs_the_file_then_its_folder(tmp_path, monkeypatch):
     assert (file_ino, False) in synced and (dir_ino, True) in synced
     assert synced.index((file_ino, False)) < synced.index((dir_ino, True))
 
-    synced.clear()
-    with io.atomic_dir(tmp_path / "model") as tmp:
-        (tmp / "sub").mkdir()
-        (tmp / "sub" / "weights.bin").write_bytes(b"\x00" * 8)  # written without atomic_path
-    inner = tmp_path / "model" / "sub" / "weights.bin"
-    assert (inner.stat().st_ino, False) in synced
-    assert (tmp_path.stat().st_ino, True) in synced  # the rename itself
+    # a folder: its files flushed (one syncfs, or fsync each where there is none), then
+    # the folder holding it (the rename itself)
+    real_syncfs, flushed = io._syncfs, []
+    for has_syncfs in (True, False):
+        synced.clear(), flushed.clear()
+
+        def syncfs(path):
+            flushed.append(path)
+            return has_syncfs and real_syncfs(path)
+
+        monkeypatch.setattr(io, "_syncfs", syncfs)
+        with io.atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "weights.bin").write_bytes(b"\x00" * 8)  # not via atomic_path
+        inner = tmp_path / "model" / "sub" / "weights.bin"
+        assert flushed == [tmp]
+        assert ((inner.stat().st_ino, False) in synced) == (not has_syncfs)
+        assert (tmp_path.stat().st_ino, True) in synced
 
 
 def _exchange_supported(tmp_path: Path) -> bool:
