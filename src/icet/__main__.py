@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(*args.files)
             print(f"ok: run '{config['run']}', {len(config['models'])} model(s)")
             return 0
+        from icet.provenance import unlisted
         from icet.provenance import verify as verify_run
 
         problems = verify_run(args.run_dir)
         for line in problems:
             print(line)
+        for relative in unlisted(args.run_dir):  # listed for the auditor; not a mismatch
+            print(f"not in manifest: {relative}")
         if problems:
             print(f"{len(problems)} file(s) differ from the manifest", file=sys.stderr)
             return 1
