@@ -40,6 +40,7 @@ def read_dataset(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[Pa
         raise IcetError(f"{path}: data set has no rows")
     seen: set[str] = set()
     images: list[Path] = []
+    decoded: set[Path] = set()
     for number, row in enumerate(rows, start=1):
         row_id = row["id"]
         if not isinstance(row_id, str) or not row_id:
@@ -57,7 +58,9 @@ def read_dataset(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[Pa
         if not image.is_file():
             raise IcetError(f"{path}: row {number} ({row_id}): image {row['image']} not found "
                             f"(looked in {path.parent})")
-        check_image(image, f"{path}: row {number} ({row_id}): image {row['image']}")
+        if image not in decoded:  # CP shows each image to ten prompts: decode it once
+            check_image(image, f"{path}: row {number} ({row_id}): image {row['image']}")
+            decoded.add(image)
         images.append(image)
     return rows, images
 
