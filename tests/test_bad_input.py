@@ -138,6 +138,13 @@ def build_advbench_with_coco(tmp: Path, coco_image: bytes):
                         cp_images=1)
 
 
+def lppo_train(tmp: Path, data: Path):
+    """What rule lppo_train calls; RT's rows are read before any model is loaded."""
+    from icet.lppo.trainer import train_lppo
+
+    train_lppo(str(tmp / "no-model-needed"), str(data), str(tmp / "out" / "lppo"), {}, seed=0)
+
+
 def lppo_rewards(tmp: Path):
     """L-PPO's reward step (icet.lppo.losses): a NaN score from the reward model."""
     import torch
@@ -198,6 +205,9 @@ CASES = {
     "'..' in a builder's CSV": (lambda tmp, mp: build_jailbreakv(tmp, "../../escape.png"),
                                 r"mini_JailBreakV_28K\.csv: line 2: image path "
                                 r"'\.\./\.\./escape\.png' has a '\.\.' part"),
+    "'..' in L-PPO's training set": (lambda tmp, mp: lppo_train(tmp, dataset(
+        tmp, [row(id_="rt-0001", image="../../x.png")])),
+        r"cp\.jsonl: row 1 \(rt-0001\): image path '\.\./\.\./x\.png' has a '\.\.' part"),
     "truncated JPEG": (lambda tmp, mp: sweep(tmp, dataset(
         tmp, [row(image="img/a.jpg")], {"img/a.jpg": truncated_jpeg()})),
         r"cp\.jsonl: row 1 \(cp-0001\): image img/a\.jpg: unreadable image.*truncated"),
