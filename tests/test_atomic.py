@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -29,7 +30,7 @@ def test_atomic_write_fsyncs_the_file_then_its_folder(tmp_path, monkeypatch):
 
     def recording_fsync(fd):
         st = os.fstat(fd)
-        synced.append((st.st_ino, os.path.stat.S_ISDIR(st.st_mode)))
+        synced.append((st.st_ino, stat.S_ISDIR(st.st_mode)))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", recording_fsync)

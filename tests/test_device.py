@@ -3,8 +3,6 @@ the CPU for hours. `device: cpu` stays a deliberate way to run GPU-sized jobs on
 toy's SLURM test submits its sweep with gpu=1 to fake GPUs and runs it on the CPU)."""
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
