@@ -12,6 +12,14 @@ from icet.config import check_config, model_layers, prompting_of, utility_reward
 from icet.errors import IcetError
 from icet.lppo.launch import processes_for
 from icet.shards import code_hash
+from icet.redact import drop_from_environment
+from icet.runtime import job_device
+
+# A cluster job (Snakemake's remote mode, e.g. a SLURM job) never downloads: downloads are
+# local rules. The executor exported the whole environment to it (sbatch --export=ALL);
+# drop the Hub token before any rule's process starts (icet.redact).
+if workflow.remote_exec:
+    drop_from_environment()
 from icet.timing import print_time_table
 
 # Validate before anything is scheduled: one line naming the key, non-zero exit.

@@ -21,7 +21,7 @@ rule lppo_train:
         params=lambda w: {**config["lppo"], "groups": MODELS[w.model]["groups"]},
         reward=config["judges"]["reward"],
         seed=config["seed"],
-        device=config["device"],
+        device=lambda w: job_device(config["device"], model_resources(w.model, "gpu")),
         workdir=lambda w: f"{RUN}/lppo/{w.model}",
         prompting=lambda w: prompting_of(MODELS[w.model]),
         processes=lambda w: lppo_processes(w.model),

@@ -16,7 +16,7 @@ rule score_shard:
         f"{LOGS}/score_shard/{{model}}/{{variant}}/{{testset}}.benchmark.tsv"
     params:
         judges=judges_for_scoring(),
-        device=config["device"],
+        device=job_device(config["device"], 0 if IS_TOY else 1),
     threads: 1
     resources:
         gpu=0 if IS_TOY else 1,
@@ -41,7 +41,7 @@ rule score_utility:
         f"{LOGS}/score_utility/{{model}}/{{variant}}.benchmark.tsv"
     params:
         reward=utility_reward_settings(config),
-        device=config["device"],
+        device=job_device(config["device"], 0 if IS_TOY else 1),
     threads: 1
     resources:
         gpu=0 if IS_TOY else 1,

@@ -25,7 +25,7 @@ rule sweep_shard:
         engine=config["sweep"]["engine"],
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
-        device=config["device"],
+        device=lambda w: job_device(config["device"], model_resources(w.model, "gpu")),
         prompting=lambda w: prompting_of(MODELS[w.model]),
         code=SWEEP_CODE_HASH,
     threads: 1
@@ -59,7 +59,7 @@ rule evaluate_sweep:
         engine=config["sweep"]["engine"],
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
-        device=config["device"],
+        device=lambda w: job_device(config["device"], model_resources(w.model, "gpu")),
         prompting=lambda w: prompting_of(MODELS[w.model]),
         code=SWEEP_CODE_HASH,
     threads: 1

@@ -23,6 +23,39 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00"
        b"\x00\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe"
        b"\x92\xef\x00\x00\x00\x00IEND\xaeB`\x82")  # a valid 1x1 RGB PNG
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(width: int = 20000, height: int = 10000) -> bytes:
+    """A tiny PNG whose header claims 200 MP: past twice PIL's MAX_IMAGE_PIXELS (179 MP)."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
+
+
+def truncated_jpeg() -> bytes:
+    """A 64x64 JPEG cut in half: its header reads fine, decoding runs out of data."""
+    import io as bytes_io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = bytes_io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    return data[: len(data) // 2]
+
+
 MODEL = {"name": "toy-llava", "source": "toy", "architecture": "llava", "num_layers": 12,
          "groups": {"early": [1, 4]}}
 
@@ -71,6 +104,45 @@ def build_advbench(tmp: Path, csv_bytes: bytes):
     path = tmp / "advbench.csv"
     path.write_bytes(csv_bytes)
     build_advbench_sets(path, [], tmp, tmp / "out", seed=0)
+
+
+def build_jailbreakv(tmp: Path, image: str):
+    """What rule build_jailbreakv calls; the mini split's CSV names `image` for its one row."""
+    from icet.paper_data import build_jailbreakv_sets
+
+    root = tmp / "jbv"
+    (root / "llm_transfer_attack").mkdir(parents=True)
+    (root / "llm_transfer_attack" / "nature_0.png").write_bytes(PNG)
+    (tmp / "escape.png").write_bytes(PNG)  # what a '..' path would reach, outside the set
+    (root / "mini_JailBreakV_28K").mkdir()
+    (root / "mini_JailBreakV_28K" / "mini_JailBreakV_28K.csv").write_text(
+        "id,jailbreak_query,image_path,policy,format\n"
+        f"7,how do i make zorblax ?,{image},blight,Template\n")
+    (root / "JailBreakV_28K").mkdir()
+    (root / "JailBreakV_28K" / "RedTeam_2K.csv").write_text(
+        "id,question,policy\n1,how do i make zorblax ?,blight\n")
+    build_jailbreakv_sets(root, tmp / "out", seed=0)
+
+
+def build_advbench_with_coco(tmp: Path, coco_image: bytes):
+    """rule build_advbench with one COCO image given as bytes (the others fine)."""
+    from icet.paper_data import build_advbench_sets
+
+    path = tmp / "advbench.csv"
+    path.write_text("goal,target\n" + "".join(f"zorblax number {i},sure\n" for i in range(3)))
+    (tmp / "coco").mkdir()
+    (tmp / "coco" / "COCO_val2014_000000000001.png").write_bytes(coco_image)
+    safe = tmp / "safe.png"
+    safe.write_bytes(PNG)
+    build_advbench_sets(path, [safe], tmp / "coco", tmp / "out", seed=0, cp_prompts=1,
+                        cp_images=1)
+
+
+def lppo_train(tmp: Path, data: Path):
+    """What rule lppo_train calls; RT's rows are read before any model is loaded."""
+    from icet.lppo.trainer import train_lppo
+
+    train_lppo(str(tmp / "no-model-needed"), str(data), str(tmp / "out" / "lppo"), {}, seed=0)
 
 
 def lppo_rewards(tmp: Path):
@@ -124,6 +196,31 @@ CASES = {
                       r"cp\.jsonl: row 1 \(cp-0001\): image img/b\.png not found"),
     "corrupt image": (lambda tmp, mp: sweep(tmp, dataset(tmp, [row()], {"img/a.png": b"GIF8?"})),
                       r"cp\.jsonl: row 1 \(cp-0001\): image img/a\.png: unreadable image"),
+    "image path with '..'": (lambda tmp, mp: sweep(tmp, dataset(tmp, [row(image="../x.png")])),
+                             r"cp\.jsonl: row 1 \(cp-0001\): image path '\.\./x\.png' has a "
+                             r"'\.\.' part"),
+    "absolute image path": (lambda tmp, mp: sweep(tmp, dataset(
+        tmp, [row(image=str(tmp / "img" / "a.png"))])),
+        r"cp\.jsonl: row 1 \(cp-0001\): image path '/.*a\.png' is absolute"),
+    "'..' in a builder's CSV": (lambda tmp, mp: build_jailbreakv(tmp, "../../escape.png"),
+                                r"mini_JailBreakV_28K\.csv: line 2: image path "
+                                r"'\.\./\.\./escape\.png' has a '\.\.' part"),
+    "'..' in L-PPO's training set": (lambda tmp, mp: lppo_train(tmp, dataset(
+        tmp, [row(id_="rt-0001", image="../../x.png")])),
+        r"cp\.jsonl: row 1 \(rt-0001\): image path '\.\./\.\./x\.png' has a '\.\.' part"),
+    "truncated JPEG": (lambda tmp, mp: sweep(tmp, dataset(
+        tmp, [row(image="img/a.jpg")], {"img/a.jpg": truncated_jpeg()})),
+        r"cp\.jsonl: row 1 \(cp-0001\): image img/a\.jpg: unreadable image.*truncated"),
+    "decompression bomb in a data set": (lambda tmp, mp: sweep(tmp, dataset(
+        tmp, [row()], {"img/a.png": bomb_png()})),
+        r"cp\.jsonl: row 1 \(cp-0001\): image img/a\.png: decompression bomb refused"),
+    "decompression bomb at build time": (lambda tmp, mp: build_advbench_with_coco(
+        tmp, bomb_png()), r"coco: image .*COCO_val2014_000000000001\.png: decompression bomb"),
+    "run name '..'": (lambda tmp, mp: check_config(tmp, "run: '..'\n"),
+                      r"key 'run': '\.\.' does not match"),
+    "model name starting with '-'": (lambda tmp, mp: check_config(
+        tmp, {"models": [{**MODEL, "name": "-rf"}]}),
+        r"key 'models\[0\]\.name': '-rf' does not match"),
     "duplicate ids": (lambda tmp, mp: sweep(tmp, dataset(tmp, [row(), row()])),
                       r"cp\.jsonl: row 2: duplicate id 'cp-0001'"),
     "non-UTF-8 data set": (lambda tmp, mp: sweep(tmp, dataset(

@@ -117,7 +117,8 @@ def test_corrupt_image_names_row_and_leaves_no_output(advbench, tmp_path):
         pd.build_advbench_sets(advbench["csv"], safe[:9] + [broken], advbench["coco"],
                                tmp_path / "out", 0)
     message = str(err.value)
-    assert f"{tmp_path / 'out' / 'cp.jsonl'}: row" in message and "broken.png" in message
+    # named where it came from (icet.inputs.check_image, before any row is written)
+    assert f"safe_images[9]: image {broken}" in message
     assert "does not decode" in message and ".part" not in message
     assert not (tmp_path / "out").exists()
 

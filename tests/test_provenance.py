@@ -3,16 +3,22 @@
 import hashlib
 import importlib.metadata
 import json
+import os
 import secrets
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import icet
 from icet.errors import IcetError
 from icet.provenance import PACKAGES, verify, write_manifest
 
 torch.set_num_threads(1)
 
+SRC = str(Path(icet.__file__).parents[1])
 SENTINEL = f"sentinel-{secrets.token_hex(16)}"  # an HF_TOKEN value never to be written
 
 
@@ -138,3 +144,40 @@ def test_manifest_records_every_download_and_warns_on_branches(repo):
     assert "a" * 40 in warnings[0]
     assert "https://x/h.csv: no sha256 pinned" in warnings[1] and "c" * 64 in warnings[1]
     assert verify("results/run1") == []
+
+
+def test_verify_rechecks_index_shard_hashes_and_names_unlisted_files(repo):
+    """An index records its shards' sha256 (icet.shards): verify re-checks them, and names
+    any file in the run folder the manifest does not list (issue 16.8)."""
+    from icet.provenance import unlisted
+    from icet.shards import mark_done, shard_path, write_index
+
+    sweep = repo / "results" / "run1" / "sweep"
+    sweep.mkdir()
+    for layer in (0, 1):
+        shard_path(sweep, layer).write_text(f'{{"layer": {layer}}}\n')
+        mark_done(sweep, layer, "key")
+    write_index(sweep / "chunk-00.json", sweep, [0, 1])
+    write_manifest("results/run1/manifest.json", config={},
+                   files={"responses": ["results/run1/sweep/chunk-00.json"],
+                          "results": ["results/run1/table2.csv"]}, seeds={})
+    assert verify("results/run1") == []
+
+    (sweep / "layer-01.jsonl").write_text('{"layer": 1, "edited": true}\n')
+    (sweep / "layer-00.jsonl").unlink()
+    (repo / "results" / "run1" / "late.csv").write_text("added after the manifest\n")
+    (repo / "results" / "run1" / ".late.csv.abcd1234.part").write_text("hidden: not a result")
+    problems = verify("results/run1")
+    assert "missing shard: results/run1/sweep/layer-00.jsonl (index " \
+           "results/run1/sweep/chunk-00.json)" in problems
+    assert "changed shard: results/run1/sweep/layer-01.jsonl (index " \
+           "results/run1/sweep/chunk-00.json)" in problems
+    # a file added later is listed (an HTML report may be), but is no mismatch
+    assert not [p for p in problems if "late.csv" in p or ".part" in p]
+    assert unlisted("results/run1") == ["results/run1/late.csv"]
+    cli = subprocess.run([sys.executable, "-m", "icet", "verify", "results/run1"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC})
+    assert cli.returncode == 1
+    assert "not in manifest: results/run1/late.csv" in cli.stdout.splitlines()
+    assert "changed shard: results/run1/sweep/layer-01.jsonl (index " \
+           "results/run1/sweep/chunk-00.json)" in cli.stdout.splitlines()

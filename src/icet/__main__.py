@@ -27,18 +27,23 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(*args.files)
             print(f"ok: run '{config['run']}', {len(config['models'])} model(s)")
             return 0
+        from icet.provenance import unlisted
         from icet.provenance import verify as verify_run
 
         problems = verify_run(args.run_dir)
         for line in problems:
             print(line)
+        for relative in unlisted(args.run_dir):  # listed for the auditor; not a mismatch
+            print(f"not in manifest: {relative}")
         if problems:
             print(f"{len(problems)} file(s) differ from the manifest", file=sys.stderr)
             return 1
         print("ok: every file matches the manifest")
         return 0
     except IcetError as err:
-        print(f"icet: {err}", file=sys.stderr)
+        from icet.redact import redact
+
+        print(redact(f"icet: {err}"), file=sys.stderr)
         return 2
 
 

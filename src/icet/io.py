@@ -1,17 +1,30 @@
-"""Atomic file writing and row-checked reading.
+"""Atomic, durable file writing and row-checked reading.
 
-Every output is written to a temporary file beside its target and renamed into place, so
-an interrupted job never leaves a file that looks finished.
+Every output is written to a temporary `.part` file beside its target and renamed into
+place, so an interrupted job never leaves a file that looks finished. Atomic also means
+durable: the file (or every file of a folder) is fsynced before the rename and its folder
+after it, so a node that loses power right after a job "finished" cannot come back with an
+empty or half-written output under the final name. A folder replacing an older one is
+swapped in with one exchange (renameat2 RENAME_EXCHANGE), so the target is never missing;
+where the file system cannot exchange (NFS), the old folder waits under a `.part` name and
+is put back if the swap fails. `.part` siblings a killed job left behind are swept when the
+same target is next written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
+import errno
 import hashlib
 import json
 import math
 import os
+import re
+import secrets
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -28,18 +41,125 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's content (a folder: its entries, i.e. renames) to disk."""
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(path: Path) -> bool:
+    """Linux syncfs(2): flush the whole file system holding `path` in one call; False where
+    there is none. For a folder of many small files (the toy's images) it costs one flush
+    where fsync per file costs one each (0.05 s against 1.5 s for 300 files here)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if syncfs(fd) == 0:
+            return True
+    finally:
+        os.close(fd)
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(code, os.strerror(code), str(path))  # a write-back error: not durable
+
+
+def _sync_tree(root: Path) -> None:
+    """Flush every file and folder under `root`: syncfs, else fsync each, bottom up."""
+    if _syncfs(root):
+        return
+    for folder, dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            if not os.path.islink(os.path.join(folder, name)):
+                _fsync(Path(folder) / name)
+        _fsync(Path(folder))
+
+
+def _part_pattern(target: Path) -> re.Pattern:
+    # tempfile's names: .<target>.<8 random chars>.part; an old folder set aside: .old.part
+    return re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}(\.old)?\.part$")
+
+
+def sweep_parts(target: str | os.PathLike) -> list[Path]:
+    """Remove the `.part` siblings of `target` a killed job left behind; return them.
+
+    An old folder set aside by a swap that never finished (`.old.part`) is put back when
+    `target` is missing, so an interruption there loses nothing.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    pattern = _part_pattern(target)
+    stale = sorted(p for p in target.parent.iterdir() if pattern.match(p.name))
+    for part in stale:
+        if part.name.endswith(".old.part") and not os.path.lexists(target):
+            os.replace(part, target)
+        elif part.is_dir() and not part.is_symlink():
+            shutil.rmtree(part, ignore_errors=True)
+        else:
+            part.unlink(missing_ok=True)
+    return stale
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # kernel or file system (NFS, some FUSE) without exchange
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put folder `new` at `target`; `target` (if any) ends up at `new`, for removal."""
+    if not os.path.lexists(target):
+        os.replace(new, target)
+        return
+    if _exchange(new, target):
+        return
+    old = target.parent / f".{target.name}.{secrets.token_hex(4)}.old.part"
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    os.replace(old, new)  # the caller removes `new`, as after an exchange
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_parts(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for sharing
     try:
         yield tmp_path
+        _fsync(tmp_path)
         os.replace(tmp_path, target)
+        _fsync(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -47,18 +167,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; rename it onto `path` only if the block succeeds."""
-    import shutil
-
+    """Yield a temporary folder beside `path`; swap it in for `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_parts(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        _sync_tree(tmp)
+        if os.path.lexists(target) and not target.is_dir():
+            target.unlink()  # a file (or link) where the folder goes: nothing to keep
+        _swap_in(tmp, target)
+        _fsync(target.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -8,24 +8,31 @@ import re
 import sys
 from pathlib import Path
 
-_SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+from icet.redact import install_excepthook, redact, secret_values
 
 
 class _RedactSecrets(logging.Filter):
-    """Replace the value of any secret environment variable with *** before it is written."""
+    """Replace the value of any secret environment variable with *** before it is written:
+    in the message, and in the traceback of `logger.exception` (an exception's text can
+    carry a request's URL or headers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = [os.environ[v] for v in _SECRET_VARS if os.environ.get(v)]
+        secrets = secret_values()
         if secrets:
-            message = record.getMessage()
-            for secret in secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, ()
+            record.msg, record.args = redact(record.getMessage(), secrets), ()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:  # formatters print exc_text as it is when it is set
+                record.exc_text = redact(record.exc_text, secrets)
+            if record.stack_info:
+                record.stack_info = redact(record.stack_info, secrets)
         return True
 
 
 def setup_logging(log: str | os.PathLike | None, name: str = "icet") -> logging.Logger:
-    """Log to `log` (if given) and to stderr; return the icet logger."""
+    """Log to `log` (if given) and to stderr; return the icet logger. Secrets are redacted
+    from both, and from the traceback of an exception nobody catches."""
+    install_excepthook()
     logger = logging.getLogger("icet")
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):

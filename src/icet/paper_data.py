@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from icet.errors import IcetError
+from icet.inputs import check_image, relative_path
 from icet.io import atomic_dir, read_json, sha256_file, write_json, write_jsonl
 from icet.logs import setup_logging
 from icet.seeding import generator
@@ -184,6 +185,7 @@ class _ImageStore:
         key = src.resolve()
         if key in self.by_source:
             return self.by_source[key]
+        check_image(src, f"{where}: image {src}")  # decoded in full now, not mid-sweep
         rel = f"images/{group}/{name}"
         stem, suffix = os.path.splitext(rel)
         n = 1
@@ -309,8 +311,8 @@ def build_advbench_sets(
     return _write_sets(out_dir, {"cp.jsonl": cp, "ac.jsonl": ac}, build, logger)
 
 
-def _resolve_dataset_image(value: str, folders: Sequence[Path]) -> Path | None:
-    rel = value.strip().replace("\\", "/").lstrip("/")
+def _resolve_dataset_image(value: str, folders: Sequence[Path], where: str) -> Path | None:
+    rel = relative_path(value, where)  # no absolute path, no '..': stays in the data set
     for folder in folders:
         if (folder / rel).is_file():
             return folder / rel
@@ -426,7 +428,7 @@ def build_jailbreakv_sets(
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
         prompt = _require_text(r, cols["prompt"], mini_path, line)
         category = _require_text(r, cols["category"], mini_path, line)
-        image = _resolve_dataset_image(value, folders)
+        image = _resolve_dataset_image(value, folders, where)
         if image is None:
             mr_missing.append((f"mr-{key}", f"{where}: image {value} not found"))
             continue
@@ -463,7 +465,7 @@ def build_jailbreakv_sets(
         prompt = _require_text(r, cols["prompt"], rt_path, line)
         listed = (_text(r, cols["image"]) or pairs.get(prompt, "")) if rt_images != "coco" else ""
         if listed:
-            image = _resolve_dataset_image(listed, folders)
+            image = _resolve_dataset_image(listed, folders, where)
             if image is None:
                 rt_missing.append(f"{where}: image {listed} not found")
                 continue

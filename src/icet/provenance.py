@@ -9,6 +9,7 @@ any secret that leaks in through the config is replaced by "***" before writing.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -215,6 +216,13 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
         "root": _relative(root, out.parent),
         "files": hash_files(files, root, skip=out),
     }
+    # Everything else in the manifest's own folder (the run's results: L-PPO checkpoints,
+    # value head, ...) is hashed too, so `verify` can name any file added there later.
+    listed = {path for entries in manifest["files"].values() for path in entries}
+    other = {rel: sha256_file(root / rel) for rel in _folder_files(out.parent, root, skip=out)
+             if rel not in listed}
+    if other:
+        manifest["files"]["other"] = dict(sorted(other.items()))
     records = download_records(list(downloads or []), root)
     manifest["downloads"] = records
     manifest["download_warnings"] = download_warnings(records)
@@ -226,15 +234,65 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
     return manifest
 
 
-def verify(run_dir_or_manifest: str | os.PathLike) -> list[str]:
-    """Re-hash every file a manifest lists: one line per changed or missing file ([] = ok)."""
+def _folder_files(folder: Path, root: Path, skip: Path) -> list[str]:
+    """Files under `folder`, relative to root; hidden ones (.part, .snakemake...) left out."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if path.is_file() and not any(p.startswith(".") for p in parts) and path != skip:
+            found.append(_relative(path, root))
+    return found
+
+
+def _index_problems(index: Path, relative: str, root: Path) -> list[str]:
+    """A sweep index (icet.shards) lists its shards' sha256: re-check them."""
+    if index.suffix != ".json" or index.stat().st_size > (1 << 20):
+        return []
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return []
+    shards = data.get("shards") if isinstance(data, dict) else None
+    if not isinstance(shards, dict):
+        return []
+    problems = []
+    for name, entry in sorted(shards.items()):
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)):
+            problems.append(f"bad index entry: {name} ({relative})")
+            continue
+        shard = index.parent / entry["file"]
+        where = f"{_relative(shard, root)} (index {relative})"
+        if not shard.is_file():
+            problems.append(f"missing shard: {where}")
+        elif sha256_file(shard) != entry.get("sha256"):
+            problems.append(f"changed shard: {where}")
+    return problems
+
+
+def _load_manifest(run_dir_or_manifest: str | os.PathLike) -> tuple[Path, dict, Path]:
+    """The manifest's path, its content, and the repository root its paths are relative to."""
     path = Path(run_dir_or_manifest)
     if path.is_dir():
         path = path / MANIFEST_NAME
     manifest = read_json(path)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise IcetError(f"{path}: not a manifest (no 'files' object)")
-    root = (path.parent / manifest.get("root", ".")).resolve()
+    return path, manifest, (path.parent / manifest.get("root", ".")).resolve()
+
+
+def unlisted(run_dir_or_manifest: str | os.PathLike) -> list[str]:
+    """Files in the manifest's folder that it does not list (hidden ones aside): added after
+    the run (an HTML report, the organism study) or by hand. Listed, not a mismatch."""
+    path, manifest, root = _load_manifest(run_dir_or_manifest)
+    listed = {relative for entries in manifest["files"].values() for relative in entries}
+    return [relative for relative in _folder_files(path.parent, root, skip=path)
+            if relative not in listed]
+
+
+def verify(run_dir_or_manifest: str | os.PathLike) -> list[str]:
+    """Re-hash every file a manifest lists and re-check the shard hashes each sweep index
+    records: one line per changed or missing file ([] = ok)."""
+    path, manifest, root = _load_manifest(run_dir_or_manifest)
     problems = []
     for group, entries in sorted(manifest["files"].items()):
         for relative, digest in sorted(entries.items()):
@@ -243,4 +301,6 @@ def verify(run_dir_or_manifest: str | os.PathLike) -> list[str]:
                 problems.append(f"missing: {relative} ({group})")
             elif sha256_file(target) != digest:
                 problems.append(f"changed: {relative} ({group})")
+            if target.is_file():
+                problems.extend(_index_problems(target, relative, root))
     return problems

@@ -15,6 +15,7 @@ from typing import Any
 from icet import shards
 from icet.runtime import resolve_device
 from icet.errors import IcetError
+from icet.inputs import check_image, relative_path
 from icet.io import read_jsonl, write_jsonl
 from icet.logs import progress, setup_logging
 from icet.models.base import VLMAdapter
@@ -39,6 +40,7 @@ def read_dataset(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[Pa
         raise IcetError(f"{path}: data set has no rows")
     seen: set[str] = set()
     images: list[Path] = []
+    decoded: set[Path] = set()
     for number, row in enumerate(rows, start=1):
         row_id = row["id"]
         if not isinstance(row_id, str) or not row_id:
@@ -50,24 +52,17 @@ def read_dataset(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[Pa
             raise IcetError(f"{path}: row {number} ({row_id}): prompt must be a string")
         if not isinstance(row["image"], str) or not row["image"]:
             raise IcetError(f"{path}: row {number} ({row_id}): image must be a non-empty path")
-        image = path.parent / row["image"]
+        # inside the data set's folder only; decoded in full (icet.inputs): a corrupt image
+        # stops here, before any model is loaded, not mid-sweep
+        image = path.parent / relative_path(row["image"], f"{path}: row {number} ({row_id})")
         if not image.is_file():
             raise IcetError(f"{path}: row {number} ({row_id}): image {row['image']} not found "
                             f"(looked in {path.parent})")
-        _check_image(image, f"{path}: row {number} ({row_id}): image {row['image']}")
+        if image not in decoded:  # CP shows each image to ten prompts: decode it once
+            check_image(image, f"{path}: row {number} ({row_id}): image {row['image']}")
+            decoded.add(image)
         images.append(image)
     return rows, images
-
-
-def _check_image(image: Path, where: str) -> None:
-    """A corrupt image stops here, before any model is loaded, not mid-sweep."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(image) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise IcetError(f"{where}: unreadable image ({type(err).__name__})") from None
 
 
 def check_layer_arg(layer: Any) -> int:

@@ -367,13 +367,18 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
 
     from icet.config import prompting_of
     from icet.models.loading import load_adapter, resolve_device
+    from icet.inputs import relative_path
+    from icet.runtime import stop_cleanly_on_sigterm
 
     logger = setup_logging(log, "lppo")
+    stop_cleanly_on_sigterm()  # preempted: the last checkpoint stays, the next run resumes
     p = LppoParams.from_dict(params)
     out = Path(out_dir)
     rows = read_jsonl(rt_jsonl, required=("id", "prompt", "image"))
     if not rows:
         raise IcetError(f"{rt_jsonl}: no prompts to train on")
+    for number, row in enumerate(rows, start=1):  # images inside the data set's folder only
+        relative_path(row["image"], f"{rt_jsonl}: row {number} ({row['id']})")
     image_root = Path(rt_jsonl).parent
     seed_everything(seed)
 

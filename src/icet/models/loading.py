@@ -33,6 +33,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """"auto" = the GPU if there is one, else the CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from icet.runtime import check_cuda
+
+    check_cuda(str(device))  # cuda where there is none: one line
     try:
         return torch.device(device)
     except (RuntimeError, TypeError):

@@ -20,10 +20,10 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from icet import io
 from icet.errors import IcetError
+from icet.inputs import check_image, relative_path
 from icet.logs import progress, setup_logging
 from icet.toy import world
 from icet.toy.images import ImageSpec, all_specs, random_spec, render
@@ -496,15 +496,11 @@ def validate_dataset(path: str | os.PathLike) -> list[dict]:
             raise IcetError(f"{where}: kind {row['kind']!r} not one of {', '.join(KINDS)}")
         if row["answer"] is not None and not isinstance(row["answer"], str):
             raise IcetError(f"{where}: answer must be a string or null, got {row['answer']!r}")
-        image = path.parent / row["image"]
+        image = path.parent / relative_path(row["image"], where)  # inside the folder only
         if image in decoded:
             continue
         if not image.is_file():
             raise IcetError(f"{where}: image {row['image']!r} not found")
-        try:
-            with Image.open(image) as img:
-                img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            raise IcetError(f"{where}: image {row['image']!r} does not decode ({err})") from None
+        check_image(image, f"{where}: image {row['image']!r}")  # every pixel, bombs refused
         decoded.add(image)
     return rows
