@@ -41,6 +41,7 @@ rule score_utility:
         f"{LOGS}/score_utility/{{model}}/{{variant}}.benchmark.tsv"
     params:
         reward={k: v for k, v in judge_spec("utility_reward").items() if k in ("batch_size", "max_length")},
+        metric=config["utility"]["vqa_metric"],
         device=config["device"],
     threads: 1
     resources:

@@ -56,3 +56,86 @@ def test_utility_rows_hand_computed(tmp_path):
     table = list(csv.DictReader(open(out_csv)))
     assert [r["layer"] for r in table] == ["0", "1"]
     assert "(toy)" in out_md.read_text()
+
+
+# --- the standard VQA-v2 accuracy (issue 15) ---------------------------------------------
+
+from icet.errors import IcetError  # noqa: E402
+from icet.utility import accuracy_of, vqa_accuracy, vqa_normalise, vqa_punctuation  # noqa: E402
+
+
+@pytest.mark.parametrize("response, answers, expected", [
+    # min(#humans / 3, 1) averaged over the 10 leave-one-out subsets, by hand:
+    ("yes", ["yes"] * 10, 1.0),  # 9 others agree in every subset
+    ("yes", ["yes"] * 3 + ["no"] * 7, (3 * 2 / 3 + 7 * 1.0) / 10),  # 0.9, not 1.0
+    ("2", ["2"] * 2 + ["3"] * 8, (2 * 1 / 3 + 8 * 2 / 3) / 10),  # 0.6
+    ("2", ["2"] + ["3"] * 9, (1 * 0 + 9 * 1 / 3) / 10),  # 0.3
+    ("4", ["3"] * 10, 0.0),
+    # normalisation: number words, articles, final period, case
+    ("Two.", ["2"] * 10, 1.0),
+    ("A dog", ["dog"] * 10, 1.0),
+    ("The red one", ["red 1"] * 10, 1.0),
+    # exact match, not containment: a sentence is not the answer
+    ("The shape is red.", ["red"] * 10, 0.0),
+])
+def test_vqa_accuracy_hand_computed(response, answers, expected):
+    assert vqa_accuracy(response, answers) == pytest.approx(expected)
+
+
+def test_vqa_normalisation_follows_the_official_evaluation():
+    assert vqa_normalise("Two dogs.") == "2 dogs"
+    assert vqa_normalise("none") == "0"
+    assert vqa_normalise("dont") == "don't" and vqa_normalise("couldnt've") == "couldn't've"
+    assert vqa_normalise("an apple\tand\nthe pear") == "apple and pear"
+    assert vqa_normalise("3.5") == "3.5"  # a period before a digit stays
+    # a mark touching a space is deleted, one inside a word becomes a space
+    assert vqa_punctuation("yes, it is") == "yes it is"
+    assert vqa_punctuation("black/white") == "black white"
+    assert vqa_punctuation("1,000 or 2/3") == "1000 or 23"  # digit,digit: every mark deleted
+    assert vqa_punctuation("it's 5:30") == "it's 5:30"  # apostrophe and colon kept
+
+
+def test_human_answers_get_punctuation_only_when_they_differ():
+    # all ten the same: compared as given ("black/white" != normalised "black white")
+    assert vqa_accuracy("black/white", ["black/white"] * 10) == 0.0
+    # ten that differ: punctuation-normalised too, so the same response now matches
+    assert vqa_accuracy("black/white", ["black/white"] * 9 + ["gray"]) == pytest.approx(1.0)
+
+
+def test_today_containment_is_not_the_vqa_accuracy():
+    """Issue 15: a response counted when it contained the majority answer."""
+    row = {"answer": "yes", "answers": ["yes"] * 4 + ["no"] * 6}
+    assert answer_correct("yes, and no", row["answer"]) is True
+    assert accuracy_of(row, "yes, and no", "vqa", "row") == 0.0
+    assert accuracy_of(row, "yes", "vqa", "row") == pytest.approx((4 * 1.0 + 6 * 1.0) / 10)
+    assert accuracy_of(row, "yes, and no", "contains", "row") is True
+    with pytest.raises(IcetError, match=r"row q7: key 'answers'"):
+        accuracy_of({"answer": "yes"}, "yes", "vqa", "row q7")
+
+
+def test_score_utility_writes_vqa_accuracy_and_stops_before_the_model_without_answers(tmp_path):
+    from icet.utility import score_utility
+
+    shard = tmp_path / "layer-00.jsonl"
+    write_jsonl(shard, [{"id": "q1", "prompt": "what?", "response": "dog", "layer": 0,
+                         "answer": "dog"}])
+    with pytest.raises(IcetError, match=r"row id 'q1', layer 0: key 'answers'"):
+        score_utility([str(shard)], str(tmp_path / "out.jsonl"), str(tmp_path / "no-model"))
+
+
+def test_vqa_prompts_carry_llavas_suffix_in_the_paper_config():
+    """Issue 15: LLaVA's evaluation prompt for short-answer VQA, a config key."""
+    from icet.config import REPO_ROOT, load_config
+    from icet.sweep import with_prompt_suffix
+
+    paper = load_config(REPO_ROOT / "config.yaml")
+    suffix = paper["prompt_suffix"]["vqa"]
+    assert suffix == "\nAnswer the question using a single word or phrase."
+    assert paper["utility"]["vqa_metric"] == "vqa"
+    rows = [{"id": "q1", "prompt": "What colour is the bus?"}]
+    assert with_prompt_suffix(rows, suffix)[0]["prompt"] == (
+        "What colour is the bus?\nAnswer the question using a single word or phrase.")
+    assert rows[0]["prompt"] == "What colour is the bus?"  # the data set row is not changed
+    assert with_prompt_suffix(rows, "") == rows
+    with pytest.raises(IcetError, match="prompt_suffix"):
+        with_prompt_suffix(rows, None)
