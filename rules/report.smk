@@ -204,6 +204,7 @@ rule report_summary:
         report=report_params(),
         lppo_metrics={m: f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()},
         target_kl=config["lppo"]["target_kl"],
+        thresholds=config["report"]["aligned"],
     conda:
         "../envs/report.yaml"
     script:

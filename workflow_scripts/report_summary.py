@@ -12,5 +12,6 @@ write_summary(
     seed=snakemake.params.report["seed"],
     lppo_metrics=snakemake.params.lppo_metrics,
     target_kl=snakemake.params.target_kl,
+    thresholds=snakemake.params.thresholds,
     log=snakemake.log[0],
 )
