@@ -221,7 +221,9 @@ rule report_reproduction:
         f"{LOGS}/report_reproduction/{config['run']}.log",
     params:
         label=config["report"]["label"],
-        settings=chosen_settings(),
+        settings=chosen_settings()["settings"],
+        deviations=chosen_settings()["deviations"],
+        scorers=chosen_settings()["scorers"],
     conda:
         "../envs/report.yaml"
     script:

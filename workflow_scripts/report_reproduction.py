@@ -6,5 +6,7 @@ write_reproduction(
     snakemake.output[0],
     label=snakemake.params.label,
     settings=snakemake.params.settings,
+    deviations=snakemake.params.deviations,
+    scorers=snakemake.params.scorers,
     log=snakemake.log[0],
 )
