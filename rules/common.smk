@@ -182,7 +182,7 @@ def toy_organism_outputs():
 
 
 def table_outputs():
-    tables = ["table2", "layers", "utility", "agreement"] + [e for e in EXHIBITS if e != "figure1"]
+    tables = ["table2", "table3", "layers", "utility", "agreement"] + [e for e in EXHIBITS if e != "figure1"]
     return [f"{RUN}/tables/{t}.{ext}" for t in tables for ext in ("csv", "md", "tex")]
 
 

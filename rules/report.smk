@@ -40,7 +40,8 @@ rule table_layers:
         "../workflow_scripts/table_layers.py"
 
 
-# Why: utility (VQA accuracy, utility reward) and over-refusal (XSTest) per layer.
+# Why: utility (VQA accuracy, utility reward) and over-refusal (XSTest) per layer, and the
+# paper's Table 3 shape beside it: utility per layer group, original vs aligned.
 rule table_utility:
     input:
         vqa=[score_file(m, v, "vqa").replace(".jsonl", ".utility.jsonl") for m in MODELS for v in variants(m)] if "vqa" in UTILITY_SETS else [],
@@ -49,10 +50,16 @@ rule table_utility:
         csv=report(f"{RUN}/tables/utility.csv", caption="../report/utility.rst", category="Tables"),
         md=f"{RUN}/tables/utility.md",
         tex=f"{RUN}/tables/utility.tex",
+        table3_csv=report(f"{RUN}/tables/table3.csv", caption="../report/table3.rst",
+                          category="Tables"),
+        table3_md=f"{RUN}/tables/table3.md",
+        table3_tex=f"{RUN}/tables/table3.tex",
     log:
         f"{LOGS}/table_utility/{config['run']}.log",
     params:
         report=report_params(),
+        num_layers={m: MODELS[m]["num_layers"] for m in MODELS},
+        metric=config["utility"]["vqa_metric"],
     conda:
         "../envs/report.yaml"
     script:

@@ -139,3 +139,44 @@ def test_vqa_prompts_carry_llavas_suffix_in_the_paper_config():
     assert with_prompt_suffix(rows, "") == rows
     with pytest.raises(IcetError, match="prompt_suffix"):
         with_prompt_suffix(rows, None)
+
+
+def _vqa_rows(variant, accuracy_by_layer, reward_by_layer, n=4):
+    return [{"model": "m", "variant": variant, "layer": layer, "id": f"q{i}",
+             "correct": accuracy_by_layer[layer][i], "utility_reward": reward_by_layer[layer]}
+            for layer in accuracy_by_layer for i in range(n)]
+
+
+def test_table3_groups_layers_like_the_paper(tmp_path):
+    """Issue 15: the paper's Table 3 is per layer group (early / middle / late), original vs
+    aligned, utility reward and accuracy; the per-layer table stays beside it."""
+    from icet.report.utility import table3_rows, write_table3
+
+    original = _vqa_rows("original", {0: [1, 1, 0, 0], 1: [1, 1, 1, 1], 2: [0, 0, 0, 0],
+                                      3: [1, 0, 0, 0]}, {0: 0.5, 1: 1.5, 2: -1.0, 3: 0.0})
+    aligned = _vqa_rows("aligned", {0: [1, 1, 1, 0], 1: [1, 1, 1, 1], 2: [0.5, 0.5, 0, 0],
+                                    3: [1, 1, 0, 0]}, {0: 1.0, 1: 2.0, 2: 0.0, 3: 1.0})
+    path = tmp_path / "vqa.utility.jsonl"
+    write_jsonl(path, original + aligned)
+    groups = {"m": {"early": [0, 1], "late": [2, 3]}}
+    boot = {"n_resamples": 200, "ci": 0.95, "seed": 0}
+    rows = {r["layer_group"]: r for r in table3_rows([path], groups, {"m": 3}, boot)}
+    # early original: layer means 50 % and 100 % -> 75 %; late: 0 % and 25 % -> 12.5 %
+    assert rows["early"]["vqa_accuracy_original"] == pytest.approx(75.0)
+    assert rows["late"]["vqa_accuracy_original"] == pytest.approx(12.5)
+    assert rows["early"]["vqa_accuracy_aligned"] == pytest.approx((75 + 100) / 2)
+    assert rows["late"]["vqa_accuracy_aligned"] == pytest.approx((25 + 50) / 2)
+    assert rows["early"]["utility_reward_original"] == pytest.approx(1.0)
+    assert rows["late"]["utility_reward_aligned"] == pytest.approx(0.5)
+    assert rows["early"]["utility_reward_original_lo"] == rows["early"]["utility_reward_original_hi"] == 1.0
+    lo, hi = rows["late"]["vqa_accuracy_original_lo"], rows["late"]["vqa_accuracy_original_hi"]
+    assert lo <= 12.5 <= hi and hi > lo
+    out = {k: tmp_path / f"t3.{k}" for k in ("csv", "md", "tex")}
+    write_table3([path], groups, {"m": 3}, out["csv"], out["md"], boot, label="toy",
+                 out_tex=out["tex"])
+    table = list(csv.DictReader(open(out["csv"])))
+    assert [r["layer_group"] for r in table] == ["early", "late"]
+    assert table[0]["vqa_accuracy_original"] == "75.0000" and table[0]["layers"] == "0-1"
+    text = out["md"].read_text()
+    assert "Table 3: utility per layer group" in text and "Resampling unit: the question" in text
+    assert "| m | early | 0-1 | 75.0 [" in text
