@@ -250,3 +250,10 @@ def chosen_settings():
     from icet.report.reproduction import run_settings
 
     return run_settings(config, {j: judge_name(j) for j in ("guard", "reward", "toxicity")})
+
+
+def measure_decisions(config):
+    """Each measure's choice and reason (docs/measures.md), recorded in the manifest."""
+    from icet.report.reproduction import measure_decisions as decisions
+
+    return decisions(config)

@@ -255,7 +255,8 @@ rule manifest:
         seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": config["seed"]},
         folders={"responses": [f"{RUN}/sweep"]},
         extra={"label": config["report"]["label"], "image_processor_backend": image_backend(),
-               "main_model": MAIN_MODEL},
+               "main_model": MAIN_MODEL, "measures": measure_decisions(config),
+               "deviations": chosen_settings()["deviations"]},
     conda:
         "../envs/report.yaml"
     script:

@@ -57,3 +57,16 @@ def test_detoxify_is_a_deviation_not_a_silent_choice():
     assert "VQA accuracy" in toy["deviations"]
     ci = run_settings(load_config(PAPER, TOY, REPO_ROOT / "tests" / "data" / "toy-ci.yaml"), JUDGES)
     assert "shorter responses" in ci["settings"]["L-PPO rollout length"]
+
+
+def test_measure_decisions_recorded_for_the_manifest():
+    from icet.report.reproduction import measure_decisions
+
+    paper = measure_decisions(load_config(PAPER))
+    assert paper["bootstrap unit"]["value"] == "prompt"
+    assert paper["VQA accuracy"]["value"] == "vqa"
+    assert paper["L-PPO KL coefficient"]["value"] == "fixed"
+    assert paper["aligned thresholds"]["value"]["asr_max"] == 50.0
+    assert all(d["why"] for d in paper.values())
+    toy = measure_decisions(load_config(PAPER, TOY))
+    assert toy["VQA accuracy"]["value"] == "contains" and toy["prompt suffix"]["value"] == {"vqa": ""}

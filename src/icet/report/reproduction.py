@@ -320,6 +320,43 @@ def run_settings(config: dict, judges: dict[str, str]) -> dict:
     return {"settings": settings, "deviations": deviations, "scorers": scorers}
 
 
+def measure_decisions(config: dict) -> dict[str, dict]:
+    """What each measure of this run is and why (docs/measures.md), for the manifest."""
+    lppo, generation = config["lppo"], config["generation"]
+    return {
+        "bootstrap unit": {
+            "value": config["bootstrap"].get("unit", "prompt"),
+            "why": "CP is 10 prompts x 10 images: a prompt's rows are correlated, so CIs "
+                   "resample prompts (cluster bootstrap); one-row prompts draw as rows did"},
+        "VQA accuracy": {
+            "value": config["utility"]["vqa_metric"],
+            "why": "vqa = the standard VQA-v2 accuracy (GT-Vision-Lab/VQA vqaEval.py); "
+                   "contains = the toy's, whose LM answers in sentences with one reference"},
+        "prompt suffix": {
+            "value": config.get("prompt_suffix", {}),
+            "why": "LLaVA-1.5's short-answer VQA evaluation prompt; the toy never saw it"},
+        "aligned thresholds": {
+            "value": config["report"]["aligned"],
+            "why": "per run: the paper's LLaVA-1.5 has late-group CP AASR 48.5 %, the toy's "
+                   "bar (20 %) would call it unaligned"},
+        "L-PPO KL coefficient": {
+            "value": lppo["kl_mode"],
+            "why": "the paper's objective is RM - eta*KL with a fixed eta; adaptive is a "
+                   "named deviation"},
+        "L-PPO rollout length": {
+            "value": {"rollout": lppo["max_new_tokens"],
+                      "evaluation": generation["max_new_tokens"]},
+            "why": "rollouts as long as the evaluated responses"},
+        "L-PPO reward text": {
+            "value": "clean_response(response)",
+            "why": "the same text the TR judge scores at evaluation"},
+        "TS / TR cells": {
+            "value": "direction and group ordering",
+            "why": "different scorers (Detoxify vs Perspective API; an unnamed reward "
+                   "model): values are on other scales"},
+    }
+
+
 # --- rendering -------------------------------------------------------------------------
 
 def _signed(value: float | None) -> str:
