@@ -213,3 +213,16 @@ def write_table3(vqa_files: Iterable, groups: dict, num_layers: dict, out_csv: s
     write_latex(out_tex, header, body, caption)
     logger.info("table 3: %d rows", len(rows))
     return rows
+
+
+def write_utility_tables(vqa_files: Iterable, xstest_files: Iterable, out: dict[str, str],
+                         bootstrap: dict | None, *, groups: dict, num_layers: dict,
+                         label: str | None = None, judge: str | None = None,
+                         metric: str = "vqa", log: str | None = None) -> None:
+    """Rule table_utility: the per-layer utility table (out csv/md/tex) and Table 3 beside it
+    (out table3_csv/table3_md/table3_tex)."""
+    vqa_files, xstest_files = list(vqa_files), list(xstest_files)
+    write_utility_table(vqa_files, xstest_files, out["csv"], out["md"], bootstrap, label=label,
+                        judge=judge, out_tex=out["tex"], metric=metric, log=log)
+    write_table3(vqa_files, groups, num_layers, out["table3_csv"], out["table3_md"], bootstrap,
+                 label=label, judge=judge, metric=metric, out_tex=out["table3_tex"], log=log)
