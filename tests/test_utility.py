@@ -171,9 +171,17 @@ def test_table3_groups_layers_like_the_paper(tmp_path):
     assert rows["early"]["utility_reward_original_lo"] == rows["early"]["utility_reward_original_hi"] == 1.0
     lo, hi = rows["late"]["vqa_accuracy_original_lo"], rows["late"]["vqa_accuracy_original_hi"]
     assert lo <= 12.5 <= hi and hi > lo
+    from icet.report.utility import write_utility_tables
+
     out = {k: tmp_path / f"t3.{k}" for k in ("csv", "md", "tex")}
     write_table3([path], groups, {"m": 3}, out["csv"], out["md"], boot, label="toy",
                  out_tex=out["tex"])
+    both = {**{k: tmp_path / f"u.{k}" for k in ("csv", "md", "tex")},
+            **{f"table3_{k}": tmp_path / f"both3.{k}" for k in ("csv", "md", "tex")}}
+    write_utility_tables([path], [], both, boot, groups=groups, num_layers={"m": 3},
+                         label="toy", metric="contains")
+    assert both["table3_csv"].read_bytes() == out["csv"].read_bytes()
+    assert "reference answer contained in the response" in both["md"].read_text()
     table = list(csv.DictReader(open(out["csv"])))
     assert [r["layer_group"] for r in table] == ["early", "late"]
     assert table[0]["vqa_accuracy_original"] == "75.0000" and table[0]["layers"] == "0-1"
