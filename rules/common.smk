@@ -242,7 +242,7 @@ def toy_organism_outputs():
 
 
 def table_outputs():
-    tables = ["table2", "layers", "utility", "agreement"] + [e for e in EXHIBITS if e != "figure1"]
+    tables = ["table2", "table3", "layers", "utility", "agreement"] + [e for e in EXHIBITS if e != "figure1"]
     return [f"{RUN}/tables/{t}.{ext}" for t in tables for ext in ("csv", "md", "tex")]
 
 
@@ -305,18 +305,21 @@ def report_params():
 
 
 def chosen_settings():
-    """What we had to choose where the paper is silent, for the reproduction report."""
-    return {
-        "models": {m: spec.get("repo", spec["source"]) for m, spec in MODELS.items()},
-        "guard (ASR)": judge_name("guard"),
-        "reward model (TR)": judge_name("reward"),
-        "toxicity (TS)": judge_name("toxicity"),
-        "generation": config["generation"],
-        "layer groups": {m: spec["groups"] for m, spec in MODELS.items()},
-        "system prompt and image preprocessing": {m: prompting_of(spec) for m, spec in MODELS.items()},
-        "L-PPO": config["lppo"],
-        "bootstrap": config["bootstrap"],
-        "seed": config["seed"],
-        **({} if IS_TOY else {"JailbreakV-28K images (data.jailbreakv)": {
-            k: JBV[k] for k in ("images_dir", "rt_images", "mr_missing_images")}}),
-    }
+    """What we chose where the paper is silent, where we deviate from it, and which Table 2
+    metrics our scorers differ on (icet.report.reproduction.run_settings)."""
+    from icet.report.reproduction import run_settings
+
+    chosen = run_settings(config, {j: judge_name(j) for j in ("guard", "reward", "toxicity")})
+    chosen["settings"]["system prompt and image preprocessing"] = {
+        m: prompting_of(spec) for m, spec in MODELS.items()}
+    if not IS_TOY:
+        chosen["settings"]["JailbreakV-28K images (data.jailbreakv)"] = {
+            k: JBV[k] for k in ("images_dir", "rt_images", "mr_missing_images")}
+    return chosen
+
+
+def measure_decisions(config):
+    """Each measure's choice and reason (docs/measures.md), recorded in the manifest."""
+    from icet.report.reproduction import measure_decisions as decisions
+
+    return decisions(config)

@@ -40,7 +40,8 @@ rule table_layers:
         "../workflow_scripts/table_layers.py"
 
 
-# Why: utility (VQA accuracy, utility reward) and over-refusal (XSTest) per layer.
+# Why: utility (VQA accuracy, utility reward) and over-refusal (XSTest) per layer, and the
+# paper's Table 3 shape beside it: utility per layer group, original vs aligned.
 rule table_utility:
     input:
         vqa=[score_file(m, v, "vqa").replace(".jsonl", ".utility.jsonl") for m in MODELS for v in variants(m)] if "vqa" in UTILITY_SETS else [],
@@ -49,10 +50,16 @@ rule table_utility:
         csv=report(f"{RUN}/tables/utility.csv", caption="../report/utility.rst", category="Tables"),
         md=f"{RUN}/tables/utility.md",
         tex=f"{RUN}/tables/utility.tex",
+        table3_csv=report(f"{RUN}/tables/table3.csv", caption="../report/table3.rst",
+                          category="Tables"),
+        table3_md=f"{RUN}/tables/table3.md",
+        table3_tex=f"{RUN}/tables/table3.tex",
     log:
         f"{LOGS}/table_utility/{config['run']}.log",
     params:
         report=report_params(),
+        num_layers={m: MODELS[m]["num_layers"] for m in MODELS},
+        metric=config["utility"]["vqa_metric"],
     conda:
         "../envs/report.yaml"
     script:
@@ -205,6 +212,7 @@ rule report_summary:
         lppo_metrics={m: f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()},
         target_kl=config["lppo"]["target_kl"],
         downloads=download_paths(),
+        thresholds=config["report"]["aligned"],
     conda:
         "../envs/report.yaml"
     script:
@@ -222,7 +230,9 @@ rule report_reproduction:
         f"{LOGS}/report_reproduction/{config['run']}.log",
     params:
         label=config["report"]["label"],
-        settings=chosen_settings(),
+        settings=chosen_settings()["settings"],
+        deviations=chosen_settings()["deviations"],
+        scorers=chosen_settings()["scorers"],
         builds=paper_builds(),
     conda:
         "../envs/report.yaml"
@@ -250,7 +260,8 @@ rule manifest:
         builds=paper_builds(),
         downloads=download_paths(),
         extra={"label": config["report"]["label"], "image_processor_backend": image_backend(),
-               "main_model": MAIN_MODEL},
+               "main_model": MAIN_MODEL, "measures": measure_decisions(config),
+               "deviations": chosen_settings()["deviations"]},
     conda:
         "../envs/report.yaml"
     script:

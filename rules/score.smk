@@ -41,6 +41,7 @@ rule score_utility:
         f"{LOGS}/score_utility/{{model}}/{{variant}}.benchmark.tsv"
     params:
         reward=utility_reward_settings(config),
+        metric=config["utility"]["vqa_metric"],
         device=job_device(config["device"], 0 if IS_TOY else 1),
     threads: 1
     resources:

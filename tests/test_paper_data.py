@@ -239,6 +239,8 @@ def test_vqa_subset_majority_answer_and_determinism(tmp_path):
     for r in rows:
         qid = int(r["id"][4:])
         assert r["answer"] == ("blue" if qid == 1002 else "red")
+        # all ten human answers travel with the row: the VQA-v2 accuracy needs them
+        assert r["answers"] == ["red"] * 4 + ["blue"] * (6 if qid == 1002 else 3) + ["teal"]
         assert r["kind"] == "benign" and r["category"] == "what color is the"
         assert r["image"] == f"images/coco/COCO_val2014_{(11, 22, 33)[(qid - 1000) % 3]:012d}.jpg"
     with pytest.raises(IcetError, match="fewer than size=7"):

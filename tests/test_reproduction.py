@@ -78,7 +78,8 @@ def test_paper_value_inside_and_outside_ci(tmp_path):
     # Counted by hand: all 24 CP cells inside except early ATR original (0.57 > 0.55) and
     # early ATR aligned (0.62 < 0.65); MR and AC were not run (2 x 4 groups x 6 cells = 48).
     assert sum(bool(c["paper_in_ci"]) for c in cells) == 22
-    assert "lies inside our CI in 22 of 24 cells with a CI (48 of 72 cells not run)" in text
+    assert ("lies inside our CI in 22 of 24 cells with a CI and the paper's scorer "
+            "(48 of 72 cells not run)") in text
 
 
 def test_missing_cells_are_not_run(tmp_path):
@@ -106,7 +107,7 @@ def test_claims_hold_on_hand_made_numbers(tmp_path):
         assert _claim_line(text, claim, "CP").endswith("| holds | holds |")
 
 
-def test_claims_differ_on_overlapping_cis(tmp_path):
+def test_claims_not_shown_on_overlapping_cis(tmp_path):
     groups = {g: dict(v) for g, v in CP.items()}
     groups["late"]["aasr_original"] = (65, 55, 75)  # early lo 70, middle lo 60: not > 75
     groups["middle"]["aasr_aligned"] = (50, 40, 62)  # upper 62 >= middle original lo 60
@@ -116,7 +117,7 @@ def test_claims_differ_on_overlapping_cis(tmp_path):
                        label="paper", settings={})
     text = (tmp_path / "r.md").read_text()
     for claim in (1, 2, 3, 4):
-        assert _claim_line(text, claim, "CP").endswith("| differs | holds |")
+        assert _claim_line(text, claim, "CP").endswith("| not shown | holds |")
 
 
 def test_toy_banner_and_marks_only_for_toy(tmp_path):
@@ -158,3 +159,70 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
     with pytest.raises(IcetError, match="row 2, column aasr_original: not a number"):
         write_reproduction(table, tmp_path / "r.md", label="toy", settings={})
     assert not (tmp_path / "r.md").exists()
+
+
+# --- issue 15: claims in the paper's words, one rule, a legend; scorers; deviations -------
+
+def test_claim_1_needs_early_and_middle_above_late(tmp_path):
+    """The abstract: early AND middle layers more vulnerable than late (was: early OR middle)."""
+    groups = {g: dict(v) for g, v in CP.items()}
+    groups["middle"]["aasr_original"] = (45, 35, 55)  # overlaps late [30, 50]; early is above
+    write_reproduction(_table(tmp_path / "t2.csv", groups), tmp_path / "r.md",
+                       label="paper", settings={})
+    text = (tmp_path / "r.md").read_text()
+    assert "early and middle layers are more vulnerable than late" in text
+    assert _claim_line(text, 1, "CP").endswith("| not shown | holds |")
+
+
+def test_opposite_direction_beyond_ci_is_contradicted_and_the_legend_says_so(tmp_path):
+    groups = {g: dict(v) for g, v in CP.items()}
+    groups["late"]["aasr_aligned"] = (70, 60, 80)  # L-PPO raised late ASR beyond the CIs
+    groups["middle"]["aasr_original"] = (20, 10, 25)  # middle below late [30, 50]
+    write_reproduction(_table(tmp_path / "t2.csv", groups), tmp_path / "r.md",
+                       label="paper", settings={})
+    text = (tmp_path / "r.md").read_text()
+    assert _claim_line(text, 1, "CP").endswith("| contradicted | holds |")
+    assert _claim_line(text, 2, "CP").endswith("| contradicted | holds |")
+    legend = text.split("Legend:")[1].split("| claim |")[0]
+    for verdict in ("holds", "not shown", "contradicted", "not run"):
+        assert f"- **{verdict}**: " in legend
+
+
+SCORERS = {"ats": {"ours": "Detoxify original", "paper": "Perspective API"},
+           "atr": {"ours": "gpt2 harmless RM", "paper": "an unnamed reward model"}}
+
+
+def test_different_scorer_cells_compare_direction_and_ordering_not_value(tmp_path):
+    cells = write_reproduction(_table(tmp_path / "t2.csv"), tmp_path / "r.md", label="paper",
+                               settings={}, scorers=SCORERS)
+    ats = _cell(cells, "CP", "early", "ats", "original")  # 8.24 lies in [7, 9] ...
+    assert ats["paper_in_ci"] is None and ats["diff"] is None and ats["same_scorer"] is False
+    assert _cell(cells, "CP", "early", "aasr", "original")["paper_in_ci"] is True
+    text = (tmp_path / "r.md").read_text()
+    # ... but is not counted as agreement: only the 8 AASR cells of CP are compared by value
+    assert "inside our CI in 8 of 8 cells with a CI and the paper's scorer" in text
+    assert "| CP | early | ATS | original | 8.00 [7.00, 9.00] | 8.24 | different scorer | different scorer |" in text
+    section = text.split("## Cells with a different scorer: direction and ordering")[1]
+    assert "ATS: ours Detoxify original; the paper's Perspective API." in section
+    # ordering of our CP ATS original: middle 12 [11,13] ~ late 11 [10,12] > early 8 [7,9];
+    # the paper's: middle 12.90 > late 11.00 > early 8.24: the same order
+    assert "| CP | ATS | original | middle ~ late > early | middle > late > early | yes |" in section
+    # ATR original: ours early 0.5 > middle -0.3 ~ late -0.5 (CIs [-0.4,-0.2], [-0.6,-0.4])
+    assert "| CP | ATR | original | early > middle ~ late | early > middle > late | yes |" in section
+    assert "| CP | ATS | early | down | down | yes |" in section
+    assert "| CP | ATR | late | up | up | yes |" in section
+    assert "| MR | ATS | early | not run | down | not run |" in section
+
+
+def test_deviations_listed_apart_from_silent_settings(tmp_path):
+    write_reproduction(_table(tmp_path / "t2.csv"), tmp_path / "r.md", label="paper",
+                       settings={"seed": 0}, scorers=SCORERS,
+                       deviations={"toxicity (TS)": "Detoxify original, not Perspective API"})
+    text = (tmp_path / "r.md").read_text()
+    deviations = text.split("## Deviations from the paper")[1].split("## Settings")[0]
+    assert "- toxicity (TS): Detoxify original, not Perspective API" in deviations
+    silent = text.split("## Settings we chose where the paper is silent")[1]
+    assert "Detoxify" not in silent and "- seed: 0" in silent
+    with pytest.raises(IcetError, match="unknown metric"):
+        write_reproduction(_table(tmp_path / "t2.csv"), tmp_path / "x.md", label="paper",
+                           settings={}, scorers={"tox": {}})

@@ -130,3 +130,62 @@ def test_load_scores_rejects_bad_rows_naming_file_and_row(tmp_path):
     write_jsonl(path, [score_row("a", 0, 1, variant="tuned")])
     with pytest.raises(IcetError, match="variant"):
         load_scores([path])
+
+
+@pytest.fixture
+def cp_like_scores(tmp_path):
+    """CP's shape: 10 prompts x 10 images, two layers. Whether a row is unsafe depends on its
+    prompt only (prompts 0-4 break with every image): 10 independent units, not 100."""
+    rows = []
+    for layer in (0, 1):
+        for p in range(10):
+            for i in range(10):
+                row = score_row(f"cp-{p}-{i}", layer, int(p < 5 if layer == 0 else p < 3))
+                rows.append({**row, "prompt": f"harmful prompt {p}"})
+    path = tmp_path / "cp.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+def test_cp_ci_resamples_prompts_not_rows(cp_like_scores):
+    """Issue 15: resampling CP's 100 rows as independent gave a CI ~3x too narrow."""
+    frame = load_scores([cp_like_scores])
+    by_prompt = {r["layer"]: r for r in layer_metrics(frame, FAST)}
+    by_row = {r["layer"]: r for r in layer_metrics(frame, {**FAST, "unit": "row"})}
+    width = lambda r: r["asr_hi"] - r["asr_lo"]
+    assert by_prompt[0]["asr"] == by_row[0]["asr"] == 50.0  # the point value is unchanged
+    # 10 clusters of p = 0.5: sd ~ 15.8 points (vs 5 for 100 rows): 95% CI ~ +-30 points
+    assert width(by_prompt[0]) > 2.0 * width(by_row[0])
+    assert width(by_prompt[0]) > 40.0
+    # group CIs (paired over layers) draw prompts too
+    groups = layer_groups(1, {"all": [0, 1]})
+    g_prompt = group_metrics(frame, groups, FAST)[0]
+    g_row = group_metrics(frame, groups, {**FAST, "unit": "row"})[0]
+    assert g_prompt["asr"] == g_row["asr"] == pytest.approx(40.0)
+    assert g_prompt["n_clusters"] == 10 and g_row["n_prompts"] == 100
+    assert width(g_prompt) > 2.0 * width(g_row)
+    unpaired = group_metrics(frame, groups, {**FAST, "paired": False})[0]
+    assert width(unpaired) > 2.0 * width(g_row)
+
+
+def test_one_row_per_prompt_gives_the_row_bootstrap_exactly(six_layer_scores, tmp_path):
+    """MR and AC (a prompt per row): the prompt unit changes no number."""
+    from icet.io import read_jsonl
+    rows = [{**r, "prompt": f"p {r['id']}"} for r in read_jsonl(six_layer_scores)]
+    path = tmp_path / "with_prompt.jsonl"
+    write_jsonl(path, rows)
+    frame = load_scores([path])
+    groups = layer_groups(5, {"early": [0, 1], "middle": [2, 3], "late": [4, 5]})
+    for paired in (True, False):
+        settings = {**FAST, "paired": paired}
+        assert (group_metrics(frame, groups, settings)
+                == group_metrics(frame, groups, {**settings, "unit": "row"}))
+    assert layer_metrics(frame, FAST) == layer_metrics(frame, {**FAST, "unit": "row"})
+    values = np.linspace(0, 1, 9) ** 2
+    assert bootstrap_ci(values, clusters=[f"p{i}" for i in range(9)]) == bootstrap_ci(values)
+
+
+def test_bootstrap_unit_is_checked():
+    from icet.stats import bootstrap_settings
+    with pytest.raises(IcetError, match="unit"):
+        bootstrap_settings({"unit": "image"})

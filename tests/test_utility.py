@@ -56,3 +56,135 @@ def test_utility_rows_hand_computed(tmp_path):
     table = list(csv.DictReader(open(out_csv)))
     assert [r["layer"] for r in table] == ["0", "1"]
     assert "(toy)" in out_md.read_text()
+
+
+# --- the standard VQA-v2 accuracy (issue 15) ---------------------------------------------
+
+from icet.errors import IcetError  # noqa: E402
+from icet.utility import accuracy_of, vqa_accuracy, vqa_normalise, vqa_punctuation  # noqa: E402
+
+
+@pytest.mark.parametrize("response, answers, expected", [
+    # min(#humans / 3, 1) averaged over the 10 leave-one-out subsets, by hand:
+    ("yes", ["yes"] * 10, 1.0),  # 9 others agree in every subset
+    ("yes", ["yes"] * 3 + ["no"] * 7, (3 * 2 / 3 + 7 * 1.0) / 10),  # 0.9, not 1.0
+    ("2", ["2"] * 2 + ["3"] * 8, (2 * 1 / 3 + 8 * 2 / 3) / 10),  # 0.6
+    ("2", ["2"] + ["3"] * 9, (1 * 0 + 9 * 1 / 3) / 10),  # 0.3
+    ("4", ["3"] * 10, 0.0),
+    # normalisation: number words, articles, final period, case
+    ("Two.", ["2"] * 10, 1.0),
+    ("A dog", ["dog"] * 10, 1.0),
+    ("The red one", ["red 1"] * 10, 1.0),
+    # exact match, not containment: a sentence is not the answer
+    ("The shape is red.", ["red"] * 10, 0.0),
+])
+def test_vqa_accuracy_hand_computed(response, answers, expected):
+    assert vqa_accuracy(response, answers) == pytest.approx(expected)
+
+
+def test_vqa_normalisation_follows_the_official_evaluation():
+    assert vqa_normalise("Two dogs.") == "2 dogs"
+    assert vqa_normalise("none") == "0"
+    assert vqa_normalise("dont") == "don't" and vqa_normalise("couldnt've") == "couldn't've"
+    assert vqa_normalise("an apple\tand\nthe pear") == "apple and pear"
+    assert vqa_normalise("3.5") == "3.5"  # a period before a digit stays
+    # a mark touching a space is deleted, one inside a word becomes a space
+    assert vqa_punctuation("yes, it is") == "yes it is"
+    assert vqa_punctuation("black/white") == "black white"
+    assert vqa_punctuation("1,000 or 2/3") == "1000 or 23"  # digit,digit: every mark deleted
+    assert vqa_punctuation("it's 5:30") == "it's 5:30"  # apostrophe and colon kept
+
+
+def test_human_answers_get_punctuation_only_when_they_differ():
+    # all ten the same: compared as given ("black/white" != normalised "black white")
+    assert vqa_accuracy("black/white", ["black/white"] * 10) == 0.0
+    # ten that differ: punctuation-normalised too, so the same response now matches
+    assert vqa_accuracy("black/white", ["black/white"] * 9 + ["gray"]) == pytest.approx(1.0)
+
+
+def test_today_containment_is_not_the_vqa_accuracy():
+    """Issue 15: a response counted when it contained the majority answer."""
+    row = {"answer": "yes", "answers": ["yes"] * 4 + ["no"] * 6}
+    assert answer_correct("yes, and no", row["answer"]) is True
+    assert accuracy_of(row, "yes, and no", "vqa", "row") == 0.0
+    assert accuracy_of(row, "yes", "vqa", "row") == pytest.approx((4 * 1.0 + 6 * 1.0) / 10)
+    assert accuracy_of(row, "yes, and no", "contains", "row") is True
+    with pytest.raises(IcetError, match=r"row q7: key 'answers'"):
+        accuracy_of({"answer": "yes"}, "yes", "vqa", "row q7")
+
+
+def test_score_utility_writes_vqa_accuracy_and_stops_before_the_model_without_answers(tmp_path):
+    from icet.utility import score_utility
+
+    shard = tmp_path / "layer-00.jsonl"
+    write_jsonl(shard, [{"id": "q1", "prompt": "what?", "response": "dog", "layer": 0,
+                         "answer": "dog"}])
+    with pytest.raises(IcetError, match=r"row id 'q1', layer 0: key 'answers'"):
+        score_utility([str(shard)], str(tmp_path / "out.jsonl"), str(tmp_path / "no-model"))
+
+
+def test_vqa_prompts_carry_llavas_suffix_in_the_paper_config():
+    """Issue 15: LLaVA's evaluation prompt for short-answer VQA, a config key."""
+    from icet.config import REPO_ROOT, load_config
+    from icet.sweep import with_prompt_suffix
+
+    paper = load_config(REPO_ROOT / "config.yaml")
+    suffix = paper["prompt_suffix"]["vqa"]
+    assert suffix == "\nAnswer the question using a single word or phrase."
+    assert paper["utility"]["vqa_metric"] == "vqa"
+    rows = [{"id": "q1", "prompt": "What colour is the bus?"}]
+    assert with_prompt_suffix(rows, suffix)[0]["prompt"] == (
+        "What colour is the bus?\nAnswer the question using a single word or phrase.")
+    assert rows[0]["prompt"] == "What colour is the bus?"  # the data set row is not changed
+    assert with_prompt_suffix(rows, "") == rows
+    with pytest.raises(IcetError, match="prompt_suffix"):
+        with_prompt_suffix(rows, None)
+
+
+def _vqa_rows(variant, accuracy_by_layer, reward_by_layer, n=4):
+    return [{"model": "m", "variant": variant, "layer": layer, "id": f"q{i}",
+             "correct": accuracy_by_layer[layer][i], "utility_reward": reward_by_layer[layer]}
+            for layer in accuracy_by_layer for i in range(n)]
+
+
+def test_table3_groups_layers_like_the_paper(tmp_path):
+    """Issue 15: the paper's Table 3 is per layer group (early / middle / late), original vs
+    aligned, utility reward and accuracy; the per-layer table stays beside it."""
+    from icet.report.utility import table3_rows, write_table3
+
+    original = _vqa_rows("original", {0: [1, 1, 0, 0], 1: [1, 1, 1, 1], 2: [0, 0, 0, 0],
+                                      3: [1, 0, 0, 0]}, {0: 0.5, 1: 1.5, 2: -1.0, 3: 0.0})
+    aligned = _vqa_rows("aligned", {0: [1, 1, 1, 0], 1: [1, 1, 1, 1], 2: [0.5, 0.5, 0, 0],
+                                    3: [1, 1, 0, 0]}, {0: 1.0, 1: 2.0, 2: 0.0, 3: 1.0})
+    path = tmp_path / "vqa.utility.jsonl"
+    write_jsonl(path, original + aligned)
+    groups = {"m": {"early": [0, 1], "late": [2, 3]}}
+    boot = {"n_resamples": 200, "ci": 0.95, "seed": 0}
+    rows = {r["layer_group"]: r for r in table3_rows([path], groups, {"m": 3}, boot)}
+    # early original: layer means 50 % and 100 % -> 75 %; late: 0 % and 25 % -> 12.5 %
+    assert rows["early"]["vqa_accuracy_original"] == pytest.approx(75.0)
+    assert rows["late"]["vqa_accuracy_original"] == pytest.approx(12.5)
+    assert rows["early"]["vqa_accuracy_aligned"] == pytest.approx((75 + 100) / 2)
+    assert rows["late"]["vqa_accuracy_aligned"] == pytest.approx((25 + 50) / 2)
+    assert rows["early"]["utility_reward_original"] == pytest.approx(1.0)
+    assert rows["late"]["utility_reward_aligned"] == pytest.approx(0.5)
+    assert rows["early"]["utility_reward_original_lo"] == rows["early"]["utility_reward_original_hi"] == 1.0
+    lo, hi = rows["late"]["vqa_accuracy_original_lo"], rows["late"]["vqa_accuracy_original_hi"]
+    assert lo <= 12.5 <= hi and hi > lo
+    from icet.report.utility import write_utility_tables
+
+    out = {k: tmp_path / f"t3.{k}" for k in ("csv", "md", "tex")}
+    write_table3([path], groups, {"m": 3}, out["csv"], out["md"], boot, label="toy",
+                 out_tex=out["tex"])
+    both = {**{k: tmp_path / f"u.{k}" for k in ("csv", "md", "tex")},
+            **{f"table3_{k}": tmp_path / f"both3.{k}" for k in ("csv", "md", "tex")}}
+    write_utility_tables([path], [], both, boot, groups=groups, num_layers={"m": 3},
+                         label="toy", metric="contains")
+    assert both["table3_csv"].read_bytes() == out["csv"].read_bytes()
+    assert "reference answer contained in the response" in both["md"].read_text()
+    table = list(csv.DictReader(open(out["csv"])))
+    assert [r["layer_group"] for r in table] == ["early", "late"]
+    assert table[0]["vqa_accuracy_original"] == "75.0000" and table[0]["layers"] == "0-1"
+    text = out["md"].read_text()
+    assert "Table 3: utility per layer group" in text and "Resampling unit: the question" in text
+    assert "| m | early | 0-1 | 75.0 [" in text

@@ -7,5 +7,7 @@ write_reproduction(
     label=snakemake.params.label,
     settings=snakemake.params.settings,
     data_builds=snakemake.params.builds,
+    deviations=snakemake.params.deviations,
+    scorers=snakemake.params.scorers,
     log=snakemake.log[0],
 )

@@ -13,5 +13,6 @@ write_summary(
     lppo_metrics=snakemake.params.lppo_metrics,
     target_kl=snakemake.params.target_kl,
     downloads=snakemake.params.downloads,
+    thresholds=snakemake.params.thresholds,
     log=snakemake.log[0],
 )

@@ -5,6 +5,7 @@ score_utility(
     list(snakemake.input.shards),
     snakemake.output[0],
     snakemake.input.reward,
+    metric=snakemake.params.metric,
     device=snakemake.params.device,
     threads=snakemake.threads,
     log=snakemake.log[0],

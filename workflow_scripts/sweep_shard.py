@@ -15,6 +15,7 @@ run_sweep_job(
     engine=snakemake.params.engine,
     engine_batch_size=snakemake.params.batch_size,
     seed=snakemake.params.seed,
+    prompt_suffix=snakemake.params.prompt_suffix,
     device=snakemake.params.device,
     threads=snakemake.threads,
     prompting=snakemake.params.prompting,

@@ -1,14 +1,16 @@
-"""Utility and over-refusal per layer.  Rule `table_utility` (rules/report.smk)."""
-from icet.report.utility import write_utility_table
+"""Utility and over-refusal per layer, and Table 3 per layer group.  Rule `table_utility` (rules/report.smk)."""
+from icet.report.utility import write_utility_tables
 
-write_utility_table(
+write_utility_tables(
     list(snakemake.input.vqa),
     list(snakemake.input.xstest),
-    snakemake.output.csv,
-    snakemake.output.md,
+    {key: snakemake.output[key] for key in ("csv", "md", "tex", "table3_csv", "table3_md",
+                                            "table3_tex")},
     snakemake.params.report["bootstrap"],
+    groups=snakemake.params.report["groups"],
+    num_layers=snakemake.params.num_layers,
     label=snakemake.params.report["label"],
     judge=snakemake.params.report["judges"]["reward"],
-    out_tex=snakemake.output.tex,
+    metric=snakemake.params.metric,
     log=snakemake.log[0],
 )

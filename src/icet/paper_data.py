@@ -543,7 +543,8 @@ def build_vqa_set(
     seed: int,
     log: str | os.PathLike | None = None,
 ) -> dict:
-    """A seeded `size`-question subset of VQA-v2 val; answer = the majority human answer.
+    """A seeded `size`-question subset of VQA-v2 val; answer = the majority human answer,
+    answers = all human answers as the annotation gives them (for the VQA-v2 accuracy).
 
     VQA-v2 val asks about COCO val2014 images (`COCO_val2014_000000xxxxxx.jpg`, 40,504 of
     them, a 6 GB zip). We draw only among questions whose image is in `images_dir`: the
@@ -599,10 +600,13 @@ def build_vqa_set(
         image = images.get(int(q["image_id"]))
         if image is None:
             raise IcetError(f"{where}: image_id {q['image_id']} not in {images_dir}")
-        answer = majority_answer([a.get("answer", "") for a in ann["answers"]])
+        humans = [a.get("answer", "") for a in ann["answers"]]
+        answer = majority_answer(humans)
         rows.append(_row(f"vqa-{qid}", q["question"].strip(), "benign",
                          ann.get("question_type") or "vqa", "vqa-v2-val", image, "coco",
                          image.name, where, answer=answer))
+        # all 10 human answers, as given: the VQA-v2 accuracy (icet.utility) needs them
+        rows[-1]["answers"] = humans
     build = {
         "builder": "vqa",
         "seed": seed,

@@ -11,6 +11,15 @@ draw at every layer of the group ("paired"). This keeps the correlation between 
 prompt that breaks layer 3 tends to break layer 4); resampling each layer independently
 would pretend the layers saw fresh prompts and make the group interval too narrow. Pass
 `paired=False` in the bootstrap settings to resample prompts within each layer separately.
+
+Resampling unit (issue 15): the prompt TEXT, not the row. CP is 10 prompts x 10 images: its
+100 rows are 10 clusters of 10 correlated rows (a prompt that breaks with one image tends to
+break with the others), and resampling rows as independent makes CIs too narrow. So one
+bootstrap draw picks prompts (clusters) with replacement and takes every row of each drawn
+prompt (cluster bootstrap; the mean is the ratio of drawn sums to drawn counts). Where every
+row has its own prompt (MR, AC) a cluster is one row and the draws, hence the numbers, are
+exactly the row bootstrap's. `unit: row` in the bootstrap settings restores row resampling.
+Score rows without a `prompt` key count as their own cluster (their id).
 """
 
 from __future__ import annotations
@@ -43,7 +52,9 @@ DEFAULT_BOOTSTRAP: dict = {
     "ci": 0.95,  # the usual 95% interval
     "seed": 0,  # bootstrap draws are seeded so tables are byte-identical on rerun
     "paired": True,  # group CIs draw prompts once for all layers (see module docstring)
+    "unit": "prompt",  # resample prompts (clusters of rows sharing a prompt text), or "row"
 }
+UNITS = ("prompt", "row")
 
 
 def bootstrap_settings(bootstrap: dict | None) -> dict:
@@ -58,15 +69,12 @@ def bootstrap_settings(bootstrap: dict | None) -> dict:
                         f"got {settings['n_resamples']!r}")
     if not 0.0 < float(settings["ci"]) < 1.0:
         raise IcetError(f"bootstrap settings: ci must be in (0, 1), got {settings['ci']!r}")
+    if settings["unit"] not in UNITS:
+        raise IcetError(f"bootstrap settings: unit must be one of {', '.join(UNITS)}, "
+                        f"got {settings['unit']!r}")
     if not isinstance(settings["seed"], int):
         raise IcetError(f"bootstrap settings: seed must be an int, got {settings['seed']!r}")
     return settings
-
-
-def _clean(values: Iterable) -> np.ndarray:
-    """Floats with nulls and NaNs dropped (bools count as 1/0)."""
-    data = np.asarray([np.nan if v is None else float(v) for v in values], dtype=float)
-    return data[~np.isnan(data)]
 
 
 def _percentiles(replicates: np.ndarray, ci: float) -> tuple[float, float]:
@@ -78,21 +86,37 @@ def _percentiles(replicates: np.ndarray, ci: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _cluster_codes(clusters: Sequence) -> np.ndarray:
+    """Cluster index per row, numbered in order of first appearance (so one-row clusters
+    give the row bootstrap's exact draws)."""
+    codes, _ = pd.factorize(pd.Series(list(clusters), dtype=object), sort=False)
+    return codes
+
+
 def bootstrap_ci(values: Sequence, n_resamples: int = 1000, ci: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
+                 seed: int = 0, clusters: Sequence | None = None) -> tuple[float, float, float]:
     """(mean, lo, hi): percentile bootstrap of the mean; nulls dropped; empty -> NaNs.
 
+    `clusters` (one key per value, e.g. the prompt text) resamples whole clusters: a draw
+    takes every value of each drawn cluster (module docstring). None = every value its own.
     Constant data returns the value itself as both bounds (no resampling noise).
     """
-    data = _clean(values)
+    raw = np.asarray([np.nan if v is None else float(v) for v in values], dtype=float)
+    keep = ~np.isnan(raw)
+    data = raw[keep]
     if data.size == 0:
         return math.nan, math.nan, math.nan
     mean = float(data.mean())
     if np.all(data == data[0]):
         return float(data[0]), float(data[0]), float(data[0])
+    codes = (np.arange(data.size) if clusters is None
+             else _cluster_codes(np.asarray(list(clusters), dtype=object)[keep]))
+    k = int(codes.max()) + 1
+    sums = np.bincount(codes, weights=data, minlength=k)
+    counts = np.bincount(codes, minlength=k).astype(float)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, data.size, size=(n_resamples, data.size))
-    lo, hi = _percentiles(data[draws].mean(axis=1), ci)
+    draws = rng.integers(0, k, size=(n_resamples, k))
+    lo, hi = _percentiles(sums[draws].sum(axis=1) / counts[draws].sum(axis=1), ci)
     return mean, lo, hi
 
 
@@ -180,9 +204,11 @@ def load_scores(score_files: Iterable[str | os.PathLike],
                 "reward": _number(path, number, "reward", row["reward"], "a number or null"),
                 "refusal": None if refusal is None else float(refusal),
                 "seed": row.get("seed"),
+                # the bootstrap's resampling unit (module docstring): the prompt text
+                "cluster": str(row["prompt"]) if "prompt" in row else f"id:{row['id']}",
             })
     columns = ["id", "model", "variant", "testset", "layer", "kind", "unsafe", "toxicity",
-               "reward", "refusal", "seed"]
+               "reward", "refusal", "seed", "cluster"]
     frame = pd.DataFrame.from_records(records, columns=columns)
     for column in ("unsafe", "toxicity", "reward", "refusal"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
@@ -206,10 +232,11 @@ def layer_metrics(frame: pd.DataFrame, bootstrap: dict | None = None) -> list[di
             sub = cell[cell["layer"] == layer]
             row = {"model": model, "variant": variant, "testset": testset, "layer": int(layer),
                    "n": int(len(sub)), "n_unparseable": int(sub["unsafe"].isna().sum())}
+            clusters = sub["cluster"].to_numpy() if settings["unit"] == "prompt" else None
             for name, (key, scale) in METRICS.items():
                 mean, lo, hi = bootstrap_ci(sub[key].to_numpy() * scale,
                                             settings["n_resamples"], settings["ci"],
-                                            settings["seed"])
+                                            settings["seed"], clusters=clusters)
                 row.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
             rows.append(row)
     return rows
@@ -222,23 +249,29 @@ def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(values, axis=axis)
 
 
-def _layer_replicates(matrix: np.ndarray, draws: np.ndarray | None, n_resamples: int,
-                      rng: np.random.Generator) -> np.ndarray:
+def _layer_replicates(matrix: np.ndarray, codes: np.ndarray, draws: np.ndarray | None,
+                      n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap replicates (n_resamples x layers) of each layer's mean.
 
-    `matrix` is prompts x layers (NaN = no usable score). With `draws` (paired), every layer
-    uses the same resampled prompts; without, each layer resamples its own prompts.
+    `matrix` is rows x layers (NaN = no usable score), `codes` each row's cluster (0..K-1).
+    With `draws` (paired, n_resamples x K), every layer uses the same resampled clusters;
+    without, each layer resamples its own clusters (those with a usable score there).
     """
+    k = int(codes.max()) + 1 if codes.size else 0
     replicates = np.full((n_resamples, matrix.shape[1]), np.nan)
     for j in range(matrix.shape[1]):
         column = matrix[:, j]
+        usable = ~np.isnan(column)
+        sums = np.bincount(codes[usable], weights=column[usable], minlength=k)
+        counts = np.bincount(codes[usable], minlength=k).astype(float)
         if draws is not None:
-            replicates[:, j] = _nanmean(column[draws], axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                replicates[:, j] = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
         else:
-            values = column[~np.isnan(column)]
-            if values.size:
-                index = rng.integers(0, values.size, size=(n_resamples, values.size))
-                replicates[:, j] = values[index].mean(axis=1)
+            present = np.flatnonzero(counts)
+            if present.size:
+                index = present[rng.integers(0, present.size, size=(n_resamples, present.size))]
+                replicates[:, j] = sums[index].sum(axis=1) / counts[index].sum(axis=1)
     return replicates
 
 
@@ -260,8 +293,13 @@ def group_metrics(frame: pd.DataFrame, groups: dict[str, list[int]],
         columns = sorted({l for layers in used.values() for l in layers})
         cell = cell[cell["layer"].isin(columns)]
         ids = sorted(cell["id"].unique())
+        # clusters numbered in id order, so one-row clusters draw exactly as rows did
+        first = cell.drop_duplicates("id").set_index("id").reindex(ids)
+        keys = first["cluster"] if settings["unit"] == "prompt" else pd.Series(ids, index=ids)
+        codes = _cluster_codes(keys.to_numpy())
+        n_clusters = int(codes.max()) + 1 if ids else 0
         rng = np.random.default_rng(settings["seed"])
-        draws = (rng.integers(0, len(ids), size=(n_resamples, len(ids)))
+        draws = (rng.integers(0, n_clusters, size=(n_resamples, n_clusters))
                  if settings["paired"] and ids else None)
         results = {name: {"layers": used[name]} for name in groups}
         results["average"] = {"layers": columns}
@@ -269,7 +307,7 @@ def group_metrics(frame: pd.DataFrame, groups: dict[str, list[int]],
             matrix = (cell.pivot(index="id", columns="layer", values=key)
                       .reindex(index=ids, columns=columns).to_numpy(dtype=float) * scale)
             point = _nanmean(matrix, axis=0) if columns else np.zeros(0)
-            replicates = _layer_replicates(matrix, draws, n_resamples, rng)
+            replicates = _layer_replicates(matrix, codes, draws, n_resamples, rng)
             group_points, group_reps = [], []
             for name in groups:
                 j = [columns.index(l) for l in used[name]]
@@ -286,6 +324,7 @@ def group_metrics(frame: pd.DataFrame, groups: dict[str, list[int]],
             rows.append({"model": model, "variant": variant, "testset": testset,
                          "group": name, "n_layers": len(result["layers"]),
                          "n_prompts": int(counts["id"].nunique()),
+                         "n_clusters": int(counts["cluster"].nunique()),
                          "n_unparseable": int(counts["unsafe"].isna().sum()), **result})
     return rows
 

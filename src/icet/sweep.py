@@ -125,6 +125,14 @@ def _load(model_dir, peft_adapter, device, model_name, layers, logger,
     return adapter
 
 
+def with_prompt_suffix(rows: list[dict], suffix: str) -> list[dict]:
+    """Rows whose prompt carries the test set's evaluation suffix (config `prompt_suffix`,
+    e.g. LLaVA's VQA instruction): the prompt sent is the prompt recorded and judged."""
+    if not isinstance(suffix, str):
+        raise IcetError(f"prompt_suffix: must be a string, got {suffix!r}")
+    return [dict(r, prompt=r["prompt"] + suffix) for r in rows] if suffix else rows
+
+
 def _records(rows: list[dict], responses: list[dict], layer: int, *, model_name: str,
              variant: str, testset: str, seed: int) -> list[dict]:
     """Data-set rows joined with their ICET-`layer` responses (docs/contracts.md), in order."""
@@ -159,6 +167,7 @@ def run_sweep_shard(model_dir: str | os.PathLike, dataset: str | os.PathLike, la
                     peft_adapter: str | os.PathLike | None = None,
                     max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
                     seed: int = 0, device: str = "cpu", prompting: dict | None = None,
+                    prompt_suffix: str = "",
                     log: str | os.PathLike | None = None) -> None:
     """Generate ICET-`layer` responses for every row of `dataset` and write them to `out` (JSONL).
 
@@ -167,6 +176,7 @@ def run_sweep_shard(model_dir: str | os.PathLike, dataset: str | os.PathLike, la
     layer = check_layer_arg(layer)
     _check_settings(variant, max_new_tokens)
     rows, images = read_dataset(dataset)
+    rows = with_prompt_suffix(rows, prompt_suffix)
     seed_everything(seed)
     adapter = _load(model_dir, peft_adapter, device, model_name, [layer], logger, prompting)
     shard = _shard_rows(adapter, rows, images, layer, model_name=model_name, variant=variant,
@@ -220,7 +230,7 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
                   max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
                   engine: str = "fast", engine_batch_size: int | str = "auto",
                   seed: int = 0, device: str = "cpu", threads: int | None = None,
-                  prompting: dict | None = None,
+                  prompting: dict | None = None, prompt_suffix: str = "",
                   log: str | os.PathLike | None = None) -> list[int]:
     """Sweep several layers with one model load: one resumable shard per layer (icet.shards).
 
@@ -230,8 +240,9 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     group by group). `engine` is "fast" (icet.engine; `engine_batch_size` rows per batch) or
     "naive" (`batch_size` prompts per generate call). `index` (the job's declared output) is
     written last. `prompting` holds the model's system_prompt / image_preprocessing config
-    entries (in the fingerprint: they change what the model sees). Returns the layers
-    computed now.
+    entries (in the fingerprint: they change what the model sees). `prompt_suffix` is
+    appended to every prompt (config `prompt_suffix`; in the fingerprint). Returns the
+    layers computed now.
     """
     from icet.engine import check_engine, fast_sweep, supports_fast
     from icet.config import prompting_of
@@ -244,13 +255,17 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     _check_settings(variant, max_new_tokens)
     check_engine(engine)
     rows, images = read_dataset(dataset)
+    rows = with_prompt_suffix(rows, prompt_suffix)
     out_dir = Path(index).parent
+    settings = shard_settings(model_dir, model_name=model_name, variant=variant, testset=testset,
+                              seed=seed, max_new_tokens=max_new_tokens, device=device,
+                              engine=engine, batch_size=batch_size,
+                              engine_batch_size=engine_batch_size, peft_adapter=peft_adapter)
+    settings["prompting"] = prompting_of(prompting or {})
+    if prompt_suffix:  # only when set, so shards swept without one keep their fingerprint
+        settings["prompt_suffix"] = prompt_suffix
     key = shards.fingerprint(
-        shard_settings(model_dir, model_name=model_name, variant=variant, testset=testset,
-                       seed=seed, max_new_tokens=max_new_tokens, device=device, engine=engine,
-                       batch_size=batch_size, engine_batch_size=engine_batch_size,
-                       peft_adapter=peft_adapter)
-        | {"prompting": prompting_of(prompting or {})},
+        settings,
         [dataset, model_dir, peft_adapter] + sorted({str(p) for p in images}))
     todo = [layer for layer in layers if not shards.is_done(out_dir, layer, key)]
     logger.info("%s/%s/%s: %d of %d layer shards to compute (%s kept)", model_name, variant,

@@ -1,19 +1,41 @@
-"""Utility on VQA: does the response contain the reference answer, and what does the
-utility reward model (DeBERTa-v3-large-v2 in the paper run) think of it.
+"""Utility on VQA: is the answer right, and what does the utility reward model
+(DeBERTa-v3-large-v2 in the paper run) think of it.
 
-Accuracy for free-form answers: the normalised reference answer must occur in the
-normalised response as whole words ("red" is in "the shape is red ." but not in
-"reddish"). Normalisation as VQA's evaluation: lower case, punctuation and articles
-removed, number words mapped to digits.
+Two accuracy measures (config `utility.vqa_metric`):
+
+- "vqa", the paper run's: the standard VQA-v2 accuracy. Each of the 10 human answers is left
+  out in turn; the response scores min(#remaining humans who gave it / 3, 1) against the
+  other 9; the question's accuracy is the mean of the 10. Response and human answers are
+  normalised first as the official evaluation does. Source: GT-Vision-Lab/VQA,
+  PythonEvaluationTools/vqaEvaluation/vqaEval.py (commit c4e6a0e4e84b9702d99800d3393652d92b5df224,
+  VQAEval.evaluate / processPunctuation / processDigitArticle), re-implemented here:
+  * response: newlines and tabs to spaces, stripped; punctuation (below); then lower case,
+    split on whitespace, number words zero..ten and "none" to digits, articles a/an/the
+    dropped, apostrophe-less contractions ("dont") restored ("don't");
+  * punctuation: each of ; / [ ] " { } ( ) = + \\ _ - > < @ ` , ? ! is deleted if it touches a
+    space (or the text has a digit,digit comma anywhere), else replaced by a space; then a
+    period not followed by a digit is deleted (at most 32 of them: the official passes
+    re.UNICODE, 32, as sub's count). Apostrophes and colons are kept;
+  * human answers: only the punctuation step, and only when the 10 are not all the same;
+  * a match is string equality of the normalised forms.
+  Rows must carry all 10 human answers (`answers`, icet.paper_data.build_vqa_set).
+- "contains", the toy's: the normalised reference `answer` occurs in the normalised
+  response as whole words ("red" is in "the shape is red ." but not in "reddish"). The toy
+  LM answers in templated sentences and each toy question has one reference answer, so
+  exact match against ten humans does not apply there (toy/toy.yaml says so).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
+from icet.errors import IcetError
 from icet.io import read_jsonl, write_jsonl
 from icet.logs import setup_logging
 from icet.shards import expand
+
+VQA_METRICS = ("vqa", "contains")
 
 _ARTICLES = {"a", "an", "the"}
 _NUMBERS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
@@ -26,6 +48,71 @@ def normalise_answer(text: str) -> list[str]:
     return [_NUMBERS.get(w, w) for w in words if w not in _ARTICLES]
 
 
+# --- the standard VQA-v2 accuracy (module docstring) ------------------------------------
+
+_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
+                ">", "<", "@", "`", ",", "?", "!")
+_DIGIT_COMMA = re.compile(r"\d,\d")
+_PERIOD = re.compile(r"\.(?!\d)")  # the official "(?!<=\d)(\.)(?!\d)": its first group can never match
+_VQA_NUMBERS = {"none": "0", **_NUMBERS}
+# Contracted forms the official table restores; its keys are each form with ONE apostrophe
+# removed ("dont" -> "don't", "couldnt've" and "couldn'tve" -> "couldn't've"). Left out:
+# its entries that can never fire or map a form to itself ("Im", "Ive", "Id've" are
+# capitalised but words are lower-cased first; "let's", "she's"), and its reversed
+# "somebody'd" -> "somebodyd" and the "'ow's'at" family.
+_CONTRACTED = (
+    "ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've "
+    "hasn't haven't he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am "
+    "mightn't mightn't've might've mustn't must've needn't not've o'clock oughtn't shan't "
+    "she'd've should've shouldn't shouldn't've somebody'd've somebody'll somebody's someone'd "
+    "someone'd've someone'll someone's something'd something'd've something'll that's there'd "
+    "there'd've there're there's they'd they'd've they'll they're they've 'twas wasn't we'd've "
+    "we've weren't what'll what're what's what've when's where'd where's where've who'd "
+    "who'd've who'll who's who've why'll why're why's won't would've wouldn't wouldn't've "
+    "y'all y'all'll y'all'd've you'd you'd've you'll you're you've").split()
+
+
+def _one_apostrophe_dropped(form: str) -> list[str]:
+    return [form[:i] + form[i + 1:] for i, c in enumerate(form) if c == "'"]
+
+
+_CONTRACTIONS = {key: form for form in _CONTRACTED for key in _one_apostrophe_dropped(form)}
+
+
+def vqa_punctuation(text: str) -> str:
+    """The official punctuation step (module docstring)."""
+    delete_all = _DIGIT_COMMA.search(text) is not None
+    out = text
+    for mark in _PUNCTUATION:
+        touches_space = (mark + " ") in text or (" " + mark) in text
+        out = out.replace(mark, "" if touches_space or delete_all else " ")
+    return _PERIOD.sub("", out, count=32)
+
+
+def vqa_normalise(text: str) -> str:
+    """A response as the official evaluation compares it (module docstring)."""
+    text = vqa_punctuation(text.replace("\n", " ").replace("\t", " ").strip())
+    words = [_VQA_NUMBERS.get(w, w) for w in text.lower().split()]
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def vqa_accuracy(response: str, answers: Sequence[str]) -> float:
+    """Standard VQA-v2 accuracy in [0, 1] of one response against the human answers."""
+    if not answers:
+        raise ValueError("no human answers")
+    humans = list(answers)
+    if len(set(humans)) > 1:
+        humans = [vqa_punctuation(a) for a in humans]
+    said = vqa_normalise(response)
+    scores = []
+    for left_out in range(len(humans)):
+        matches = sum(1 for j, a in enumerate(humans) if j != left_out and a == said)
+        scores.append(min(1.0, matches / 3.0))
+    return sum(scores) / len(scores)
+
+
+# --- the toy's measure -------------------------------------------------------------------
+
 def answer_correct(response: str, answer: str | None) -> bool | None:
     """True if the reference answer's words occur contiguously in the response."""
     if answer is None:
@@ -36,10 +123,27 @@ def answer_correct(response: str, answer: str | None) -> bool | None:
     return any(words[i:i + len(target)] == target for i in range(len(words) - len(target) + 1))
 
 
+def accuracy_of(row: dict, response: str, metric: str, where: str) -> float | bool | None:
+    """One response's accuracy under `metric`: a float in [0, 1] ("vqa") or a bool/None
+    ("contains"). A "vqa" row without its human answers stops with `where` named."""
+    if metric == "contains":
+        return answer_correct(response, row.get("answer"))
+    if metric != "vqa":
+        raise IcetError(f"utility.vqa_metric: {metric!r} is not one of {', '.join(VQA_METRICS)}")
+    answers = row.get("answers")
+    if (not isinstance(answers, list) or not answers
+            or not all(isinstance(a, str) for a in answers)):
+        raise IcetError(f"{where}: key 'answers' must be the list of human answers for the "
+                        f"VQA-v2 accuracy (utility.vqa_metric: vqa), got {answers!r}")
+    return vqa_accuracy(response, answers)
+
+
 def score_utility(response_files: list[str], out: str, reward_path: str, *,
-                  batch_size: int = 16, max_length: int = 512, input_format: str = "pair",
-                  device: str = "cpu", threads: int | None = None, log: str | None = None) -> None:
-    """Add `correct` and `utility_reward` to every VQA response; write one JSONL.
+                  metric: str = "vqa", batch_size: int = 16, max_length: int = 512,
+                  input_format: str = "pair", device: str = "cpu", threads: int | None = None,
+                  log: str | None = None) -> None:
+    """Add `correct` (accuracy under `metric`, see the module docstring) and
+    `utility_reward` to every VQA response; write one JSONL.
 
     `response_files` are shard files or sweep indexes (icet.shards) standing for them.
     `input_format` is how the reward model reads (question, response) (icet.judges.reward);
@@ -56,11 +160,16 @@ def score_utility(response_files: list[str], out: str, reward_path: str, *,
     rows = [row for path in expand(response_files) for row in read_jsonl(path)]
     rows.sort(key=lambda r: (r["layer"], r["id"]))
     responses = [clean_response(r["response"]) for r in rows]
+    # accuracy first: a row without its answers stops before the reward model loads
+    correct = [accuracy_of(r, text, metric, f"VQA responses: row id {r.get('id')!r}, layer "
+                                            f"{r.get('layer')}") for r, text in zip(rows, responses)]
     model = RewardModel(reward_path, device=device, batch_size=batch_size, max_length=max_length,
                         input_format=input_format)
     rewards = model.score([r["prompt"] for r in rows], responses)
-    for row, response, reward in zip(rows, responses, rewards):
-        row["correct"] = answer_correct(response, row.get("answer"))
+    for row, accuracy, reward in zip(rows, correct, rewards):
+        row["correct"] = accuracy
+        row["accuracy_metric"] = metric
         row["utility_reward"] = float(reward)
     write_jsonl(out, rows)
-    logger.info("scored %d VQA responses from %d shards", len(rows), len(response_files))
+    logger.info("scored %d VQA responses from %d shards (accuracy: %s)", len(rows),
+                len(response_files), metric)

@@ -45,9 +45,12 @@ def trained_layers(params: dict[str, Any], num_layers: int, default_layer: int |
                          params.get("groups"))
 
 
-def _ci(values: Iterable[float], bootstrap: dict) -> dict[str, float]:
-    mean, lo, hi = bootstrap_ci(list(values), bootstrap["n_resamples"], bootstrap["ci"],
-                                bootstrap["seed"])
+def _ci(part: pd.DataFrame, bootstrap: dict) -> dict[str, float]:
+    """ASR of score rows with its CI; the unit is the prompt (stats: a prompt's rows at
+    every pooled layer and image are drawn together) unless bootstrap unit is "row"."""
+    clusters = part["cluster"].tolist() if bootstrap["unit"] == "prompt" else None
+    mean, lo, hi = bootstrap_ci(part["unsafe"].tolist(), bootstrap["n_resamples"],
+                                bootstrap["ci"], bootstrap["seed"], clusters=clusters)
     return {"asr": mean, "lo": lo, "hi": hi}
 
 
@@ -68,15 +71,16 @@ def asr_before_after(frame: pd.DataFrame, layers: Sequence[int], bootstrap: dict
     rows = frame[frame["layer"].isin(used)]
     out: dict[str, Any] = {"layers": used, "not_swept": sorted(set(layers) - set(used)),
                            "testsets": sorted(set(rows["testset"])), "per_layer": [],
-                           "min_drop": min_drop, "ci": settings["ci"]}
+                           "min_drop": min_drop, "ci": settings["ci"], "unit": settings["unit"]}
     for variant in ("original", "aligned"):
-        part = rows.loc[rows["variant"] == variant, "unsafe"].dropna()
+        part = rows.loc[rows["variant"] == variant].dropna(subset=["unsafe"])
         out[variant] = {**_ci(part, settings), "n": int(len(part))}
     for layer in used:
         cells = {"layer": layer}
         for variant in ("original", "aligned"):
-            part = rows.loc[(rows["variant"] == variant) & (rows["layer"] == layer), "unsafe"]
-            cells[variant] = {**_ci(part.dropna(), settings), "n": int(part.notna().sum())}
+            part = rows.loc[(rows["variant"] == variant) & (rows["layer"] == layer)]
+            cells[variant] = {**_ci(part.dropna(subset=["unsafe"]), settings),
+                              "n": int(part["unsafe"].notna().sum())}
         out["per_layer"].append(cells)
     before, after = out["original"]["asr"], out["aligned"]["asr"]
     if math.isnan(before) or before == 0:
@@ -96,12 +100,14 @@ def render(result: dict[str, Any], model: str, label: str, judge: str, seed: int
     ci = round(100 * result["ci"])
     verdict = {True: "**yes**", False: "**no**",
                None: "**not applicable**: ASR before L-PPO is 0, there is nothing to repair"}
+    unit = ("prompts (a prompt's rows at every layer and image drawn together)"
+            if result.get("unit", "prompt") == "prompt" else "rows")
     lines = [
         f"# L-PPO learning check ({label}): {model}",
         "",
         f"ASR by {judge} on the harmful prompts of {', '.join(result['testsets'])}, pooled "
         f"over the trained layers that were swept (ICET {', '.join(map(str, result['layers']))})"
-        f"; {ci} % bootstrap CIs in brackets. Seed {seed}.",
+        f"; {ci} % bootstrap CIs in brackets, resampling {unit}. Seed {seed}.",
         "",
         f"- before L-PPO: {_pct(result['original'])} (n = {result['original']['n']})",
         f"- after L-PPO: {_pct(result['aligned'])} (n = {result['aligned']['n']})",

@@ -170,15 +170,24 @@ def row_order(n_rows: int, position: int, seed: int) -> int:
 
 def reward_function(reward_fn: RewardFn | None, reward_model_dir: str | None, device: str,
                     params: LppoParams) -> RewardFn:
-    if reward_fn is not None:
-        return reward_fn
-    if reward_model_dir is None:
-        raise IcetError("train_lppo: give reward_fn or reward_model_dir")
-    from icet.judges.reward import RewardModel
+    """The training reward: it scores each response after `clean_response`, the same text
+    the TR judge scores at evaluation (icet.score), so L-PPO optimises the measured reward."""
+    from icet.judges.text import clean_response
 
-    model = RewardModel(str(reward_model_dir), device=device, batch_size=params.reward_batch_size,
-                        max_length=params.reward_max_length)
-    return model.score
+    if reward_fn is None:
+        if reward_model_dir is None:
+            raise IcetError("train_lppo: give reward_fn or reward_model_dir")
+        from icet.judges.reward import RewardModel
+
+        reward_fn = RewardModel(str(reward_model_dir), device=device,
+                                batch_size=params.reward_batch_size,
+                                max_length=params.reward_max_length).score
+    scorer = reward_fn
+
+    def cleaned(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        return scorer(prompts, [clean_response(r) for r in responses])
+
+    return cleaned
 
 
 # --- checkpoints -------------------------------------------------------------------------

@@ -73,7 +73,8 @@ def figure3(score_files: Iterable[str | os.PathLike], groups: dict[str, Sequence
                      f"model {caption_info.get('model', models)}, judge "
                      f"{caption_info.get('judge', 'unnamed')}, seed "
                      f"{caption_info.get('seed', 'unknown')}; bands: "
-                     f"{round(settings['ci'] * 100)}% bootstrap CI", fontsize=9)
+                     f"{round(settings['ci'] * 100)}% bootstrap CI over "
+                     f"{'prompts' if settings['unit'] == 'prompt' else 'rows'}", fontsize=9)
         fig.tight_layout(rect=(0, 0, 0.86, 0.95))
         _save(fig, out_png, out_pdf)
     logger.info("figure 3: %d layers, %d test sets -> %s", table["layer"].nunique(),

@@ -5,6 +5,15 @@ inside our confidence intervals, and whether the paper's *claims* (the qualitati
 statements its Table 2 supports) hold in our run. Claims are decided only on
 non-overlapping CIs, so noise never counts as a finding either way. The paper's Table 2 is
 shipped as data beside this module (paper_table2.csv, a copy of the ICML version's table).
+
+Cells measured with a different scorer than the paper's (`scorers`: our TS is Detoxify, the
+paper's Perspective API; the paper does not name its TR reward model) are on another scale:
+there "the paper's value inside our CI" means nothing, so those cells are not compared by
+value. What does carry over is the direction of L-PPO's change and the ordering of the
+layer groups; the report compares those instead and says why.
+
+Every claim is stated as the paper states it and decided by one rule (VERDICTS): every
+comparison the claim makes must show non-overlapping CIs in the claimed direction.
 """
 
 from __future__ import annotations
@@ -26,7 +35,16 @@ VARIANTS = ("original", "aligned")
 METRIC_NAMES = {"aasr": "AASR", "ats": "ATS", "atr": "ATR"}
 AVERAGE = "average"  # the paper's mean-of-groups row; claims look at the groups themselves
 LATE = "late"  # the group claim 1 compares the others against
-HOLDS, DIFFERS = "holds", "differs"
+HOLDS, NOT_SHOWN, CONTRADICTED = "holds", "not shown", "contradicted"
+VERDICTS = [  # the legend printed with the claims
+    (HOLDS, "every comparison the claim makes shows non-overlapping 95% CIs in the claimed "
+            "direction (for the paper's point values: every difference has the claimed sign)"),
+    (NOT_SHOWN, "no comparison goes the other way beyond its CIs, but at least one has "
+                "overlapping CIs (a tie, for point values): our run cannot tell"),
+    (CONTRADICTED, "at least one comparison shows non-overlapping CIs in the opposite "
+                   "direction"),
+    (NOT_RUN, "a cell the claim needs was not run"),
+]
 TOY_MARK = "toy: not comparable"
 TOY_BANNER = ("**These are toy-organism numbers (a tiny LLaVA-architecture model on a "
               "fictional harm vocabulary, scored by toy judges). They are not comparable "
@@ -87,8 +105,13 @@ def _load_ours(path: str | os.PathLike) -> dict[tuple[str, str], dict]:
     return ours
 
 
-def compare_cells(ours: dict[tuple[str, str], dict], paper: list[dict]) -> list[dict]:
-    """One row per paper cell: our value and CI, the paper's value, difference, inside-CI."""
+def compare_cells(ours: dict[tuple[str, str], dict], paper: list[dict],
+                  different: set[str] | frozenset = frozenset()) -> list[dict]:
+    """One row per paper cell: our value and CI, the paper's value, difference, inside-CI.
+
+    Metrics in `different` were measured with another scorer than the paper's: their cells
+    get no difference and no inside-CI (None) and `same_scorer` False.
+    """
     cells = []
     for prow in paper:
         mine = ours.get((prow["test_set"], prow["layer_group"]), {})
@@ -99,14 +122,15 @@ def compare_cells(ours: dict[tuple[str, str], dict], paper: list[dict]) -> list[
                 lo, hi = mine.get(f"{column}_lo", math.nan), mine.get(f"{column}_hi", math.nan)
                 ran = not math.isnan(value)
                 has_ci = ran and not (math.isnan(lo) or math.isnan(hi))
+                same = metric not in different
                 cells.append({
                     "test_set": prow["test_set"], "layer_group": prow["layer_group"],
                     "metric": metric, "variant": variant, "paper": prow[column],
                     "ours": value if ran else None,
                     "lo": lo if has_ci else None, "hi": hi if has_ci else None,
-                    "diff": value - prow[column] if ran else None,
-                    "paper_in_ci": (lo <= prow[column] <= hi) if has_ci else None,
-                    "status": "ok" if ran else NOT_RUN,
+                    "diff": value - prow[column] if ran and same else None,
+                    "paper_in_ci": (lo <= prow[column] <= hi) if has_ci and same else None,
+                    "status": "ok" if ran else NOT_RUN, "same_scorer": same,
                 })
     return cells
 
@@ -114,47 +138,48 @@ def compare_cells(ours: dict[tuple[str, str], dict], paper: list[dict]) -> list[
 # --- claims ----------------------------------------------------------------------------
 
 CLAIMS = [
-    ("1", "ICET: early or middle layers have a higher ASR than late layers (original model)",
-     "holds if the early or the middle group's original AASR CI lies wholly above the late "
-     "group's (lower end > upper end)"),
+    ("1", "ICET: early and middle layers are more vulnerable than late layers (original "
+          "model; the paper's abstract)",
+     "the early group's AASR above the late group's, and the middle group's above the late "
+     "group's"),
     ("2", "L-PPO lowers ASR in every layer group",
-     "holds if in every group (early, middle, late) the aligned AASR CI lies wholly below "
-     "the original's (aligned upper end < original lower end)"),
+     "in every group (early, middle, late) the aligned AASR below the original's"),
     ("3", "L-PPO lowers toxicity in every layer group",
-     "holds if in every group the aligned ATS CI lies wholly below the original's"),
+     "in every group the aligned ATS below the original's"),
     ("4", "L-PPO raises reward in every layer group",
-     "holds if in every group the aligned ATR CI lies wholly above the original's "
-     "(aligned lower end > original upper end)"),
+     "in every group the aligned ATR above the original's"),
 ]
 _CLAIM_METRIC = {"2": ("aasr", -1), "3": ("ats", -1), "4": ("atr", +1)}  # metric, direction
 
 
 def _above(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """CI a lies wholly above CI b."""
+    """CI a lies wholly above CI b (for points: a > b)."""
     return a[0] > b[1]
 
 
-def _claim_verdict(claim: str, get, groups: list[str]) -> str:
-    """Verdict from `get(group, column) -> (lo, hi)` intervals; NaN anywhere -> not run."""
+def _comparisons(claim: str, groups: list[str]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """The (higher, lower) pairs of (group, column) cells the claim asserts."""
     if claim == "1":
-        needed = [(g, "aasr_original") for g in groups]
-    else:
-        metric, _ = _CLAIM_METRIC[claim]
-        needed = [(g, f"{metric}_{v}") for g in groups for v in VARIANTS]
-    intervals = {key: get(*key) for key in needed}
-    if not groups or any(math.isnan(x) for ci in intervals.values() for x in ci):
-        return NOT_RUN
-    if claim == "1":
-        late = intervals[(LATE, "aasr_original")]
-        return HOLDS if any(_above(intervals[(g, "aasr_original")], late)
-                            for g in groups if g != LATE) else DIFFERS
+        return [((g, "aasr_original"), (LATE, "aasr_original")) for g in groups if g != LATE]
     metric, direction = _CLAIM_METRIC[claim]
+    pairs = []
     for g in groups:
-        original, aligned = intervals[(g, f"{metric}_original")], intervals[(g, f"{metric}_aligned")]
-        better = _above(aligned, original) if direction > 0 else _above(original, aligned)
-        if not better:
-            return DIFFERS
-    return HOLDS
+        original, aligned = (g, f"{metric}_original"), (g, f"{metric}_aligned")
+        pairs.append((aligned, original) if direction > 0 else (original, aligned))
+    return pairs
+
+
+def _claim_verdict(claim: str, get, groups: list[str]) -> str:
+    """Verdict (VERDICTS) from `get(group, column) -> (lo, hi)`; NaN anywhere -> not run."""
+    pairs = _comparisons(claim, groups)
+    intervals = {key: get(*key) for pair in pairs for key in pair}
+    if not pairs or any(math.isnan(x) for ci in intervals.values() for x in ci):
+        return NOT_RUN
+    if any(_above(intervals[low], intervals[high]) for high, low in pairs):
+        return CONTRADICTED
+    if all(_above(intervals[high], intervals[low]) for high, low in pairs):
+        return HOLDS
+    return NOT_SHOWN
 
 
 def judge_claims(ours: dict[tuple[str, str], dict], paper: list[dict]) -> list[dict]:
@@ -185,6 +210,153 @@ def judge_claims(ours: dict[tuple[str, str], dict], paper: list[dict]) -> list[d
     return rows
 
 
+# --- cells with a different scorer: direction and ordering ------------------------------
+
+def _order(values: dict[str, tuple[float, float, float]]) -> str:
+    """Groups from highest to lowest value: ">" where the CIs (or points) separate, "~"
+    where they overlap (tie), e.g. "early > middle ~ late"."""
+    ranked = sorted(values, key=lambda g: (-values[g][0], g))
+    text = ranked[0]
+    for high, low in zip(ranked, ranked[1:]):
+        sep = ">" if _above(values[high][1:], values[low][1:]) else "~"
+        text += f" {sep} {low}"
+    return text
+
+
+def _direction(original: tuple[float, float], aligned: tuple[float, float]) -> str:
+    if _above(original, aligned):
+        return "down"
+    if _above(aligned, original):
+        return "up"
+    return "no clear change"
+
+
+def scorer_comparisons(ours: dict[tuple[str, str], dict], paper: list[dict],
+                       different: set[str] | frozenset) -> tuple[list[dict], list[dict]]:
+    """For metrics scored differently: (group orderings, L-PPO directions), ours vs paper.
+
+    Ordering: per test set, metric and model, groups sorted by value. Direction: per group,
+    L-PPO's change (down/up where the CIs, or for the paper the points, separate).
+    """
+    orders, directions = [], []
+    test_sets = list(dict.fromkeys(r["test_set"] for r in paper))
+    for metric in [m for m in METRICS if m in different]:
+        for test_set in test_sets:
+            prows = [r for r in paper if r["test_set"] == test_set and r["layer_group"] != AVERAGE]
+            groups = [r["layer_group"] for r in prows]
+
+            def mine(group, column):
+                row = ours.get((test_set, group), {})
+                return (row.get(column, math.nan), row.get(f"{column}_lo", math.nan),
+                        row.get(f"{column}_hi", math.nan))
+
+            for variant in VARIANTS:
+                column = f"{metric}_{variant}"
+                our_values = {g: mine(g, column) for g in groups}
+                ran = groups and not any(math.isnan(x) for v in our_values.values() for x in v)
+                theirs = {r["layer_group"]: (r[column],) * 3 for r in prows}
+                our_text = _order(our_values) if ran else NOT_RUN
+                their_text = _order(theirs)
+                same = (NOT_RUN if not ran else
+                        "yes" if sorted(groups, key=lambda g: (-our_values[g][0], g))
+                        == sorted(groups, key=lambda g: (-theirs[g][0], g)) else "no")
+                orders.append({"test_set": test_set, "metric": metric, "variant": variant,
+                               "ours": our_text, "paper": their_text, "same": same})
+            for r in prows:
+                g = r["layer_group"]
+                o, a = mine(g, f"{metric}_original"), mine(g, f"{metric}_aligned")
+                ran = not any(math.isnan(x) for x in o + a)
+                ours_dir = _direction(o[1:], a[1:]) if ran else NOT_RUN
+                paper_dir = _direction((r[f"{metric}_original"],) * 2, (r[f"{metric}_aligned"],) * 2)
+                directions.append({"test_set": test_set, "metric": metric, "layer_group": g,
+                                   "ours": ours_dir, "paper": paper_dir,
+                                   "same": NOT_RUN if not ran else
+                                   "yes" if ours_dir == paper_dir else "no"})
+    return orders, directions
+
+
+# --- what the run chose, where it deviates, which scorers differ ------------------------
+
+PAPER_TS = "Perspective API"
+PAPER_TR = "a reward model the paper does not name"
+
+
+def run_settings(config: dict, judges: dict[str, str]) -> dict:
+    """From a checked run config and the judges' names: {"settings": chosen where the paper
+    is silent, "deviations": where the paper states a setting and we do otherwise (why),
+    "scorers": the Table 2 metrics our scorer differs on} (rule report_reproduction)."""
+    lppo, generation = config["lppo"], config["generation"]
+    settings = {
+        "models": {m["name"]: m.get("repo", m["source"]) for m in config["models"]},
+        "guard (ASR)": judges["guard"],
+        "reward model (TR)": f"{judges['reward']} (the paper does not name its reward model)",
+        "generation": generation,
+        "prompt suffix per test set": config.get("prompt_suffix", {}),
+        "layer groups": {m["name"]: m["groups"] for m in config["models"]},
+        "L-PPO": lppo,
+        "bootstrap": config["bootstrap"],
+        "seed": config["seed"],
+    }
+    if lppo["max_new_tokens"] != generation["max_new_tokens"]:
+        settings["L-PPO rollout length"] = (
+            f"{lppo['max_new_tokens']} new tokens, but the evaluation generates "
+            f"{generation['max_new_tokens']}: L-PPO trains on shorter responses than it is "
+            f"judged on")
+    deviations = {
+        "toxicity (TS)": f"{judges['toxicity']} instead of the paper's {PAPER_TS}: offline and "
+                         f"pinned (Perspective is a rate-limited web service whose model "
+                         f"changes without versions); ATS is on another scale, so its cells "
+                         f"are compared by direction and ordering only",
+    }
+    if lppo["kl_mode"] == "adaptive":
+        deviations["L-PPO KL coefficient"] = (
+            "adaptive (Ziegler et al.'s controller, target_kl "
+            f"{lppo['target_kl']}) instead of the paper's fixed eta in RM - eta*KL")
+    if config.get("utility", {}).get("vqa_metric") == "contains":
+        deviations["VQA accuracy"] = ("reference answer contained in the response, not the "
+                                      "standard VQA-v2 accuracy")
+    scorers = {"ats": {"ours": judges["toxicity"], "paper": PAPER_TS},
+               "atr": {"ours": judges["reward"], "paper": PAPER_TR}}
+    return {"settings": settings, "deviations": deviations, "scorers": scorers}
+
+
+def measure_decisions(config: dict) -> dict[str, dict]:
+    """What each measure of this run is and why (docs/measures.md), for the manifest."""
+    lppo, generation = config["lppo"], config["generation"]
+    return {
+        "bootstrap unit": {
+            "value": config["bootstrap"].get("unit", "prompt"),
+            "why": "CP is 10 prompts x 10 images: a prompt's rows are correlated, so CIs "
+                   "resample prompts (cluster bootstrap); one-row prompts draw as rows did"},
+        "VQA accuracy": {
+            "value": config["utility"]["vqa_metric"],
+            "why": "vqa = the standard VQA-v2 accuracy (GT-Vision-Lab/VQA vqaEval.py); "
+                   "contains = the toy's, whose LM answers in sentences with one reference"},
+        "prompt suffix": {
+            "value": config.get("prompt_suffix", {}),
+            "why": "LLaVA-1.5's short-answer VQA evaluation prompt; the toy never saw it"},
+        "aligned thresholds": {
+            "value": config["report"]["aligned"],
+            "why": "per run: the paper's LLaVA-1.5 has late-group CP AASR 48.5 %, the toy's "
+                   "bar (20 %) would call it unaligned"},
+        "L-PPO KL coefficient": {
+            "value": lppo["kl_mode"],
+            "why": "the paper's objective is RM - eta*KL with a fixed eta; adaptive is a "
+                   "named deviation"},
+        "L-PPO rollout length": {
+            "value": {"rollout": lppo["max_new_tokens"],
+                      "evaluation": generation["max_new_tokens"]},
+            "why": "rollouts as long as the evaluated responses"},
+        "L-PPO reward text": {
+            "value": "clean_response(response)",
+            "why": "the same text the TR judge scores at evaluation"},
+        "TS / TR cells": {
+            "value": "direction and group ordering",
+            "why": "different scorers (Detoxify vs Perspective API; an unnamed reward "
+                   "model): values are on other scales"},
+    }
+
+
 # --- rendering -------------------------------------------------------------------------
 
 def _signed(value: float | None) -> str:
@@ -205,32 +377,46 @@ def _setting_text(value) -> str:
 
 
 def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, settings: dict,
-                        source: str, data_notes: list[str] | None = None) -> str:
+                        source: str, data_notes: list[str] | None = None,
+                        scorers: dict | None = None,
+                        deviations: dict | None = None,
+                        comparisons: tuple[list[dict], list[dict]] = ([], [])) -> str:
     """The report as Markdown; fixed formatting so the same inputs give the same bytes."""
     toy = label == "toy"
+    scorers = scorers or {}
     parts = [f"# Reproduction of the paper's Table 2 ({label})\n"]
     if toy:
         parts.append(TOY_BANNER + "\n")
     ran = [c for c in cells if c["status"] == "ok"]
     with_ci = [c for c in ran if c["paper_in_ci"] is not None]
     inside = sum(1 for c in with_ci if c["paper_in_ci"])
+    other = sum(1 for c in ran if not c.get("same_scorer", True))
     parts.append(
         f"Ours: `{source}`. Paper: Bachu et al., ICML 2025, Table 2 (LLaVA-1.5-7B, L-PPO "
         f"trained on RT). AASR in %, ATS = toxicity x 100, ATR in reward units.\n\n"
         f"**Agreement with the paper's numbers:** the paper's value lies inside our CI in "
-        f"{inside} of {len(with_ci)} cells with a CI ({len(cells) - len(ran)} of "
-        f"{len(cells)} cells not run).\n")
+        f"{inside} of {len(with_ci)} cells with a CI and the paper's scorer "
+        f"({len(cells) - len(ran)} of {len(cells)} cells not run"
+        + (f"; {other} cells measured with a different scorer are compared by direction "
+           f"and ordering instead, below" if scorers else "") + ").\n")
 
     parts.append("## Claims\n")
-    parts.append("Rules (decided per test set, on our CIs; \"paper\" applies the same rule to "
-                 "the paper's point values; \"not run\" where a needed cell is missing):\n\n"
-                 + "".join(f"{n}. {text}: {rule}.\n" for n, text, rule in CLAIMS))
+    parts.append("Each claim in the paper's words, decided per test set by one rule: every "
+                 "comparison it makes must show non-overlapping 95% CIs in the claimed "
+                 "direction. \"paper\" applies the same rule to the paper's point values.\n\n"
+                 + "".join(f"{n}. {text}: {rule}.\n" for n, text, rule in CLAIMS)
+                 + "\nLegend:\n\n"
+                 + "".join(f"- **{v}**: {meaning}.\n" for v, meaning in VERDICTS))
     header = ["claim", "test set", "ours", "paper"]
     body = [[f"{c['claim']}. {c['text']}", c["test_set"],
              f"{c['ours']} ({TOY_MARK})" if toy else c["ours"], c["paper"]] for c in claims]
     parts.append(_pipe_table(header, body))
 
     parts.append("## Cells\n")
+    if scorers:
+        parts.append("Cells of " + ", ".join(METRIC_NAMES[m] for m in METRICS if m in scorers)
+                     + " are marked \"different scorer\": no difference and no "
+                     "\"paper in CI\" there (see the next section).\n")
     header = ["test set", "group", "metric", "model", "ours [CI]", "paper", "ours - paper",
               "paper in CI"]
     body = []
@@ -241,11 +427,43 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
             ours = fmt(c["ours"], 2)
         else:
             ours = f"{fmt(c['ours'], 2)} [{fmt(c['lo'], 2)}, {fmt(c['hi'], 2)}]"
-        inside_text = (NOT_RUN if c["status"] != "ok" else "no CI" if c["paper_in_ci"] is None
+        different = not c.get("same_scorer", True)
+        inside_text = (NOT_RUN if c["status"] != "ok" else "different scorer" if different
+                       else "no CI" if c["paper_in_ci"] is None
                        else "yes" if c["paper_in_ci"] else "no")
+        diff_text = ("different scorer" if different and c["status"] == "ok"
+                     else _signed(c["diff"]))
         body.append([c["test_set"], c["layer_group"], METRIC_NAMES[c["metric"]], c["variant"],
-                     ours, fmt(c["paper"], 2), _signed(c["diff"]), inside_text])
+                     ours, fmt(c["paper"], 2), diff_text, inside_text])
     parts.append(_pipe_table(header, body))
+
+    if scorers:
+        orders, directions = comparisons
+        parts.append("## Cells with a different scorer: direction and ordering\n")
+        parts.append("".join(f"- {METRIC_NAMES[m]}: ours {scorers[m]['ours']}; the paper's "
+                             f"{scorers[m]['paper']}.\n" for m in METRICS if m in scorers)
+                     + "\nTwo scorers put the same responses on different scales (a toxicity "
+                     "probability is not a Perspective score, one reward model's units are not "
+                     "another's), so whether the paper's number falls inside our CI says "
+                     "nothing. What a different scorer should still reproduce is the shape of "
+                     "the result: which layer groups score higher (ordering; \">\" where the "
+                     "CIs, or the paper's points, separate, \"~\" where they overlap; \"same\" "
+                     "compares the orders of the point values) and which way L-PPO moves each "
+                     "group (direction: down/up where the CIs separate).\n")
+        parts.append(_pipe_table(["test set", "metric", "model", "groups, ours", "groups, paper",
+                                  "same order"],
+                                 [[o["test_set"], METRIC_NAMES[o["metric"]], o["variant"],
+                                   o["ours"], o["paper"], o["same"]] for o in orders]))
+        parts.append(_pipe_table(["test set", "metric", "group", "L-PPO, ours", "L-PPO, paper",
+                                  "same direction"],
+                                 [[d["test_set"], METRIC_NAMES[d["metric"]], d["layer_group"],
+                                   d["ours"], d["paper"], d["same"]] for d in directions]))
+
+    if deviations:
+        parts.append("## Deviations from the paper\n")
+        parts.append("Where the paper states a setting and we do otherwise, and why.\n\n"
+                     + "".join(f"- {key}: {_setting_text(deviations[key])}\n"
+                               for key in sorted(deviations)))
 
     parts.append("## Settings we chose where the paper is silent\n")
     lines = [f"- {key}: {_setting_text(settings[key])}\n" for key in sorted(settings)]
@@ -259,8 +477,13 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
 def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike, *,
                        label: str, settings: dict, paper_csv: str | os.PathLike | None = None,
                        data_builds: list[str] | None = None,
+                       scorers: dict | None = None, deviations: dict | None = None,
                        log: str | os.PathLike | None = None) -> list[dict]:
     """Compare our Table 2 CSV (tables.write_table2) with the paper's; write Markdown.
+
+    `scorers` maps a metric scored differently from the paper ("ats", "atr") to
+    {"ours": name, "paper": name}: its cells are compared by direction and group ordering,
+    not by value. `deviations` (name -> why) lists settings where we depart from the paper.
 
     Returns one row per paper cell (test_set, layer_group, metric, variant, paper, ours, lo,
     hi, diff, paper_in_ci, status); missing values are None, status "ok" or "not run".
@@ -268,7 +491,13 @@ def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike,
     logger = setup_logging(log, "reproduction")
     paper = load_paper_table2(paper_csv)
     ours = _load_ours(table2_csv)
-    cells = compare_cells(ours, paper)
+    scorers = dict(scorers or {})
+    unknown = sorted(set(scorers) - set(METRICS))
+    if unknown:
+        raise IcetError(f"reproduction scorers: unknown metric(s) {', '.join(unknown)} "
+                        f"(known: {', '.join(METRICS)})")
+    different = frozenset(scorers)
+    cells = compare_cells(ours, paper, different)
     claims = judge_claims(ours, paper)
     from icet.paper_data import build_choices, describe_build
 
@@ -276,7 +505,10 @@ def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike,
     notes = [line for path in sorted(data_builds or [])
              for line in describe_build(build_choices(path))]
     text = render_reproduction(cells, claims, label=label, settings=dict(settings),
-                               source=Path(table2_csv).name, data_notes=notes)
+                               source=Path(table2_csv).name, data_notes=notes,
+                               scorers=scorers,
+                               deviations=dict(deviations or {}),
+                               comparisons=scorer_comparisons(ours, paper, different))
     write_text(out_md, text)
     ran = sum(1 for c in cells if c["status"] == "ok")
     inside = sum(1 for c in cells if c["paper_in_ci"])

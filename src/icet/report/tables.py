@@ -68,9 +68,26 @@ def _layer_span(layers: list[int]) -> str:
     return ",".join(str(l) for l in layers)
 
 
+def resampling_unit(frame, settings: dict) -> str:
+    """The bootstrap's resampling unit in words, with each test set's prompt and row counts
+    (one layer's worth: every layer runs the same rows), e.g. "CP 10 prompts / 100 rows"."""
+    if settings.get("unit", "prompt") == "row":
+        return "Resampling unit: the row (response), each resampled independently."
+    counts = []
+    if len(frame):
+        one = frame.drop_duplicates(["testset", "id"])
+        for testset in sorted(one["testset"].unique()):
+            sub = one[one["testset"] == testset]
+            counts.append(f"{DEFAULT_TESTSET_NAMES.get(testset, testset)} "
+                          f"{sub['cluster'].nunique()} prompts / {len(sub)} rows")
+    return ("Resampling unit: the prompt (rows sharing a prompt text, e.g. one CP prompt "
+            "with its images, are drawn together)" + (f": {'; '.join(counts)}." if counts else "."))
+
+
 def caption(what: str, frame, judge: str | None, label: str | None, settings: dict,
             extra: str = "", grouped: bool = False) -> str:
-    """One caption line naming the judge, the run seed(s), the model(s) and the CI method."""
+    """One caption line naming the judge, the run seed(s), the model(s), the CI method and
+    its resampling unit."""
     seeds = sorted({str(s) for s in frame["seed"].dropna().unique()}) if len(frame) else []
     models = sorted(frame["model"].unique()) if len(frame) else []
     pairing = ""
@@ -82,7 +99,7 @@ def caption(what: str, frame, judge: str | None, label: str | None, settings: di
             f"model: {', '.join(models) or 'none'}.{extra} "
             f"Brackets: {round(settings['ci'] * 100)}% percentile bootstrap CI "
             f"({settings['n_resamples']} resamples{pairing}, bootstrap seed "
-            f"{settings['seed']}).")
+            f"{settings['seed']}). {resampling_unit(frame, settings)}")
 
 
 def write_layer_table(score_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike,

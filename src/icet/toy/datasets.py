@@ -496,6 +496,9 @@ def validate_dataset(path: str | os.PathLike) -> list[dict]:
             raise IcetError(f"{where}: kind {row['kind']!r} not one of {', '.join(KINDS)}")
         if row["answer"] is not None and not isinstance(row["answer"], str):
             raise IcetError(f"{where}: answer must be a string or null, got {row['answer']!r}")
+        if "answers" in row and (not isinstance(row["answers"], list)
+                                 or not all(isinstance(a, str) for a in row["answers"])):
+            raise IcetError(f"{where}: answers must be a list of strings, got {row['answers']!r}")
         image = path.parent / relative_path(row["image"], where)  # inside the folder only
         if image in decoded:
             continue

@@ -1,0 +1,72 @@
+"""Issue 15, point 9 and 5: the L-PPO objective and the run's stated deviations are the
+paper's where the paper states them (fixed eta, rollout length, the TR judge's cleaned
+text; Detoxify is a deviation, not a silent choice)."""
+
+import pytest
+
+from icet.config import REPO_ROOT, load_config
+from icet.lppo.config import LppoParams
+from icet.lppo.trainer import reward_function
+from icet.report.reproduction import run_settings
+
+PAPER = REPO_ROOT / "config.yaml"
+TOY = REPO_ROOT / "toy" / "toy.yaml"
+JUDGES = {"guard": "meta-llama/Llama-Guard-3-8B", "reward": "Ray2333/gpt2-large-harmless-reward_model",
+          "toxicity": "Detoxify original"}
+
+
+def test_paper_config_uses_the_papers_fixed_eta():
+    lppo = load_config(PAPER)["lppo"]
+    assert lppo["kl_mode"] == "fixed"
+    groups = {"early": [1, 8], "late": [17, 24]}
+    assert LppoParams.from_dict({**lppo, "groups": groups}).kl_mode == "fixed"
+
+
+@pytest.mark.parametrize("files", [(PAPER,), (PAPER, TOY)], ids=["paper", "toy"])
+def test_rollouts_are_as_long_as_the_evaluated_responses(files):
+    config = load_config(*files)
+    assert config["lppo"]["max_new_tokens"] == config["generation"]["max_new_tokens"]
+
+
+def test_training_reward_scores_the_text_the_tr_judge_scores():
+    """The TR judge (icet.score) scores clean_response(response); so must L-PPO's reward."""
+    from icet.judges.text import clean_response
+
+    seen = []
+
+    def judge(prompts, responses):
+        seen.extend(responses)
+        return [0.0] * len(responses)
+
+    score = reward_function(judge, None, "cpu", LppoParams())
+    raw = ["  ASSISTANT: I cannot help\n\nwith that.</s>", "Sure:   step one"]
+    score(["p", "q"], raw)
+    assert seen == [clean_response(r) for r in raw] == ["I cannot help with that.", "Sure: step one"]
+
+
+def test_detoxify_is_a_deviation_not_a_silent_choice():
+    paper = run_settings(load_config(PAPER), JUDGES)
+    silent = repr(paper["settings"])
+    assert "Detoxify" not in silent
+    assert "Perspective API" in paper["deviations"]["toxicity (TS)"]
+    assert set(paper["scorers"]) == {"ats", "atr"}  # TS and TR: compared by direction/order
+    assert "L-PPO KL coefficient" not in paper["deviations"]  # fixed eta: the paper's
+    assert "L-PPO rollout length" not in paper["settings"]
+    toy = run_settings(load_config(PAPER, TOY), JUDGES)
+    assert "adaptive" in toy["deviations"]["L-PPO KL coefficient"]  # the toy's, named
+    assert "VQA accuracy" in toy["deviations"]
+    ci = run_settings(load_config(PAPER, TOY, REPO_ROOT / "tests" / "data" / "toy-ci.yaml"), JUDGES)
+    assert "shorter responses" in ci["settings"]["L-PPO rollout length"]
+
+
+def test_measure_decisions_recorded_for_the_manifest():
+    from icet.report.reproduction import measure_decisions
+
+    paper = measure_decisions(load_config(PAPER))
+    assert paper["bootstrap unit"]["value"] == "prompt"
+    assert paper["VQA accuracy"]["value"] == "vqa"
+    assert paper["L-PPO KL coefficient"]["value"] == "fixed"
+    assert paper["aligned thresholds"]["value"]["asr_max"] == 50.0
+    assert all(d["why"] for d in paper.values())
+    toy = measure_decisions(load_config(PAPER, TOY))
+    assert toy["VQA accuracy"]["value"] == "contains" and toy["prompt suffix"]["value"] == {"vqa": ""}
