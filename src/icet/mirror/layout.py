@@ -100,7 +100,10 @@ def check_row(mirror: Path, row: Row) -> str | None:
             names = [n for n in zf.namelist() if not n.endswith("/")]
         odd = [n for n in names if not fnmatch.fnmatchcase(n, row.expected)]
         return (f"{row}: members {odd[:3]} do not match {row.expected}" if odd or not names else None)
-    raw = _read(base, row.file)
+    try:
+        raw = _read(base, row.file)
+    except KeyError:  # zipfile's word for an absent member
+        return f"{row}: member missing"
     if row.kind == "csv":
         got = _csv_rows(raw)[0]
     elif row.kind == "parquet":

@@ -1,0 +1,184 @@
+"""The rehearsal mirror (icet.mirror): its layouts match its README, the real download code
+reads it, and the paper DAG runs on it end to end (the last one marked `dag`: minutes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyarrow", reason="the mirror writes XSTest's parquet with pyarrow")
+
+from icet.config import load_yaml, merge  # noqa: E402
+from icet.download import download_snapshot, download_url  # noqa: E402
+from icet.errors import IcetError  # noqa: E402
+from icet.mirror import hub  # noqa: E402
+from icet.mirror.build import build_mirror  # noqa: E402
+from icet.mirror.data import MirrorSizes  # noqa: E402
+from icet.mirror.layout import README, check_mirror, read_layout  # noqa: E402
+from icet.mirror.rehearse import url_overlay  # noqa: E402
+from icet.mirror.server import local_url, serve  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = MirrorSizes(advbench=4, redteam=6, full=10, mini=5, vqa_questions=6, coco2014=4,
+                    coco2017=2, xstest_safe=3, xstest_unsafe=2)
+DEBERTA = "OpenAssistant/reward-model-deberta-v3-large-v2"
+
+
+def paper_config() -> dict:
+    return merge(load_yaml(ROOT / "config.yaml"), load_yaml(ROOT / "rehearsal" / "rehearsal.yaml"))
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mirror") / "mirror"
+    record = build_mirror(out, paper_config(), SMALL)
+    return out, record
+
+
+def test_mirror_holds_every_repo_and_url_the_config_names(mirror):
+    out, record = mirror
+    config = paper_config()
+    repos = {r["repo"] for r in record["repos"]}
+    named = {m["repo"] for m in config["models"]} | {
+        config["judges"][j]["repo"] for j in ("guard", "reward", "utility_reward")} | {
+        config["judges"]["toxicity"]["config_repo"], config["data"]["jailbreakv"]["repo"],
+        config["data"]["xstest"]["repo"]}
+    assert repos == named
+    urls = set(json.dumps(url_overlay(config, "X")).split('"'))
+    assert {local_url(u, "X") for u in record["urls"]} <= urls
+    gated = {r["repo"] for r in record["repos"] if r["gated"]}
+    assert gated == {"meta-llama/Llama-3.2-11B-Vision-Instruct", "meta-llama/Llama-Guard-3-8B"}
+
+
+def test_mirror_layout_matches_its_readme(mirror):
+    out, _ = mirror
+    assert len(read_layout(README)) > 20
+    assert check_mirror(out) == []
+
+
+def test_layout_check_fails_when_a_mirror_file_drifts(mirror, tmp_path):
+    out, _ = mirror
+    copy = tmp_path / "mirror"
+    shutil.copytree(out, copy, symlinks=True)
+    # RedTeam_2K.csv gains an image column (as today's builder once assumed it had).
+    snapshot = hub.snapshot_path(copy / "hf" / "hub", "JailbreakV-28K/JailBreakV-28k", "dataset")
+    redteam = snapshot / "JailBreakV_28K" / "RedTeam_2K.csv"
+    rows = list(csv.reader(redteam.open()))
+    redteam.unlink()  # the link only: the shared blob stays as it was
+    with redteam.open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0] + ["image_path"]] + [r + ["x.png"] for r in rows[1:]])
+    # The DeBERTa RM's main gains safetensors, and the VQA zip's member gets a capital Q.
+    (hub.snapshot_path(copy / "hf" / "hub", DEBERTA) / "model.safetensors").write_bytes(b"x")
+    import zipfile
+
+    vqa = copy / "http/s3.amazonaws.com/cvmlp/vqa/mscoco/vqa/v2_Questions_Val_mscoco.zip"
+    with zipfile.ZipFile(vqa) as zf:
+        content = zf.read("v2_OpenEnded_mscoco_val2014_questions.json")
+    vqa.unlink()
+    with zipfile.ZipFile(vqa, "w") as zf:
+        zf.writestr("v2_OpenEnded_mscoco_val2014_Questions.json", content)
+    problems = check_mirror(copy)
+    assert any("RedTeam_2K.csv" in p and "image_path" in p for p in problems)
+    assert any(DEBERTA in p and "model.safetensors (absent)" in p for p in problems)
+    assert any("v2_Questions_Val_mscoco.zip (zip)" in p for p in problems)
+    assert len(problems) >= 3
+
+
+def test_readme_row_that_disagrees_with_the_mirror_fails(mirror, tmp_path):
+    out, _ = mirror
+    text = README.read_text().replace("| csv | id,question,policy,from",
+                                      "| csv | id,question,policy,from,image_path")
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    assert [p for p in check_mirror(out, readme) if "RedTeam_2K.csv" in p]
+
+
+def test_download_snapshot_reads_the_mirror_offline_with_pr_ref(mirror, tmp_path, monkeypatch):
+    out, record = mirror
+    monkeypatch.setenv("HF_HOME", str(out / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    main = download_snapshot(DEBERTA, "main", tmp_path / "main")
+    assert "config.json" in main["files"]
+    assert not any(f.endswith((".safetensors", ".bin")) for f in main["files"])  # .bin-only main
+    pr = download_snapshot(DEBERTA, "refs/pr/3", tmp_path / "pr3")
+    assert "model.safetensors" in pr["files"]
+    commits = {(r["repo"], r["revision"]): r["commit"] for r in record["repos"]}
+    assert main["resolved_sha"] == commits[(DEBERTA, "main")]
+    assert pr["resolved_sha"] == commits[(DEBERTA, "refs/pr/3")] != main["resolved_sha"]
+    with pytest.raises(IcetError, match="offline"):
+        download_snapshot("nobody/absent", "main", tmp_path / "absent")
+
+
+def test_local_server_serves_the_url_files_then_stops(mirror, tmp_path):
+    out, _ = mirror
+    url = paper_config()["data"]["advbench"]["url"]
+    with serve(out / "http") as base:
+        assert base.startswith("http://127.0.0.1:")
+        got = download_url(local_url(url, base), tmp_path / "harmful_behaviors.csv")
+    served = out / "http" / "raw.githubusercontent.com/llm-attacks/llm-attacks/main/data/advbench/harmful_behaviors.csv"
+    assert (tmp_path / "harmful_behaviors.csv").read_bytes() == served.read_bytes()
+    assert got["bytes"] == served.stat().st_size
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(local_url(url, base), timeout=5)
+
+
+def test_url_overlay_rewrites_every_url_and_nothing_else():
+    config = {"data": {"a": {"url": "https://h.org/p/x.csv", "sha256": None, "repo": "o/n"}},
+              "judges": {"t": {"checkpoint_url": "http://g.com/r/x.ckpt", "batch_size": 2}},
+              "run": "paper"}
+    assert url_overlay(config, "http://127.0.0.1:9") == {
+        "data": {"a": {"url": "http://127.0.0.1:9/h.org/p/x.csv"}},
+        "judges": {"t": {"checkpoint_url": "http://127.0.0.1:9/g.com/r/x.ckpt"}}}
+
+
+def test_rehearsal_overlay_changes_only_sizes_layers_and_lengths():
+    """The paper config minus the overlay: same repos, revisions, URLs, judges and sets."""
+    paper, rehearsal = load_yaml(ROOT / "config.yaml"), paper_config()
+    for key in ("data_source", "testsets", "utility_sets", "train_set", "seed"):
+        assert rehearsal[key] == paper[key], key
+    for a, b in zip(paper["models"], rehearsal["models"], strict=True):
+        for key in ("name", "source", "repo", "revision", "architecture", "lppo"):
+            assert a[key] == b[key], (a["name"], key)
+    for judge, spec in paper["judges"].items():
+        for key in ("source", "repo", "revision", "checkpoint_url", "config_repo", "mode"):
+            assert rehearsal["judges"][judge].get(key) == spec.get(key), (judge, key)
+    for name in ("advbench", "jailbreakv", "coco", "vqa", "xstest"):
+        assert rehearsal["data"][name] == paper["data"][name], name
+
+
+# ---------------------------------------------------------------- the rehearsal itself
+
+# Today's code breaks on the real layouts at issue 14's points 1-8 (fixed on the branches
+# i14-formats and i14-judges). Remove this marker once they are merged: strict, so a
+# passing rehearsal fails here until it is.
+PENDING_FIXES = pytest.mark.xfail(
+    strict=True, reason="issue 14 points 1-8 (VQA-v2 file names, XSTest parquet, DeBERTa "
+                        "refs/pr/3, ...) are fixed on other branches; merge them, then drop this")
+
+
+@pytest.mark.dag
+@pytest.mark.xdist_group("dag")
+@PENDING_FIXES
+def test_reduced_rehearsal_runs_the_paper_dag_and_verifies(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-m", "icet.mirror", "rehearse", "--workdir", str(tmp_path),
+         "--configfile", str(ROOT / "rehearsal" / "rehearsal.yaml"),
+         str(ROOT / "tests" / "data" / "rehearsal-ci.yaml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    run = tmp_path / "results" / "rehearsal-ci"
+    for name in ("tables/table2.csv", "tables/utility.csv", "tables/layers.csv", "summary.md",
+                 "reproduction.md", "manifest.json"):
+        assert (run / name).stat().st_size > 0, name
