@@ -25,7 +25,7 @@ from icet.mirror.build import build_mirror  # noqa: E402
 from icet.mirror.data import MirrorSizes  # noqa: E402
 from icet.mirror.layout import README, check_mirror, read_layout  # noqa: E402
 from icet.mirror.rehearse import url_overlay  # noqa: E402
-from icet.mirror.server import local_url, serve  # noqa: E402
+from icet.mirror.server import local_url, serve, stable_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = MirrorSizes(advbench=4, redteam=6, full=10, mini=5, vqa_questions=6, coco2014=4,
@@ -130,6 +130,16 @@ def test_local_server_serves_the_url_files_then_stops(mirror, tmp_path):
     assert got["bytes"] == served.stat().st_size
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(local_url(url, base), timeout=5)
+
+
+def test_server_port_is_stable_per_folder_and_a_busy_port_is_one_line(tmp_path):
+    port = stable_port(str(tmp_path))
+    assert port == stable_port(str(tmp_path)) and 20000 <= port < 40000
+    with serve(tmp_path, 0) as base:
+        busy = int(base.rsplit(":", 1)[1])
+        with pytest.raises(IcetError, match=f"127.0.0.1:{busy}"):
+            with serve(tmp_path, busy):
+                pass
 
 
 def test_url_overlay_rewrites_every_url_and_nothing_else():

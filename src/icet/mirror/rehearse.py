@@ -22,7 +22,7 @@ import yaml
 
 from icet.config import load_yaml, merge
 from icet.mirror.build import build_mirror
-from icet.mirror.server import local_url, serve
+from icet.mirror.server import local_url, serve, stable_port
 
 ROOT = Path(__file__).resolve().parents[3]
 OVERLAY = ROOT / "rehearsal" / "rehearsal.yaml"
@@ -67,7 +67,7 @@ def rehearse(workdir: str | os.PathLike = ".", configfiles: list[str | os.PathLi
     print(f"rehearsal: mirror holds {len(record['repos'])} repo refs and {len(record['urls'])} URLs",
           flush=True)
     snakemake = str(Path(sys.executable).parent / "snakemake")
-    with serve(mirror / "http") as base:
+    with serve(mirror / "http", stable_port(str(workdir))) as base:
         urls = workdir / f".rehearsal-urls-{config['run']}.yaml"
         workdir.mkdir(parents=True, exist_ok=True)
         urls.write_text("# Written by icet.mirror.rehearse: the config's URLs on the local mirror.\n"
