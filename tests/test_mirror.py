@@ -192,3 +192,7 @@ def test_reduced_rehearsal_runs_the_paper_dag_and_verifies(tmp_path):
     for name in ("tables/table2.csv", "tables/utility.csv", "tables/layers.csv", "summary.md",
                  "reproduction.md", "manifest.json"):
         assert (run / name).stat().st_size > 0, name
+    # The utility column is the DeBERTa utility RM's, not the TR reward model's (the caption
+    # named the GPT-2 TR model before: the toy has one reward model for both).
+    utility = (run / "tables" / "utility.md").read_text().split("\n")[0]
+    assert "utility reward: OpenAssistant/reward-model-deberta-v3-large-v2" in utility

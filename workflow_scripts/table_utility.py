@@ -8,7 +8,7 @@ write_utility_table(
     snakemake.output.md,
     snakemake.params.report["bootstrap"],
     label=snakemake.params.report["label"],
-    judge=snakemake.params.report["judges"]["reward"],
+    judge=snakemake.params.report["judges"]["utility_reward"],
     out_tex=snakemake.output.tex,
     log=snakemake.log[0],
 )
