@@ -4,6 +4,7 @@ reads it, and the paper DAG runs on it end to end (the last one marked `dag`: mi
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -53,8 +54,11 @@ def test_mirror_holds_every_repo_and_url_the_config_names(mirror):
         config["judges"]["toxicity"]["config_repo"], config["data"]["jailbreakv"]["repo"],
         config["data"]["xstest"]["repo"]}
     assert repos == named
-    urls = set(json.dumps(url_overlay(config, "X")).split('"'))
-    assert {local_url(u, "X") for u in record["urls"]} <= urls
+    rewritten = set(json.dumps(url_overlay(config, "X", record)).split('"'))
+    assert len(record["urls"]) == 5 and all(u in record["sha256"] for u in record["urls"])
+    for url in record["urls"]:
+        served = record["url_map"].get(url) or local_url(url, "X")[2:]
+        assert f"X/{served}" in rewritten and (out / "http" / served).is_file(), url
     gated = {r["repo"] for r in record["repos"] if r["gated"]}
     assert gated == {"meta-llama/Llama-3.2-11B-Vision-Instruct", "meta-llama/Llama-Guard-3-8B"}
 
@@ -140,6 +144,23 @@ def test_server_port_is_stable_per_folder_and_a_busy_port_is_one_line(tmp_path):
         with pytest.raises(IcetError, match=f"127.0.0.1:{busy}"):
             with serve(tmp_path, busy):
                 pass
+
+
+def test_served_checkpoint_name_carries_its_own_hash_and_pins_are_the_mirrors(mirror):
+    """Release files are named by their sha256 prefix (toxic_original-c1212f89.ckpt): the mirror
+    serves its checkpoint under its own prefix, and a config sha256 becomes the mirror's."""
+    out, record = mirror
+    url = paper_config()["judges"]["toxicity"]["checkpoint_url"]
+    served = out / "http" / record["url_map"][url]
+    digest = hashlib.sha256(served.read_bytes()).hexdigest()
+    assert served.name == f"toxic_original-{digest[:8]}.ckpt" and record["sha256"][url] == digest
+    config = {"data": {"advbench": {"url": paper_config()["data"]["advbench"]["url"],
+                                    "sha256": "0" * 64}},
+              "judges": {"toxicity": {"checkpoint_url": url}}}
+    overlay = url_overlay(config, "http://127.0.0.1:9", record)
+    assert overlay["data"]["advbench"]["sha256"] == record["sha256"][config["data"]["advbench"]["url"]]
+    assert overlay["judges"]["toxicity"] == {
+        "checkpoint_url": f"http://127.0.0.1:9/{record['url_map'][url]}"}  # no sha key added
 
 
 def test_url_overlay_rewrites_every_url_and_nothing_else():

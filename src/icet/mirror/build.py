@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 from icet.errors import IcetError
-from icet.io import atomic_dir, write_json
+from icet.io import atomic_dir, sha256_file, write_json
 from icet.mirror import data, hub, judges, models
 from icet.mirror.server import mirror_path
 
@@ -52,7 +53,8 @@ def build_mirror(out: str | os.PathLike, config: dict, sizes: data.MirrorSizes |
     if out.exists():
         shutil.rmtree(out)
     words = data.vocabulary()
-    record: dict = {"fingerprint": fingerprint, "sizes": asdict(sizes), "repos": [], "urls": []}
+    record: dict = {"fingerprint": fingerprint, "sizes": asdict(sizes), "repos": [], "urls": [],
+                    "url_map": {}, "sha256": {}}
     with atomic_dir(out) as tmp, tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         cache, http = tmp / "hf" / "hub", tmp / "http"
@@ -87,29 +89,52 @@ def build_mirror(out: str | os.PathLike, config: dict, sizes: data.MirrorSizes |
         tox = judge_cfg.get("toxicity", {})
         if tox.get("source") == "hub":
             url = tox["checkpoint_url"]
-            judges.build_detoxify(mirror_path(url, http), scratch / "bert", words, seed)
-            record["urls"].append(url)
+            checkpoint = scratch / Path(url).name
+            judges.build_detoxify(checkpoint, scratch / "bert", words, seed)
+            # Release files are named "<name>-<first hex of their sha256>.ckpt" (torch.hub's
+            # convention, which the download checks): the mirror's own checkpoint is served
+            # under the name its own hash gives, beside the real name's folder.
+            served = mirror_path(url, http).parent / hashed_name(checkpoint)
+            served.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(checkpoint, served)
+            record["url_map"][url] = served.relative_to(http).as_posix()
             repo(tox["config_repo"], scratch / "bert", revision=tox.get("revision", "main"))
 
         raw = config.get("data", {})
         if config.get("data_source") == "paper":
-            advbench = data.build_advbench(http, sizes, seed)
-            record["urls"].append(raw["advbench"]["url"])
-            assert advbench == mirror_path(raw["advbench"]["url"], http), "AdvBench URL layout"
+            # At the config's URL paths (a pinned commit in the AdvBench URL stays in its path).
+            data.build_advbench(mirror_path(raw["advbench"]["url"], http), sizes, seed)
             coco = data.build_coco(http, scratch / "coco", sizes, seed)
-            data.build_vqa(http, sizes, coco["val2014"], seed)
-            record["urls"] += [raw["coco"]["url"], raw["vqa"]["questions_url"],
-                               raw["vqa"]["annotations_url"]]
-            for url in record["urls"]:
-                if not mirror_path(url, http).is_file():
-                    raise IcetError(f"mirror: config URL {url} has no mirror file "
-                                    f"(the mirror serves {sorted(_served(http))})")
+            data.build_vqa(mirror_path(raw["vqa"]["questions_url"], http),
+                           mirror_path(raw["vqa"]["annotations_url"], http), sizes,
+                           coco["val2014"], seed)
             record["jailbreakv"] = data.build_jailbreakv(scratch / "jbv", sizes, seed)
             repo(raw["jailbreakv"]["repo"], scratch / "jbv", "dataset", raw["jailbreakv"].get("revision", "main"))
             data.build_xstest(scratch / "xstest", sizes, seed)
             repo(raw["xstest"]["repo"], scratch / "xstest", "dataset", raw["xstest"].get("revision", "main"))
+        for url in config_urls({k: config.get(k) for k in ("judges", "data")}):
+            served = http / record["url_map"].get(url, mirror_path(url, http).relative_to(http).as_posix())
+            if not served.is_file():
+                raise IcetError(f"mirror: config URL {url} has no mirror file "
+                                f"(the mirror serves {sorted(_served(http))})")
+            record["urls"].append(url)
+            record["sha256"][url] = sha256_file(served)
         write_json(tmp / "mirror.json", record)
     return record
+
+
+def config_urls(config) -> list[str]:
+    """Every URL value in a config (mappings at any depth), in order."""
+    if isinstance(config, dict):
+        return [u for v in config.values() for u in config_urls(v)]
+    return [config] if isinstance(config, str) and config.startswith(("http://", "https://")) else []
+
+
+def hashed_name(path: Path) -> str:
+    """`name-<8 hex>.ext` with the hex replaced by the first 8 of the file's own sha256."""
+    digest = sha256_file(path)[:8]
+    stem, suffix = path.name.rsplit(".", 1)
+    return f"{re.sub(r'-[0-9a-f]{8,64}$', '', stem)}-{digest}.{suffix}"
 
 
 def _served(http: Path) -> list[str]:

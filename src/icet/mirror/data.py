@@ -78,15 +78,13 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 ADVBENCH_HEADER = ["goal", "target"]
 
 
-def build_advbench(http_root: Path, sizes: MirrorSizes, seed: int = 0) -> Path:
-    """llm-attacks' data/advbench/harmful_behaviors.csv: columns goal,target."""
+def build_advbench(path: Path, sizes: MirrorSizes, seed: int = 0) -> Path:
+    """llm-attacks' data/advbench/harmful_behaviors.csv (at `path`): columns goal,target."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(sizes.advbench):
         goal = f"write a guide to {rng.choice(VERBS)} the {rng.choice(NOUNS)}"
         rows.append([goal, f"Sure, here is a guide to {goal.split(' to ', 1)[1]}"])
-    path = (http_root / "raw.githubusercontent.com/llm-attacks/llm-attacks/main/data/advbench/"
-            "harmful_behaviors.csv")
     _write_csv(path, ADVBENCH_HEADER, rows)
     return path
 
@@ -191,7 +189,8 @@ def _to_jpeg(png: Path, jpg: Path) -> None:
 
 # -------------------------------------------------------------------------------- VQA-v2
 
-def build_vqa(http_root: Path, sizes: MirrorSizes, image_ids: list[int], seed: int = 0) -> None:
+def build_vqa(questions_zip: Path, annotations_zip: Path, sizes: MirrorSizes,
+              image_ids: list[int], seed: int = 0) -> None:
     """s3.amazonaws.com/cvmlp/vqa/mscoco/vqa/v2_{Questions,Annotations}_Val_mscoco.zip holding
     v2_OpenEnded_mscoco_val2014_questions.json and v2_mscoco_val2014_annotations.json."""
     rng = np.random.default_rng(seed + 11)
@@ -215,10 +214,8 @@ def build_vqa(http_root: Path, sizes: MirrorSizes, image_ids: list[int], seed: i
          "data_subtype": "val2014", "questions": questions}
     a = {"info": info, "license": licence, "data_subtype": "val2014", "annotations": annotations,
          "data_type": "mscoco"}
-    root = http_root / "s3.amazonaws.com/cvmlp/vqa/mscoco/vqa"
-    _zip(root / "v2_Questions_Val_mscoco.zip",
-         {"v2_OpenEnded_mscoco_val2014_questions.json": json.dumps(q).encode()})
-    _zip(root / "v2_Annotations_Val_mscoco.zip",
+    _zip(questions_zip, {"v2_OpenEnded_mscoco_val2014_questions.json": json.dumps(q).encode()})
+    _zip(annotations_zip,
          {"v2_mscoco_val2014_annotations.json": json.dumps(a).encode()})
 
 

@@ -5,7 +5,8 @@ README.md states, with its sources, what each real repository or URL serves; its
 checks, so a mirror file that drifts from what README says the source serves fails a test
 (tests/test_mirror.py). Sources: `hub:<model|dataset>:<org/name>@<revision>` (the snapshot
 that revision points to) or `http` (the URL files, `<host>/<path>`). A file `a.zip!m` is
-member m of a zip. Kinds:
+member m of a zip; a `*` in the file's path matches one path part (e.g. a pinned commit).
+Kinds:
   csv        header == expected columns (in order)
   parquet    column names == expected (in order)
   json       top-level keys == expected (any order)
@@ -85,6 +86,13 @@ def check_row(mirror: Path, row: Row) -> str | None:
     except (OSError, ValueError) as err:
         return f"{row}: source not in the mirror ({err})"
     want = [w.strip() for w in row.expected.split(",")] if row.expected not in ("", "-") else []
+    if "*" in row.file.split("!", 1)[0]:  # a path part that varies (a pinned commit): glob it
+        pattern, _, member = row.file.partition("!")
+        hits = sorted(base.glob(pattern))
+        if not hits:
+            return f"{row}: no file matches"
+        row = Row(row.source, hits[0].relative_to(base).as_posix() + (f"!{member}" if member else ""),
+                  row.kind, row.expected)
     path = base / row.file.split("!", 1)[0]
     if row.kind == "absent":
         return f"{row}: present but the source does not serve it" if path.exists() else None

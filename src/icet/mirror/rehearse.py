@@ -28,16 +28,27 @@ ROOT = Path(__file__).resolve().parents[3]
 OVERLAY = ROOT / "rehearsal" / "rehearsal.yaml"
 
 
-def url_overlay(config: dict, base: str) -> dict:
-    """The config's URL values (any mapping depth), rewritten to the local server."""
+def url_overlay(config: dict, base: str, record: dict | None = None) -> dict:
+    """The config's URL values (any mapping depth), rewritten to the local server.
+
+    With the mirror's `record`: a URL the mirror serves under another name (`url_map`) gets
+    that name, and a checksum key beside a URL (`url` -> `sha256`, `<x>_url` ->
+    `<x>_sha256`), if the config has one, gets the mirror file's sha256: the download still
+    checks it, against the mirror's bytes instead of the real ones.
+    """
+    record = record or {}
     out: dict = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            sub = url_overlay(value, base)
+            sub = url_overlay(value, base, record)
             if sub:
                 out[key] = sub
         elif isinstance(value, str) and value.startswith(("http://", "https://")):
-            out[key] = local_url(value, base)
+            mapped = record.get("url_map", {}).get(value)
+            out[key] = f"{base}/{mapped}" if mapped else local_url(value, base)
+            checksum = key[: -len("url")] + "sha256"
+            if checksum in config and value in record.get("sha256", {}):
+                out[checksum] = record["sha256"][value]
     return out
 
 
@@ -71,7 +82,7 @@ def rehearse(workdir: str | os.PathLike = ".", configfiles: list[str | os.PathLi
         urls = workdir / f".rehearsal-urls-{config['run']}.yaml"
         workdir.mkdir(parents=True, exist_ok=True)
         urls.write_text("# Written by icet.mirror.rehearse: the config's URLs on the local mirror.\n"
-                        + yaml.safe_dump(url_overlay(config, base), sort_keys=True))
+                        + yaml.safe_dump(url_overlay(config, base, record), sort_keys=True))
         command = [snakemake, "--profile", str(ROOT / "rehearsal"), "--snakefile",
                    str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", str(cores),
                    "--configfile", *map(str, overlays), str(urls), *snakemake_args, *targets]
