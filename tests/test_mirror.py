@@ -157,10 +157,29 @@ def test_served_checkpoint_name_carries_its_own_hash_and_pins_are_the_mirrors(mi
     config = {"data": {"advbench": {"url": paper_config()["data"]["advbench"]["url"],
                                     "sha256": "0" * 64}},
               "judges": {"toxicity": {"checkpoint_url": url}}}
+    vqa = paper_config()["data"]["vqa"]
+    config["data"]["vqa"] = {"questions_url": vqa["questions_url"], "questions_sha256": None}
     overlay = url_overlay(config, "http://127.0.0.1:9", record)
     assert overlay["data"]["advbench"]["sha256"] == record["sha256"][config["data"]["advbench"]["url"]]
+    assert "questions_sha256" not in overlay["data"]["vqa"]  # unpinned stays unpinned
     assert overlay["judges"]["toxicity"] == {
         "checkpoint_url": f"http://127.0.0.1:9/{record['url_map'][url]}"}  # no sha key added
+
+
+def test_authors_image_set_holds_every_listed_image_and_is_given_where_the_config_asks(mirror):
+    out, _ = mirror
+    from icet.mirror.rehearse import by_hand_overlay
+
+    snapshot = hub.snapshot_path(out / "hf" / "hub", "JailbreakV-28K/JailBreakV-28k", "dataset")
+    listed = {r["image_path"] for r in csv.DictReader(
+        (snapshot / "JailBreakV_28K" / "JailBreakV_28K.csv").open())}
+    authors = out / "jailbreakv-authors-images"
+    assert all((authors / "JailBreakV_28K" / p).is_file() for p in listed)
+    assert not all((snapshot / "JailBreakV_28K" / p).is_file() for p in listed)
+    config = {"data": {"jailbreakv": {"repo": "x", "images_dir": None}}}
+    assert by_hand_overlay(config, out) == {"data": {"jailbreakv": {"images_dir": str(authors)}}}
+    assert by_hand_overlay({"data": {"jailbreakv": {"images_dir": "/mine"}}}, out) == {}
+    assert by_hand_overlay({"data": {"jailbreakv": {}}}, out) == {}
 
 
 def test_url_overlay_rewrites_every_url_and_nothing_else():

@@ -26,6 +26,9 @@ from icet.mirror.server import mirror_path
 
 MODEL_BUILDERS = {"llava": models.build_llava, "llava_next": models.build_llava_next,
                   "mllama": models.build_mllama}
+# The JailbreakV-28K images the authors hand out by request form (not on the Hub), as the
+# folder a cluster user unpacks them to (data.jailbreakv.images_dir).
+AUTHORS_IMAGES = "jailbreakv-authors-images"
 # Repos gated on the Hub (accept the license, then HF_TOKEN): recorded, not enforced offline.
 GATED_PREFIXES = ("meta-llama/",)
 
@@ -108,7 +111,8 @@ def build_mirror(out: str | os.PathLike, config: dict, sizes: data.MirrorSizes |
             data.build_vqa(mirror_path(raw["vqa"]["questions_url"], http),
                            mirror_path(raw["vqa"]["annotations_url"], http), sizes,
                            coco["val2014"], seed)
-            record["jailbreakv"] = data.build_jailbreakv(scratch / "jbv", sizes, seed)
+            record["jailbreakv"] = data.build_jailbreakv(scratch / "jbv", sizes, seed,
+                                                         authors=tmp / AUTHORS_IMAGES)
             repo(raw["jailbreakv"]["repo"], scratch / "jbv", "dataset", raw["jailbreakv"].get("revision", "main"))
             data.build_xstest(scratch / "xstest", sizes, seed)
             repo(raw["xstest"]["repo"], scratch / "xstest", "dataset", raw["xstest"].get("revision", "main"))

@@ -105,9 +105,11 @@ _JBV_FORMATS = [
 
 
 def build_jailbreakv(folder: Path, sizes: MirrorSizes, seed: int = 0,
-                     present_share: float = 0.4) -> dict:
+                     present_share: float = 0.4, authors: Path | None = None) -> dict:
     """The Hub repo JailbreakV-28K/JailBreakV-28k as its files: the three CSVs under
-    JailBreakV_28K/ and only part of the images (the full set comes from the authors)."""
+    JailBreakV_28K/ and only part of the images. The full set comes from the authors (a zip
+    by request form, unpacked as JailBreakV_28K/<image_path>): written to `authors` if given,
+    as the folder a cluster user fetches by hand."""
     rng = np.random.default_rng(seed)
     base = folder / "JailBreakV_28K"
     questions = [_request(rng) for _ in range(sizes.redteam)]
@@ -133,6 +135,9 @@ def build_jailbreakv(folder: Path, sizes: MirrorSizes, seed: int = 0,
     present = sorted({img for j, img in enumerate(images) if rng.random() < present_share or j == 0})
     for j, image in enumerate(present):
         _image(base / image, seed * 1000 + j)
+    if authors is not None:
+        for j, image in enumerate(sorted(set(images))):
+            _image(authors / "JailBreakV_28K" / image, seed * 1000 + 500 + j)
     (folder / "README.md").write_text(
         "---\nlicense: mit\ntask_categories:\n- text-generation\n---\n"
         "# JailBreakV-28K (mirror: layout only, fictional text)\n", encoding="utf-8")

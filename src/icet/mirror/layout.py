@@ -4,7 +4,8 @@ README.md states, with its sources, what each real repository or URL serves; its
 ```layout``` block restates that as rows `source | file | kind | expected` that this module
 checks, so a mirror file that drifts from what README says the source serves fails a test
 (tests/test_mirror.py). Sources: `hub:<model|dataset>:<org/name>@<revision>` (the snapshot
-that revision points to) or `http` (the URL files, `<host>/<path>`). A file `a.zip!m` is
+that revision points to), `http` (the URL files, `<host>/<path>`) or `by-hand` (the mirror's
+folders of what a user fetches by hand). A file `a.zip!m` is
 member m of a zip; a `*` in the file's path matches one path part (e.g. a pinned commit).
 Kinds:
   csv        header == expected columns (in order)
@@ -62,6 +63,8 @@ def read_layout(readme: str | Path = README) -> list[Row]:
 def _base(mirror: Path, source: str) -> Path:
     if source == "http":
         return mirror / "http"
+    if source == "by-hand":  # what a user fetches by hand (not from the Hub or a URL)
+        return mirror
     kind, rest = source.split(":", 2)[1:]
     repo, revision = rest.rsplit("@", 1)
     return hub.snapshot_path(mirror / "hf" / "hub", repo, kind, revision)

@@ -5,7 +5,8 @@
 Builds the mirror for the merged config (config.yaml + the overlays) under
 <resources_dir>/mirror, starts the local HTTP server, writes an overlay that points every
 URL of the config at it (same host/path, so the same file names), and runs Snakemake with
-HF_HOME at the mirror's Hub cache and HF_HUB_OFFLINE=1: the real download code reads the
+HF_HOME at the mirror's Hub cache and HF_HUB_OFFLINE=1 (and points data.jailbreakv.images_dir, where the config has it, at the
+mirror's copy of the authors' image set): the real download code reads the
 mirror exactly as it would read a filled cache on a login node. The machine's own Hub cache
 (~/.cache/huggingface) is never read or written; HF_TOKEN is not passed on. Then
 `icet verify` checks the run against its manifest. The server stops when the run ends.
@@ -21,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from icet.config import load_yaml, merge
-from icet.mirror.build import build_mirror
+from icet.mirror.build import AUTHORS_IMAGES, build_mirror
 from icet.mirror.server import local_url, serve, stable_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -33,8 +34,9 @@ def url_overlay(config: dict, base: str, record: dict | None = None) -> dict:
 
     With the mirror's `record`: a URL the mirror serves under another name (`url_map`) gets
     that name, and a checksum key beside a URL (`url` -> `sha256`, `<x>_url` ->
-    `<x>_sha256`), if the config has one, gets the mirror file's sha256: the download still
-    checks it, against the mirror's bytes instead of the real ones.
+    `<x>_sha256`), if the config pins one, gets the mirror file's sha256: the download still
+    checks it, against the mirror's bytes instead of the real ones (an unpinned null stays
+    null, so the run warns about it as a cluster run would).
     """
     record = record or {}
     out: dict = {}
@@ -47,9 +49,18 @@ def url_overlay(config: dict, base: str, record: dict | None = None) -> dict:
             mapped = record.get("url_map", {}).get(value)
             out[key] = f"{base}/{mapped}" if mapped else local_url(value, base)
             checksum = key[: -len("url")] + "sha256"
-            if checksum in config and value in record.get("sha256", {}):
+            if config.get(checksum) is not None and value in record.get("sha256", {}):
                 out[checksum] = record["sha256"][value]
     return out
+
+
+def by_hand_overlay(config: dict, mirror: Path) -> dict:
+    """What a cluster user fetches by hand, from the mirror: JailbreakV-28K's full image set
+    (where the config has the key for it, data.jailbreakv.images_dir, and leaves it unset)."""
+    jbv = config.get("data", {}).get("jailbreakv", {})
+    if "images_dir" in jbv and jbv["images_dir"] is None:
+        return {"data": {"jailbreakv": {"images_dir": str(mirror / AUTHORS_IMAGES)}}}
+    return {}
 
 
 def rehearsal_env(mirror: Path) -> dict:
@@ -82,7 +93,8 @@ def rehearse(workdir: str | os.PathLike = ".", configfiles: list[str | os.PathLi
         urls = workdir / f".rehearsal-urls-{config['run']}.yaml"
         workdir.mkdir(parents=True, exist_ok=True)
         urls.write_text("# Written by icet.mirror.rehearse: the config's URLs on the local mirror.\n"
-                        + yaml.safe_dump(url_overlay(config, base, record), sort_keys=True))
+                        + yaml.safe_dump(merge(url_overlay(config, base, record),
+                                              by_hand_overlay(config, mirror)), sort_keys=True))
         command = [snakemake, "--profile", str(ROOT / "rehearsal"), "--snakefile",
                    str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", str(cores),
                    "--configfile", *map(str, overlays), str(urls), *snakemake_args, *targets]
