@@ -2,13 +2,14 @@
 #   make toy    # venv + the whole toy DAG, offline on CPU (results/toy/)
 #   make report # results/toy/report.html (after make toy)
 #   make test   # venv + the test suite
+#   make rehearsal  # the paper config on CPU against a local real-format mirror (results/rehearsal/)
 #   make toy-presafety  # L-PPO from the pre-safety toy: does ASR fall by half? (toy/presafety.yaml)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.icet-installed
 
-.PHONY: toy toy-presafety test setup clean-toy report
+.PHONY: toy toy-presafety test setup clean-toy report rehearsal clean-rehearsal
 
 setup: $(STAMP)
 
@@ -26,6 +27,11 @@ toy: $(STAMP)
 toy-presafety: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy learning --configfile toy/toy.yaml toy/presafety.yaml
 
+# The paper config, reduced in sizes only, on this CPU against a local mirror of every repo
+# and URL it names, in the real layouts (README "Rehearsal"); ends with `icet verify`.
+rehearsal: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m icet.mirror rehearse --workdir .
+
 # The HTML report of the finished toy run: every table and figure with its caption.
 report: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy --report results/toy/report.html
@@ -39,3 +45,6 @@ test: $(STAMP)
 
 clean-toy:
 	rm -rf results/toy logs/toy resources/toy
+
+clean-rehearsal:
+	rm -rf results/rehearsal logs/rehearsal resources/rehearsal .rehearsal-urls-rehearsal.yaml

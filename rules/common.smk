@@ -114,8 +114,8 @@ def judges_for_scoring():
 def judge_name(judge):
     """How captions name a judge: its Hub repository, its local folder, or the toy judge."""
     spec = judge_spec(judge)
-    if spec["source"] == "toy":
-        return f"toy {judge}"
+    if spec["source"] == "toy":  # the toy's one reward model is its utility reward model too
+        return f"toy {'reward' if judge == 'utility_reward' else judge}"
     if spec["source"] == "local":
         return spec["path"]
     return "Detoxify original" if judge == "toxicity" else spec["repo"]
@@ -300,7 +300,7 @@ def report_params():
         "bootstrap": {**config["bootstrap"], "seed": config["seed"]},
         "label": config["report"]["label"],
         "seed": config["seed"],
-        "judges": {j: judge_name(j) for j in ("guard", "reward", "toxicity")},
+        "judges": {j: judge_name(j) for j in ("guard", "reward", "utility_reward", "toxicity")},
     }
 
 

@@ -10,7 +10,7 @@ write_utility_tables(
     groups=snakemake.params.report["groups"],
     num_layers=snakemake.params.num_layers,
     label=snakemake.params.report["label"],
-    judge=snakemake.params.report["judges"]["reward"],
+    judge=snakemake.params.report["judges"]["utility_reward"],
     metric=snakemake.params.metric,
     log=snakemake.log[0],
 )
