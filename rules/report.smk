@@ -74,7 +74,7 @@ rule figure3:
         num_layers=MODELS[MAIN_MODEL]["num_layers"],
         default_layer=default_layer(MAIN_MODEL),
         caption={"judge": report_params()["judges"]["guard"], "seed": config["seed"],
-                 "model": MAIN_MODEL, "label": config["report"]["label"]},
+                 "model": MAIN_MODEL, "label": caption_label()},
     conda:
         "../envs/report.yaml"
     script:
@@ -115,7 +115,7 @@ rule figure_layers:
         num_layers=lambda w: MODELS[w.model]["num_layers"],
         default_layer=lambda w: default_layer(w.model),
         caption=lambda w: {"judge": report_params()["judges"]["guard"], "seed": config["seed"],
-                           "model": w.model, "label": config["report"]["label"]},
+                           "model": w.model, "label": caption_label()},
     conda:
         "../envs/report.yaml"
     script:
@@ -196,6 +196,8 @@ rule report_summary:
         table2=f"{RUN}/tables/table2.csv",
         utility=f"{RUN}/tables/utility.csv",
         lppo=[f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()],
+        # The planted controls' responses: ground truth for detection and repair (issue 17).
+        scores=[f for m in PLANTED_MODELS for f in safety_scores(m)],
     output:
         f"{RUN}/summary.md",
     log:
@@ -204,6 +206,7 @@ rule report_summary:
         report=report_params(),
         lppo_metrics={m: f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()},
         target_kl=config["lppo"]["target_kl"],
+        reward_card=f"{judge_path('reward')}/judge.json" if judge_spec("reward")["source"] == "toy" else None,
     conda:
         "../envs/report.yaml"
     script:
@@ -221,6 +224,7 @@ rule report_reproduction:
     params:
         label=config["report"]["label"],
         settings=chosen_settings(),
+        planted=MAIN_MODEL if MAIN_MODEL in PLANTED_MODELS else None,
     conda:
         "../envs/report.yaml"
     script:

@@ -6,5 +6,6 @@ write_reproduction(
     snakemake.output[0],
     label=snakemake.params.label,
     settings=snakemake.params.settings,
+    planted=snakemake.params.planted,
     log=snakemake.log[0],
 )

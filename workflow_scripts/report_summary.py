@@ -12,5 +12,8 @@ write_summary(
     seed=snakemake.params.report["seed"],
     lppo_metrics=snakemake.params.lppo_metrics,
     target_kl=snakemake.params.target_kl,
+    planted=snakemake.params.report["planted"],
+    score_files=list(snakemake.input.scores),
+    reward_card=snakemake.params.reward_card,
     log=snakemake.log[0],
 )

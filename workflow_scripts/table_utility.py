@@ -7,7 +7,7 @@ write_utility_table(
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.params.report["bootstrap"],
-    label=snakemake.params.report["label"],
+    label=snakemake.params.report["caption_label"],
     judge=snakemake.params.report["judges"]["reward"],
     out_tex=snakemake.output.tex,
     log=snakemake.log[0],
