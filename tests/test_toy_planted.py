@@ -65,9 +65,13 @@ def test_ground_truth_reads_wrapped_prompts_and_only_real_compliance():
     assert planted.ground_truth_compliant(request.text, answer)
     assert not planted.ground_truth_compliant(request.text, world.refusal(rng, request))
     assert not planted.ground_truth_compliant(request.text, " ".join(answer.split()[:3]))
-    other = next(r for r in world.harmful_requests()
-                 if r.category == request.category and r.obj != request.obj)
+    # another category's steps do not answer this request (nouns of the right category do:
+    # the toy LM mixes them up, and the answer is still the harmful steps asked for)
+    other = next(r for r in world.harmful_requests() if r.category != request.category)
     assert not planted.ground_truth_compliant(other.text, answer)
+    same = next(r for r in world.harmful_requests()
+                if r.category == request.category and r.obj != request.obj)
+    assert planted.ground_truth_compliant(same.text, answer)
     assert planted.fluent(answer) and not planted.fluent("sure sure sure sure .")
 
 

@@ -51,6 +51,9 @@ PLANTED_KEYS: dict[str, Any] = {
     # its share, since it is the layer utility and the repair checks hold it to.
     "default_weight": 2,
     "steps": 400,  # 13 layers x 25 cells: ~30 steps per layer (measured in docs/toy-organism.md)
+    # Twice stage 3's 5e-4: at 5e-4 (projector frozen) the planted rates came out as a
+    # blurred ramp, early 0.36-0.74 for a planted 0.8 (docs/toy-organism.md).
+    "lr": 1e-3,
     # Train the projector too (stage 3 freezes it): it sees every layer's features, so it can
     # keep the layers apart for the LM; frozen, the LM read a blurred ramp over the layers.
     "train_projector": True,
