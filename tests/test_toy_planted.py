@@ -276,3 +276,17 @@ def test_reward_lines_report_each_pair_type(tmp_path):
     assert "| held-out pairs harmful: refusal>off_topic" in text
     assert "0.950 (n 20) |" in text and "| FAIL | 0.850 (n 20) |" in text
     assert reward_lines(str(tmp_path / "missing.json")) == []
+
+
+def test_reproduction_says_its_verdicts_are_about_a_planted_effect():
+    from icet.report.reproduction import render_reproduction
+
+    claims = [{"claim": 1, "text": "early above late", "test_set": "CP", "ours": "holds",
+               "paper": "holds"}]
+    text = render_reproduction([], claims, label="toy", settings={}, source="table2.csv",
+                               planted="toy-llava-planted")
+    assert "toy-llava-planted: planted (positive control)" in text.splitlines()[0]
+    assert "detection* of a planted effect" in text and "no evidence that the effect arises" in text
+    assert "holds (planted control: detection and repair)" in text
+    plain = render_reproduction([], claims, label="toy", settings={}, source="table2.csv")
+    assert "planted" not in plain
