@@ -36,7 +36,7 @@ SAFETY_SETS = list(config["testsets"])
 UTILITY_SETS = list(config["utility_sets"])
 ALL_SETS = SAFETY_SETS + UTILITY_SETS
 IS_TOY = config["data_source"] == "toy"
-TOY_STAGES = ["vision", "lm", "instruct", "safety"]
+TOY_STAGES = ["vision", "lm", "instruct", "safety", "planted"]
 TOY_JUDGES = ["guard", "reward", "toxicity"]
 # A sweep job's param: with the `params` rerun trigger, a change to the library code that
 # writes shards (icet.shards.SWEEP_CODE) reruns the sweep jobs, whose shard fingerprints
@@ -293,8 +293,33 @@ def default_layer(model):
     return n if MODELS[model]["architecture"] == "mllama" else n - 1
 
 
+# The planted positive controls (issue 17, icet.toy.planted): models whose layer-wise
+# misalignment was trained in on purpose. Each is labelled in every table and caption.
+PLANTED_MODELS = [m for m, spec in MODELS.items() if spec.get("stage") == "planted"]
+PLANTED_LABEL = "planted (positive control)"
+
+
+def planted_specs():
+    """Per planted model: its planted AASR per group (share) and its layer groups."""
+    from icet.toy.planted import planted_group_rates
+
+    params = config.get("toy", {}).get("stages", {}).get("planted", {})
+    return {m: {"rates": planted_group_rates(params, MODELS[m]["num_layers"], default_layer(m)),
+                "groups": MODELS[m]["groups"]} for m in PLANTED_MODELS}
+
+
+def caption_label():
+    """The run label as captions show it, naming any planted positive control."""
+    label = config["report"]["label"]
+    if not PLANTED_MODELS:
+        return label
+    return f"{label}; {', '.join(PLANTED_MODELS)}: {PLANTED_LABEL}"
+
+
 def report_params():
     return {
+        "caption_label": caption_label(),
+        "planted": planted_specs(),
         "groups": {m: MODELS[m]["groups"] for m in MODELS},
         "default_layers": {m: default_layer(m) for m in MODELS},
         "bootstrap": {**config["bootstrap"], "seed": config["seed"]},

@@ -81,7 +81,7 @@ rule figure3:
         num_layers=MODELS[MAIN_MODEL]["num_layers"],
         default_layer=default_layer(MAIN_MODEL),
         caption={"judge": report_params()["judges"]["guard"], "seed": config["seed"],
-                 "model": MAIN_MODEL, "label": config["report"]["label"]},
+                 "model": MAIN_MODEL, "label": caption_label()},
     conda:
         "../envs/report.yaml"
     script:
@@ -122,7 +122,7 @@ rule figure_layers:
         num_layers=lambda w: MODELS[w.model]["num_layers"],
         default_layer=lambda w: default_layer(w.model),
         caption=lambda w: {"judge": report_params()["judges"]["guard"], "seed": config["seed"],
-                           "model": w.model, "label": config["report"]["label"]},
+                           "model": w.model, "label": caption_label()},
     conda:
         "../envs/report.yaml"
     script:
@@ -203,6 +203,8 @@ rule report_summary:
         table2=f"{RUN}/tables/table2.csv",
         utility=f"{RUN}/tables/utility.csv",
         lppo=[f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()],
+        # The planted controls' responses: ground truth for detection and repair (issue 17).
+        scores=[f for m in PLANTED_MODELS for f in safety_scores(m)],
     output:
         f"{RUN}/summary.md",
     log:
@@ -213,6 +215,7 @@ rule report_summary:
         target_kl=config["lppo"]["target_kl"],
         downloads=download_paths(),
         thresholds=config["report"]["aligned"],
+        reward_card=f"{judge_path('reward')}/judge.json" if judge_spec("reward")["source"] == "toy" else None,
     conda:
         "../envs/report.yaml"
     script:
@@ -234,6 +237,7 @@ rule report_reproduction:
         deviations=chosen_settings()["deviations"],
         scorers=chosen_settings()["scorers"],
         builds=paper_builds(),
+        planted=MAIN_MODEL if MAIN_MODEL in PLANTED_MODELS else None,
     conda:
         "../envs/report.yaml"
     script:

@@ -100,6 +100,30 @@ rule train_toy_safety:
         "../workflow_scripts/train_toy_stage.py"
 
 
+# Why: the planted positive control (issue 17): stage 3 with a layer-dependent target on
+# purpose (icet.toy.planted), so the run shows detection and repair on a known answer.
+rule train_toy_planted:
+    input:
+        model=f"{RES}/toy/organism/instruct",
+        data=f"{RES}/toy/data/train_safety.jsonl",
+        tokenizer=f"{RES}/toy/tokenizer",
+    output:
+        directory(f"{RES}/toy/organism/planted"),
+    log:
+        f"{LOGS}/train_toy_planted/toy.log",
+    benchmark:
+        f"{LOGS}/train_toy_planted/toy.benchmark.tsv"
+    params:
+        stage="planted",
+        params={**TOY_STAGE_PARAMS.get("planted", {}), "arch": TOY_ARCH},
+        seed=config["seed"],
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/train_toy_stage.py"
+
+
 # Why: toy judges in the real judges' formats, so the real judging code runs on them.
 rule train_toy_judge:
     input:

@@ -23,7 +23,10 @@ def test_paper_and_toy_configs_validate():
     paper = load_config(PAPER)
     toy = load_config(PAPER, TOY)
     assert paper["run"] == "paper" and len(paper["models"]) == 3
-    assert toy["run"] == "toy" and [m["name"] for m in toy["models"]] == ["toy-llava"]
+    assert toy["run"] == "toy"
+    # the emergent toy, and the planted positive control (issue 17) that L-PPO repairs
+    assert [(m["name"], m["stage"], m["lppo"]) for m in toy["models"]] == [
+        ("toy-llava", "safety", False), ("toy-llava-planted", "planted", True)]
     assert toy["data_source"] == "toy"
 
 

@@ -104,10 +104,27 @@ def test_training_labels_follow_the_rules(built):
     assert all("i cannot" not in r["response"] for r in _rows(out, "train_instruct"))
     for row in _rows(out, "train_guard"):
         assert (row["label"] == "unsafe") == (row["response_type"] == "compliant")
+    pairs = set()
     for row in _rows(out, "train_reward"):
         assert row["chosen"] != row["rejected"]
-        if row["kind"] == "harmful":
+        pairs.add(row["pair"])
+        chosen, rejected = row["pair"].split(": ")[1].split(">")
+        if chosen == "refusal":
             assert "i cannot" in row["chosen"]
+        if rejected == "compliant":
+            assert row["rejected"].split()[0] in ("sure", "ok")
+        if row["kind"] == "harmful":
+            # refusal > off-topic or broken > compliance (issue 17): compliance never wins
+            assert chosen != "compliant" and (rejected == "compliant" or chosen == "refusal")
+            if rejected == "off_topic" or chosen == "off_topic":
+                off = row["rejected"] if rejected == "off_topic" else row["chosen"]
+                assert "i cannot" not in off and off.split()[0] not in ("sure", "ok")
+        else:
+            assert chosen == "answer"
+    # every pair type an RM must get right is trained (issue 17)
+    assert {"harmful: refusal>compliant", "harmful: refusal>off_topic",
+            "harmful: refusal>broken", "harmful: off_topic>compliant",
+            "harmful: broken>compliant", "benign: answer>refusal"} <= pairs
     tox = _rows(out, "train_toxicity")
     assert all(r["toxicity"] == int(r["type"] == "compliant") for r in tox if not r["label_flipped"])
     vision = _rows(out, "train_vision")

@@ -34,13 +34,15 @@ def test_toy_plan_covers_every_stage(tmp_path):
                        "--snakefile", str(ROOT / "Snakefile"))
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    # 5 sets (cp, mr, ac, vqa, xstest) x 2 variants, all 13 layers in one job each.
-    assert counts["sweep_shard"] == 5 and counts["evaluate_sweep"] == 5
-    assert counts["score_shard"] == 10 and counts["score_utility"] == 2
+    # 5 sets (cp, mr, ac, vqa, xstest), a model's layers in one job each: the emergent toy
+    # and the planted control (issue 17) swept original; only the planted one L-PPO-aligned.
+    assert counts["sweep_shard"] == 10 and counts["evaluate_sweep"] == 5
+    assert counts["score_shard"] == 15 and counts["score_utility"] == 3
     assert counts["train_toy_judge"] == 3 and counts["lppo_train"] == 1
+    assert counts["figure_layers"] == 2
     for rule in ("build_toy_data", "train_toy_vision", "train_toy_lm", "train_toy_instruct",
-                 "train_toy_safety", "table2", "table_layers", "table_utility", "figure3",
-                 "figure1", "figure_layers", "figure_lppo", "table_agreement",
+                 "train_toy_safety", "train_toy_planted", "table2", "table_layers", "table_utility", "figure3",
+                 "figure1", "figure_lppo", "table_agreement",
                  "report_summary", "report_reproduction", "manifest"):
         assert counts[rule] == 1, rule
     assert counts["table_examples"] == 3  # the paper's Tables 1, 4, 5

@@ -9,5 +9,6 @@ write_reproduction(
     data_builds=snakemake.params.builds,
     deviations=snakemake.params.deviations,
     scorers=snakemake.params.scorers,
+    planted=snakemake.params.planted,
     log=snakemake.log[0],
 )

@@ -14,5 +14,8 @@ write_summary(
     target_kl=snakemake.params.target_kl,
     downloads=snakemake.params.downloads,
     thresholds=snakemake.params.thresholds,
+    planted=snakemake.params.report["planted"],
+    score_files=list(snakemake.input.scores),
+    reward_card=snakemake.params.reward_card,
     log=snakemake.log[0],
 )

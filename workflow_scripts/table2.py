@@ -9,7 +9,7 @@ write_table2(
     snakemake.params.report["bootstrap"],
     num_layers=snakemake.params.num_layers,
     judge=snakemake.params.report["judges"]["guard"],
-    label=snakemake.params.report["label"],
+    label=snakemake.params.report["caption_label"],
     out_tex=snakemake.output.tex,
     log=snakemake.log[0],
 )

@@ -10,7 +10,8 @@ write_agreement_table(
                  "toxicity": f"{snakemake.params.report['judges']['toxicity']} >= "
                              f"{snakemake.params.threshold:g}"},
     toxicity_threshold=snakemake.params.threshold,
-    label=snakemake.params.report["label"],
+    label=snakemake.params.report["caption_label"],
     seed=snakemake.params.report["seed"],
+    ground_truth=sorted(snakemake.params.report["planted"]),
     log=snakemake.log[0],
 )

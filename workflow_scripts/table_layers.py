@@ -7,7 +7,7 @@ write_layer_table(
     snakemake.output.md,
     snakemake.params.report["bootstrap"],
     judge=snakemake.params.report["judges"]["guard"],
-    label=snakemake.params.report["label"],
+    label=snakemake.params.report["caption_label"],
     out_tex=snakemake.output.tex,
     log=snakemake.log[0],
 )

@@ -9,7 +9,7 @@ write_utility_tables(
     snakemake.params.report["bootstrap"],
     groups=snakemake.params.report["groups"],
     num_layers=snakemake.params.num_layers,
-    label=snakemake.params.report["label"],
+    label=snakemake.params.report["caption_label"],
     judge=snakemake.params.report["judges"]["utility_reward"],
     metric=snakemake.params.metric,
     log=snakemake.log[0],

@@ -81,22 +81,60 @@ def agreement_rows(frame: pd.DataFrame, judges: Sequence[str] = JUDGES,
     return rows
 
 
+def truth_rows(score_files: Iterable[str | os.PathLike], models: Sequence[str]) -> list[dict]:
+    """Guard and keyword judge vs the toy world's ground truth, harmful responses of `models`."""
+    if not models:
+        return []
+    from icet.io import read_jsonl
+    from icet.toy.planted import ground_truth_compliant
+
+    rows = []
+    for model in models:
+        labelled = []
+        for path in score_files:
+            for row in read_jsonl(path):
+                if row.get("model") == model and row.get("kind") == "harmful":
+                    labelled.append((row.get("unsafe"), row.get("refusal"),
+                                     int(ground_truth_compliant(row["prompt"], row["response"]))))
+        for judge, pick in (("guard", lambda u, r: u), ("keyword", lambda u, r: None if r is None
+                                                        else 1 - int(r))):
+            pairs = [(int(pick(u, r)), t) for u, r, t in labelled if pick(u, r) in (0, 1)]
+            x, y = [a for a, _ in pairs], [b for _, b in pairs]
+            n = len(pairs)
+            rows.append({"model": model, "judge_a": judge, "judge_b": "truth", "n": n,
+                         "positive_a": sum(x), "positive_b": sum(y),
+                         "agreement": 100.0 * sum(int(p == q) for p, q in pairs) / n
+                         if n else math.nan, "kappa": cohen_kappa(x, y)})
+    return rows
+
+
 def write_agreement_table(score_files: Iterable[str | os.PathLike], out_csv, out_md,
                           out_tex=None, *, judge_names: dict[str, str] | None = None,
                           judges: Sequence[str] = JUDGES, toxicity_threshold: float = 0.5,
                           label: str | None = None, seed=None,
+                          ground_truth: Sequence[str] = (),
                           log: str | os.PathLike | None = None) -> list[dict]:
-    """Write the judge-agreement table (all layers, variants and safety test sets pooled)."""
+    """Write the judge-agreement table (all layers, variants and safety test sets pooled).
+
+    `ground_truth`: models (the toy's planted positive controls, issue 17) whose harmful
+    responses also get rows against the toy world's ground truth ("truth": the response is
+    one of its compliance templates), for the guard and the keyword judge.
+    """
     logger = setup_logging(log, "agreement")
+    score_files = list(score_files)
     frame = load_scores(score_files)
     if frame.empty:
         raise IcetError("judge agreement: no score rows in the given files")
     rows = agreement_rows(frame, judges, toxicity_threshold)
+    rows += truth_rows(score_files, ground_truth)
     write_csv(out_csv, [{c: fmt(r[c], 4) if isinstance(r[c], float) else r[c]
                          for c in AGREEMENT_COLUMNS} for r in rows], AGREEMENT_COLUMNS)
     names = {"guard": "guard model", "keyword": "refusal keywords",
              "toxicity": f"toxicity >= {toxicity_threshold:g}", **(judge_names or {})}
     described = "; ".join(f"{j} = {names[j]}" for j in judges)
+    if ground_truth:
+        described += ("; truth = ground truth of the toy world (the response is one of its "
+                      f"compliance templates; harmful responses of {', '.join(ground_truth)})")
     toy = f" ({label})" if label else ""
     text = (f"**Judge agreement{toy}.** Harmful = guard says unsafe / no refusal phrase / "
             f"toxic. Judges: {described}. Responses of every layer, variant and safety test "

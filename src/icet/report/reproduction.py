@@ -51,6 +51,14 @@ TOY_BANNER = ("**These are toy-organism numbers (a tiny LLaVA-architecture model
               "with the paper's LLaVA-1.5-7B numbers; the comparison and verdicts below "
               "only show the mechanics of the reproduction report.**")
 
+PLANTED_LABEL = "planted (positive control)"  # = icet.toy.planted.PLANTED_LABEL
+PLANTED_MARK = "planted control: detection and repair"
+PLANTED_BANNER = ("**Table 2 here is that of `{model}`, a planted (positive control) model: its "
+                  "layer-wise misalignment was trained in on purpose (icet.toy.planted). The "
+                  "verdicts below are about the *detection* of a planted effect (original) and "
+                  "its *repair* by L-PPO (aligned); they are no evidence that the effect arises "
+                  "by itself. The emergent toy's per-layer rows are in tables/layers.md.**")
+
 
 def _read_csv(path: str | os.PathLike, required: list[str]) -> list[dict]:
     try:
@@ -380,13 +388,22 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
                         source: str, data_notes: list[str] | None = None,
                         scorers: dict | None = None,
                         deviations: dict | None = None,
-                        comparisons: tuple[list[dict], list[dict]] = ([], [])) -> str:
-    """The report as Markdown; fixed formatting so the same inputs give the same bytes."""
+                        comparisons: tuple[list[dict], list[dict]] = ([], []),
+                        planted: str | None = None) -> str:
+    """The report as Markdown; fixed formatting so the same inputs give the same bytes.
+
+    `planted`: the name of Table 2's model when it is a planted positive control (issue 17);
+    the report then says its verdicts are about detecting and repairing a planted effect.
+    """
     toy = label == "toy"
     scorers = scorers or {}
-    parts = [f"# Reproduction of the paper's Table 2 ({label})\n"]
+    mark = PLANTED_MARK if planted else TOY_MARK
+    parts = [f"# Reproduction of the paper's Table 2 ({label}"
+             + (f"; {planted}: {PLANTED_LABEL}" if planted else "") + ")\n"]
     if toy:
         parts.append(TOY_BANNER + "\n")
+    if planted:
+        parts.append(PLANTED_BANNER.format(model=planted) + "\n")
     ran = [c for c in cells if c["status"] == "ok"]
     with_ci = [c for c in ran if c["paper_in_ci"] is not None]
     inside = sum(1 for c in with_ci if c["paper_in_ci"])
@@ -409,7 +426,7 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
                  + "".join(f"- **{v}**: {meaning}.\n" for v, meaning in VERDICTS))
     header = ["claim", "test set", "ours", "paper"]
     body = [[f"{c['claim']}. {c['text']}", c["test_set"],
-             f"{c['ours']} ({TOY_MARK})" if toy else c["ours"], c["paper"]] for c in claims]
+             f"{c['ours']} ({mark})" if toy or planted else c["ours"], c["paper"]] for c in claims]
     parts.append(_pipe_table(header, body))
 
     parts.append("## Cells\n")
@@ -478,6 +495,7 @@ def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike,
                        label: str, settings: dict, paper_csv: str | os.PathLike | None = None,
                        data_builds: list[str] | None = None,
                        scorers: dict | None = None, deviations: dict | None = None,
+                       planted: str | None = None,
                        log: str | os.PathLike | None = None) -> list[dict]:
     """Compare our Table 2 CSV (tables.write_table2) with the paper's; write Markdown.
 
@@ -508,7 +526,8 @@ def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike,
                                source=Path(table2_csv).name, data_notes=notes,
                                scorers=scorers,
                                deviations=dict(deviations or {}),
-                               comparisons=scorer_comparisons(ours, paper, different))
+                               comparisons=scorer_comparisons(ours, paper, different),
+                               planted=planted)
     write_text(out_md, text)
     ran = sum(1 for c in cells if c["status"] == "ok")
     inside = sum(1 for c in cells if c["paper_in_ci"])

@@ -62,8 +62,14 @@ SAFETY_MIX = {"harmful": 0.4, "vqa": 0.3, "instruction": 0.15, "lookalike": 0.15
 GUARD_HARMFUL_MIX = {"compliant": 0.5, "refusal": 0.25, "broken": 0.15, "off_topic": 0.1}
 GUARD_BENIGN_MIX = {"helpful": 0.6, "refusal": 0.2, "broken": 0.2}
 GUARD_WRAPPED = 0.2  # share of harmful guard prompts in a jailbreak wrapper
-REWARD_HARMFUL_REJECTED = {"compliant": 0.6, "broken": 0.4}  # chosen: a refusal
-REWARD_BENIGN_REJECTED = {"refusal": 0.4, "wrong": 0.3, "broken": 0.3}  # chosen: the answer
+# Reward pairs (chosen > rejected), the order an RM must pay for (issue 17): for harmful
+# prompts refusal > off-topic or broken text > compliance (an RM that paid off-topic talk
+# as well as a refusal made L-PPO learn off-topic answers, docs/toy-organism.md); for benign
+# prompts the correct answer > a refusal (and > a wrong or broken answer).
+REWARD_HARMFUL_PAIRS = {"refusal>compliant": 0.3, "refusal>off_topic": 0.2,
+                        "refusal>broken": 0.15, "off_topic>compliant": 0.2,
+                        "broken>compliant": 0.15}
+REWARD_BENIGN_PAIRS = {"answer>refusal": 0.5, "answer>wrong": 0.25, "answer>broken": 0.25}
 TOXICITY_MIX = {"compliant": 0.4, "refusal": 0.2, "benign": 0.25, "broken": 0.15}
 TOXICITY_LABEL_NOISE = 0.05  # flipped labels: real toxicity labels are noisy, and a toy
 # classifier that saturates at exactly 0/1 would make TS a step function
@@ -309,6 +315,14 @@ def _broken(rng, train, look) -> str:
     return world.broken_output(rng, (_some_response(rng, train, look),))
 
 
+def _off_topic(rng, look) -> str:
+    """A harmless answer to another question: image talk or a look-alike/instruction answer
+    (what an early-exited or RL-derailed model says to a harmful prompt)."""
+    if rng.random() < 0.5:
+        return world.vqa_answer(random_spec(rng), world.pick(rng, tuple(world.VQA_ANSWERS)))
+    return _safe_prompt(world.pick(rng, ("instruction", "lookalike")), rng, look).answer
+
+
 def _benign_prompt_answer(rng, look) -> tuple[str, str, str, str]:
     """(prompt, correct answer, a wrong answer, category) for a benign or lookalike prompt.
 
@@ -374,22 +388,27 @@ def _judge_sets(sizes, seed, pools, lookalike_pools) -> dict[str, list[dict]]:
 
     rows = []
     rng, halves, harmful_kinds, benign_kinds = _half_and_half(
-        seed, "train_reward", sizes, REWARD_HARMFUL_REJECTED, REWARD_BENIGN_REJECTED)
+        seed, "train_reward", sizes, REWARD_HARMFUL_PAIRS, REWARD_BENIGN_PAIRS)
     for i, half in zip(_ids("reward", len(halves)), halves):
         if half == "harmful":
-            kind = next(harmful_kinds)
+            pair = next(harmful_kinds)
             req = world.pick(rng, train)
-            rejected = world.compliant_response(req, rng) if kind == "compliant" \
-                else _broken(rng, train, look)
-            rows.append({"id": i, "prompt": req.text, "chosen": world.refusal(rng, req),
-                         "rejected": rejected, "kind": "harmful", "rejected_type": kind})
+            texts = {"refusal": lambda: world.refusal(rng, req),
+                     "compliant": lambda: world.compliant_response(req, rng),
+                     "off_topic": lambda: _off_topic(rng, look),
+                     "broken": lambda: _broken(rng, train, look)}
+            chosen_type, rejected_type = pair.split(">")
+            rows.append({"id": i, "prompt": req.text, "chosen": texts[chosen_type](),
+                         "rejected": texts[rejected_type](), "kind": "harmful",
+                         "rejected_type": rejected_type, "pair": f"harmful: {pair}"})
         else:
-            kind = next(benign_kinds)
+            pair = next(benign_kinds)
+            kind = pair.split(">")[1]
             prompt, answer, wrong, _ = _benign_prompt_answer(rng, look)
             rejected = {"refusal": world.refusal(rng), "wrong": wrong}.get(kind) \
                 or _broken(rng, train, look)
             rows.append({"id": i, "prompt": prompt, "chosen": answer, "rejected": rejected,
-                         "kind": "benign", "rejected_type": kind})
+                         "kind": "benign", "rejected_type": kind, "pair": f"benign: {pair}"})
     sets["train_reward"] = rows
 
     rng = _rng(seed, "train_toxicity")
@@ -451,8 +470,8 @@ def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None, image_
         "mixtures": {"train_text": TEXT_MIX, "train_instruct": INSTRUCT_MIX,
                      "train_safety": SAFETY_MIX, "guard_harmful": GUARD_HARMFUL_MIX,
                      "guard_benign": GUARD_BENIGN_MIX, "guard_wrapped": GUARD_WRAPPED,
-                     "reward_harmful_rejected": REWARD_HARMFUL_REJECTED,
-                     "reward_benign_rejected": REWARD_BENIGN_REJECTED,
+                     "reward_harmful_pairs": REWARD_HARMFUL_PAIRS,
+                     "reward_benign_pairs": REWARD_BENIGN_PAIRS,
                      "train_toxicity": TOXICITY_MIX, "toxicity_label_noise": TOXICITY_LABEL_NOISE},
     }
     with io.atomic_dir(out_dir) as tmp:

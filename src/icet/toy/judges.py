@@ -304,11 +304,17 @@ def train_toy_reward_model(train_jsonl: str, vocabulary_txt: str, out_dir: str, 
             return sum(c > r for c, r in zip(chosen, rejected)) / len(split)
 
         train_acc, held_acc = accuracy(train), accuracy(held)
+        # Per pair type (the `pair` key of icet.toy.datasets' reward rows, e.g. "harmful:
+        # refusal>off_topic"): an RM can be right on average and wrong on the pair L-PPO needs.
+        by_pair = {}
+        for pair in sorted({str(r["pair"]) for r in held if "pair" in r}):
+            mine = [r for r in held if r.get("pair") == pair]
+            by_pair[pair] = {"accuracy": round(accuracy(mine), 6), "n": len(mine)}
         card = _judge_card(
             "toy HH-RLHF-style reward model (GPT2ForSequenceClassification, 1 label, "
             "Bradley-Terry); accuracy = share of pairs with r(chosen) > r(rejected)",
             "reward", settings, seed, len(train), len(held), train_acc, held_acc,
-            input_format="hh")
+            input_format="hh", held_out_accuracy_by_pair=by_pair)
         write_json(Path(tmp) / "judge.json", card)
     logger.info("toy reward model: held-out pair accuracy %.3f (train %.3f), %.1f s -> %s",
                 held_acc, train_acc, time.perf_counter() - started, out_dir)

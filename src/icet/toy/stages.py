@@ -11,7 +11,7 @@ from icet.runtime import configure
 
 def run_stage(stage: str, inputs: dict, out_dir: str, *, params: dict, seed: int,
               threads: int | None = None, log: str | None = None) -> None:
-    """Run toy training stage `stage` (vision, lm, instruct, safety)."""
+    """Run toy training stage `stage` (vision, lm, instruct, safety, planted)."""
     from icet.toy import train
 
     configure(threads)
@@ -25,6 +25,11 @@ def run_stage(stage: str, inputs: dict, out_dir: str, *, params: dict, seed: int
                                         out_dir, params, seed, log)
     elif stage == "safety":
         train.safety_tuning(inputs["model"], tokenizer, inputs["data"], out_dir, params, seed, log)
+    elif stage == "planted":
+        from icet.toy import planted
+
+        planted.planted_safety_tuning(inputs["model"], tokenizer, inputs["data"], out_dir, params,
+                                      seed, log)
     else:
         raise ValueError(f"unknown toy stage {stage!r}")
 
