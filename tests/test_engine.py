@@ -17,6 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ICET_NO_PROGRESS", "1")
 torch.set_num_threads(1)
 
+# Token identity must hold on every CPU kernel path (scripts/test-kernel-paths reruns these).
+pytestmark = pytest.mark.numerics
+
 from icet.engine import plan_groups, resolve_batch_size, supports_fast, sweep_layers  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
 from icet.models.loading import load_adapter  # noqa: E402

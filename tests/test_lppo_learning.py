@@ -68,6 +68,7 @@ def refusal_reward(prompts, responses):
 SEEDS = (0, 1, 2)  # L-PPO seeds: the claim is checked on their distribution, not one trajectory
 
 
+@pytest.mark.numerics
 def test_lppo_halves_compliance_when_refusal_has_a_few_percent_probability(world, tmp_path):
     """Holds on every CPU kernel path (ATEN_CPU_CAPABILITY default / avx2 / avx512), by design.
 

@@ -374,6 +374,7 @@ def test_full_finetune_trains_the_lm_only(world, tmp_path):
     assert (tmp_path / "full" / "adapter" / "config.json").is_file()  # a complete model folder
 
 
+@pytest.mark.numerics
 def test_learning_raises_the_reward_of_the_rewarded_word(world, tmp_path):
     # A weak KL penalty (the target-word share is at most 1 per response) with Ziegler's
     # adaptive controller, which must raise eta while the KL sits above its target.

@@ -95,6 +95,7 @@ def test_guard_answer_format():
         guard_answer("maybe", "fraud", codes)
 
 
+@pytest.mark.numerics
 def test_toy_guard_classifies_held_out_rows(world, fresh, tmp_path):
     out = tmp_path / "guard"
     card = train_toy_guard(str(world / "train_guard.jsonl"), str(world / "vocabulary.txt"),
@@ -113,6 +114,7 @@ def test_toy_guard_classifies_held_out_rows(world, fresh, tmp_path):
     assert sum(v == r["label"] for v, r in zip(verdicts, rows)) >= 0.9 * len(rows)
 
 
+@pytest.mark.numerics
 def test_toy_reward_model_prefers_chosen(world, fresh, tmp_path):
     out = tmp_path / "reward"
     card = train_toy_reward_model(str(world / "train_reward.jsonl"),

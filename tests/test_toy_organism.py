@@ -210,6 +210,7 @@ def test_collate_left_pads_with_positions_from_first_token():
 # ---------------------------------------------------------------------------- stages
 
 
+@pytest.mark.numerics
 def test_stage0_learns_attributes_above_chance(vision_dir):
     from transformers import CLIPVisionModel
 
@@ -223,6 +224,7 @@ def test_stage0_learns_attributes_above_chance(vision_dir):
     assert encoder.config.num_hidden_layers == 12
 
 
+@pytest.mark.numerics
 def test_stage1_loss_goes_down(lm_dir):
     m = metrics(lm_dir)
     assert m["steps"] == 60

@@ -109,6 +109,7 @@ def tiny_instruct(tmp_path_factory):
     return root, arch
 
 
+@pytest.mark.numerics
 def test_planted_stage_trains_each_layer_with_its_planted_target(tiny_instruct, tmp_path,
                                                                  monkeypatch):
     """Every step feeds one scheduled layer; harmful turns get compliance iff planted there,
