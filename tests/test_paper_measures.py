@@ -22,10 +22,15 @@ def test_paper_config_uses_the_papers_fixed_eta():
     assert LppoParams.from_dict({**lppo, "groups": groups}).kl_mode == "fixed"
 
 
-@pytest.mark.parametrize("files", [(PAPER,), (PAPER, TOY)], ids=["paper", "toy"])
-def test_rollouts_are_as_long_as_the_evaluated_responses(files):
-    config = load_config(*files)
-    assert config["lppo"]["max_new_tokens"] == config["generation"]["max_new_tokens"]
+def test_rollouts_are_as_long_as_the_evaluated_responses_or_the_report_says_why():
+    paper = load_config(PAPER)
+    assert paper["lppo"]["max_new_tokens"] == paper["generation"]["max_new_tokens"]
+    assert "L-PPO rollout length" not in run_settings(paper, JUDGES)["settings"]
+    # The toy's L-PPO was tuned on shorter rollouts to fit `make toy`'s time (toy/toy.yaml):
+    # the reproduction report must name that mismatch.
+    toy = load_config(PAPER, TOY)
+    if toy["lppo"]["max_new_tokens"] != toy["generation"]["max_new_tokens"]:
+        assert "judged on" in run_settings(toy, JUDGES)["settings"]["L-PPO rollout length"]
 
 
 def test_training_reward_scores_the_text_the_tr_judge_scores():

@@ -110,7 +110,7 @@ def test_score_utility_reads_question_and_response_as_a_text_pair(tmp_path):
     write_jsonl(tmp_path / "shard.jsonl", rows)
     out = tmp_path / "scored.jsonl"
     score_utility([str(tmp_path / "shard.jsonl")], str(out), str(tmp_path / "rm"),
-                  batch_size=2, max_length=64, input_format="pair")
+                  metric="contains", batch_size=2, max_length=64, input_format="pair")
     scored = read_jsonl(out)
     with torch.no_grad():
         pair = [float(model(**tok(r["prompt"], r["response"], return_tensors="pt")).logits[0, 0])
