@@ -64,43 +64,64 @@ def _byte_level_bpe():
     return tok, len(vocab)
 
 
-def build_guard(out: Path) -> Path:
-    """Llama-Guard-3-8B's layout: config, generation_config, sharded safetensors, tokenizer
-    (tokenizer.json + tokenizer_config.json with the chat template), original/."""
+def guard_tokenizer(words: list[str]):
+    """Llama 3's tokenizer as the guard needs it: byte-level BPE (any text round-trips), Llama
+    3's special tokens, <|begin_of_text|> in front when special tokens are asked for, `words`
+    as whole tokens, and Llama Guard 3's chat template."""
     from tokenizers import processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    from icet.mirror.models import write_meta_original
-
-    tok, bos_id = _byte_level_bpe()
+    tok, bos_id = _byte_level_bpe()  # <|begin_of_text|>: the first special token added below
     tok.post_processor = processors.TemplateProcessing(
         single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
         special_tokens=[("<|begin_of_text|>", bos_id)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
                                    eos_token="<|eot_id|>", pad_token="<|finetune_right_pad_id|>")
     fast.add_special_tokens({"additional_special_tokens": LLAMA3_SPECIAL})
-    words = [w for w in GUARD_ANSWER if w not in LLAMA3_SPECIAL]
-    fast.add_tokens(words)
+    fast.add_tokens([w for w in words if w not in LLAMA3_SPECIAL])
     fast.chat_template = LLAMA_GUARD_3_TEMPLATE
-    fast.save_pretrained(out)
-    size = len(fast) + (-len(fast)) % 4
-    eos = [fast.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eot_id|>")]
+    return fast
+
+
+def automaton_guard(tok, answer_ids: list[int]):
+    """A LlamaForCausalLM that, after <|end_header_id|>, greedily spells `answer_ids`.
+
+    Attention and MLP outputs are zero, so the last hidden state is the last token's one-hot
+    embedding, and lm_head maps each token to its chosen successor: generation, EOS handling,
+    decoding and parsing run exactly as with a trained guard."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    chain = [tok.convert_tokens_to_ids("<|end_header_id|>")] + list(answer_ids)
+    if len(set(chain)) != len(chain):
+        raise ValueError("an automaton token can have one successor only")
+    size = len(tok) + (-len(tok)) % 4  # 2 heads of even width (RoPE)
+    eos = [tok.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eot_id|>")]
     model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(fast), hidden_size=size, intermediate_size=4, num_hidden_layers=1,
+        vocab_size=len(tok), hidden_size=size, intermediate_size=4, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=fast.bos_token_id, eos_token_id=eos, pad_token_id=fast.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False))
-    chain = [fast.convert_tokens_to_ids(t) for t in ["<|end_header_id|>"] + GUARD_ANSWER]
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 param.zero_()
-        model.model.embed_tokens.weight.copy_(torch.eye(len(fast), size))
-        head = torch.zeros(len(fast), size)
+        model.model.embed_tokens.weight.copy_(torch.eye(len(tok), size))
+        head = torch.zeros(len(tok), size)
         for current, following in zip(chain, chain[1:]):
             head[following, current] = 1.0
         model.lm_head.weight.copy_(head)
     model.generation_config.eos_token_id = eos
+    return model
+
+
+def build_guard(out: Path) -> Path:
+    """Llama-Guard-3-8B's layout: config, generation_config, sharded safetensors, tokenizer
+    (tokenizer.json + tokenizer_config.json with the chat template), original/."""
+    from icet.mirror.models import write_meta_original
+
+    tok = guard_tokenizer(GUARD_ANSWER)
+    tok.save_pretrained(out)
+    model = automaton_guard(tok, [tok.convert_tokens_to_ids(t) for t in GUARD_ANSWER])
     model.save_pretrained(out, max_shard_size="200KB")
     write_meta_original(out)
     return out
