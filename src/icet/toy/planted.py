@@ -187,18 +187,12 @@ def planted_safety_tuning(model_dir, tokenizer_dir, train_safety_jsonl, out_dir,
     the planted rates per layer and group under "planted".
     """
     import torch
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from icet.toy import organism, train
 
     params = train.resolve_params(params, planted_defaults(), "planted_safety_tuning")
     logger = train._start(log, seed, "toy.train.planted")
-    model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), use_safetensors=True)
-    processor = AutoProcessor.from_pretrained(str(model_dir))
-    organism.check_arch(model.config, params["arch"], str(model_dir))
-    tokenizer = organism.load_tokenizer(tokenizer_dir)
-    if tokenizer.get_vocab() != processor.tokenizer.get_vocab():
-        raise IcetError(f"{tokenizer_dir}: tokenizer differs from the one saved in {model_dir}")
+    model, processor, tokenizer = train.load_stage_input(model_dir, tokenizer_dir, params["arch"])
     num_layers = model.config.vision_config.num_hidden_layers
     default = organism.default_layer(model.config)
     per_layer = layer_rates(params["groups"], num_layers, default, params["rates"])

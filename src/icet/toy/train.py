@@ -233,6 +233,19 @@ def train_loop(loss_fn: Callable[[int, np.ndarray], torch.Tensor], parameters: l
     }
 
 
+def load_stage_input(model_dir, tokenizer_dir, arch: dict):
+    """The previous stage's VLM, its processor and the toy tokenizer, checked to agree."""
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), use_safetensors=True)
+    processor = AutoProcessor.from_pretrained(str(model_dir))
+    organism.check_arch(model.config, arch, str(model_dir))
+    tokenizer = organism.load_tokenizer(tokenizer_dir)
+    if tokenizer.get_vocab() != processor.tokenizer.get_vocab():
+        raise IcetError(f"{tokenizer_dir}: tokenizer differs from the one saved in {model_dir}")
+    return model, processor, tokenizer
+
+
 def _start(log, seed: int, name: str):
     # Threads are set by the caller (icet.runtime.configure), once per job.
     logger = setup_logging(log, name)
@@ -504,16 +517,9 @@ def safety_tuning(model_dir, tokenizer_dir, train_safety_jsonl, out_dir, params:
     Vision tower and projector stay frozen; `trainable` picks what in the LM learns. A LoRA
     is merged before saving, so the output loads as a plain LlavaForConditionalGeneration.
     """
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
     params = resolve_params(params, SAFETY_DEFAULTS, "safety_tuning")
     logger = _start(log, seed, "toy.train.safety")
-    model = LlavaForConditionalGeneration.from_pretrained(str(model_dir), use_safetensors=True)
-    processor = AutoProcessor.from_pretrained(str(model_dir))
-    organism.check_arch(model.config, params["arch"], str(model_dir))
-    tokenizer = organism.load_tokenizer(tokenizer_dir)
-    if tokenizer.get_vocab() != processor.tokenizer.get_vocab():
-        raise IcetError(f"{tokenizer_dir}: tokenizer differs from the one saved in {model_dir}")
+    model, processor, tokenizer = load_stage_input(model_dir, tokenizer_dir, params["arch"])
     rows = _read_rows(train_safety_jsonl, ["image", "prompt", "response", "kind"])
     pixels, row_image, encoded = _multimodal_data(rows, train_safety_jsonl, processor,
                                                   model.config.image_seq_length)
