@@ -300,12 +300,13 @@ PLANTED_LABEL = "planted (positive control)"
 
 
 def planted_specs():
-    """Per planted model: its planted AASR per group (share) and its layer groups."""
-    from icet.toy.planted import planted_group_rates
+    """Per planted model: its planted AASR per group (share), planted rate per layer, layer
+    groups and the seed it was planted with (the stage's seed: rule train_toy_planted)."""
+    from icet.toy.planted import planted_spec
 
     params = config.get("toy", {}).get("stages", {}).get("planted", {})
-    return {m: {"rates": planted_group_rates(params, MODELS[m]["num_layers"], default_layer(m)),
-                "groups": MODELS[m]["groups"]} for m in PLANTED_MODELS}
+    return {m: {**planted_spec(params, MODELS[m]["num_layers"], default_layer(m)),
+                "groups": MODELS[m]["groups"], "seed": config["seed"]} for m in PLANTED_MODELS}
 
 
 def caption_label():

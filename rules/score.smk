@@ -16,12 +16,10 @@ rule score_shard:
         f"{LOGS}/score_shard/{{model}}/{{variant}}/{{testset}}.benchmark.tsv"
     params:
         judges=judges_for_scoring(),
-        device=job_device(config["device"], 0 if IS_TOY else 1),
+        device=job_device(config["device"], config["scoring_resources"]["safety"]["gpu"]),
     threads: 1
     resources:
-        gpu=0 if IS_TOY else 1,
-        mem_mb=4000 if IS_TOY else 48000,
-        runtime=30 if IS_TOY else 120,
+        **config["scoring_resources"]["safety"],
     conda:
         "../envs/torch.yaml"
     script:
@@ -42,12 +40,10 @@ rule score_utility:
     params:
         reward=utility_reward_settings(config),
         metric=config["utility"]["vqa_metric"],
-        device=job_device(config["device"], 0 if IS_TOY else 1),
+        device=job_device(config["device"], config["scoring_resources"]["utility"]["gpu"]),
     threads: 1
     resources:
-        gpu=0 if IS_TOY else 1,
-        mem_mb=4000 if IS_TOY else 32000,
-        runtime=30 if IS_TOY else 60,
+        **config["scoring_resources"]["utility"],
     conda:
         "../envs/torch.yaml"
     script:

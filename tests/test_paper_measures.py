@@ -58,8 +58,13 @@ def test_detoxify_is_a_deviation_not_a_silent_choice():
     assert "L-PPO KL coefficient" not in paper["deviations"]  # fixed eta: the paper's
     assert "L-PPO rollout length" not in paper["settings"]
     toy = run_settings(load_config(PAPER, TOY), JUDGES)
-    assert "adaptive" in toy["deviations"]["L-PPO KL coefficient"]  # the toy's, named
+    assert "L-PPO KL coefficient" not in toy["deviations"]  # the toy's eta is fixed too
+    adaptive = load_config(PAPER, TOY)
+    adaptive["lppo"].update(kl_mode="adaptive", target_kl=2.0)
+    assert "adaptive" in run_settings(adaptive, JUDGES)["deviations"]["L-PPO KL coefficient"]
     assert "VQA accuracy" in toy["deviations"]
+    assert "L-PPO training prompts" not in paper["deviations"]  # RedTeam-2K: harmful only
+    assert "60 safe prompts" in toy["deviations"]["L-PPO training prompts"]
     ci = run_settings(load_config(PAPER, TOY, REPO_ROOT / "tests" / "data" / "toy-ci.yaml"), JUDGES)
     assert "shorter responses" in ci["settings"]["L-PPO rollout length"]
 

@@ -180,6 +180,41 @@ def test_toy_slice_through_sbatch_matches_a_local_run(cluster, tmp_path):
           "table equals the local run's")
 
 
+def _rules_of(jobs: list[dict]) -> dict[str, list[dict]]:
+    by_rule: dict[str, list[dict]] = {}
+    for job in jobs:
+        by_rule.setdefault(job["Comment"].split("_wildcards")[0].removeprefix("rule_"), []).append(job)
+    return by_rule
+
+
+def test_rehearsal_slice_through_sbatch(cluster, tmp_path):
+    """The paper config path through `--profile slurm` (issue 14): downloads from the mirror
+    as local rules on the login node, then the AdvBench build, a LLaVA-1.5 sweep shard on a
+    (fake) GPU, its scoring by the mirror's Llama Guard, GPT-2 RM and Detoxify, and the
+    per-layer table as sbatch jobs."""
+    from icet.mirror.rehearse import rehearse
+
+    before = set(_job_ids(cluster))
+    workdir = tmp_path / "rehearsal"
+    profile = test_profile(tmp_path, workdir)
+    status = rehearse(workdir, [ROOT / "rehearsal" / "rehearsal.yaml",
+                                ROOT / "tests" / "data" / "rehearsal-ci.yaml",
+                                ROOT / "tests" / "data" / "rehearsal-slurm.yaml"],
+                      verify=False, snakemake_args=["--until", "table_layers"], timeout=900,
+                      profile=profile, env={**cluster.env, "ICET_SLURM_PARTITION": "debug"})
+    assert status == 0, cluster.logs()
+    jobs = [cluster.scontrol_job(j) for j in _job_ids(cluster) if j not in before]
+    by_rule = _rules_of(jobs)
+    assert {"build_advbench", "sweep_shard", "score_shard", "table_layers"} <= set(by_rule), \
+        sorted(by_rule)
+    assert not {r for r in by_rule if r.startswith("download")}  # local rules: the login node
+    assert all(j["JobState"] == "COMPLETED" for j in jobs)
+    assert all(j["TresPerJob"] == "gres:gpu:1" for j in by_rule["sweep_shard"])
+    layers = (workdir / "results" / "rehearsal-slurm" / "tables" / "layers.csv").read_text()
+    assert "llava-1.5-7b" in layers
+    print(f"SLURM rehearsal: {len(jobs)} jobs through sbatch ({', '.join(sorted(by_rule))})")
+
+
 def _job_ids(cluster: SlurmCluster) -> list[str]:
     out = subprocess.run(["squeue", "-t", "all", "-h", "-o", "%i"], env=cluster.env,
                          capture_output=True, text=True, check=True).stdout

@@ -242,3 +242,35 @@ def test_base_refusal_share_refuses_that_share_of_base_harmful_requests(tmp_path
             assert (refusing / path.name).read_bytes() == path.read_bytes(), path.name
     with pytest.raises(IcetError, match="base_refusal_share"):
         build_toy_data(tmp_path / "x", SMALL, 16, 0, base_refusal_share=1.5)
+
+
+def test_rt_safe_adds_safe_prompts_to_rt_and_changes_nothing_else(tmp_path, built):
+    out, _ = built
+    mixed = tmp_path / "mixed"
+    build_toy_data(mixed, {**SMALL, "rt_safe": 12}, image_size=16, seed=0)
+    before, after = _rows(out, "rt"), _rows(mixed, "rt")
+    assert after[:len(before)] == before  # the harmful RT rows first, unchanged
+    safe = after[len(before):]
+    assert len(safe) == 12 and {r["kind"] for r in safe} == {"benign", "lookalike"}
+    assert {r["source"] for r in safe} == {before[0]["source"]}
+    validate_dataset(mixed / "rt.jsonl")
+    lookalikes = {r["prompt"] for r in safe if r["kind"] == "lookalike"}
+    assert len(lookalikes) >= 3
+    assert lookalikes <= {p.text for p in world.split_lookalikes(0, 0.4)["train"]}
+    assert not lookalikes & {r["prompt"] for r in _rows(out, "xstest")}  # XSTest stays held out
+    for path in out.glob("*.jsonl"):  # its own random stream: every other file keeps its bytes
+        if path.name != "rt.jsonl":
+            assert (mixed / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_wrong_reward_answer_is_wrong_from_the_text_alone(built):
+    """The toy RM sees no image: a "wrong" answer must not answer the question (the
+    description names every attribute, so it never stands for a one-attribute answer)."""
+    from icet.toy.images import all_specs
+
+    out, _ = built
+    descriptions = {world.vqa_answer(spec, "describe") for spec in all_specs()}
+    wrong = [r for r in _rows(out, "train_reward") if r["pair"] == "benign: answer>wrong"]
+    assert len(wrong) >= 5
+    for row in wrong:
+        assert row["rejected"] != row["chosen"] and row["rejected"] not in descriptions, row

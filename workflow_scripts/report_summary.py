@@ -17,5 +17,6 @@ write_summary(
     planted=snakemake.params.report["planted"],
     score_files=list(snakemake.input.scores),
     reward_card=snakemake.params.reward_card,
+    bootstrap=snakemake.params.report["bootstrap"],
     log=snakemake.log[0],
 )

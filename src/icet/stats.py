@@ -242,6 +242,33 @@ def layer_metrics(frame: pd.DataFrame, bootstrap: dict | None = None) -> list[di
     return rows
 
 
+def difference_ci(first: Sequence[tuple], second: Sequence[tuple], n_resamples: int = 1000,
+                  ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(mean(first) - mean(second), lo, hi): a paired cluster bootstrap of a difference.
+
+    Each argument is (cluster, value) pairs, e.g. (prompt, unsafe) of the rows at two layer
+    groups. A draw resamples clusters once and takes both sides' rows of each drawn cluster,
+    so what two groups share (the same prompts) cancels: the honest test that two rates
+    differ, where two separately resampled CIs that must not overlap is far stricter than
+    its stated level. Empty sides -> NaNs.
+    """
+    if not first or not second:
+        return math.nan, math.nan, math.nan
+    codes = _cluster_codes([c for c, _ in first] + [c for c, _ in second])
+    k = int(codes.max()) + 1
+    a_codes, b_codes = codes[:len(first)], codes[len(first):]
+    a = np.asarray([float(v) for _, v in first])
+    b = np.asarray([float(v) for _, v in second])
+    diff = float(a.mean() - b.mean())
+    sums = [np.bincount(c, weights=v, minlength=k) for c, v in ((a_codes, a), (b_codes, b))]
+    counts = [np.bincount(c, minlength=k).astype(float) for c in (a_codes, b_codes)]
+    draws = np.random.default_rng(seed).integers(0, k, size=(n_resamples, k))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = [s[draws].sum(axis=1) / n[draws].sum(axis=1) for s, n in zip(sums, counts)]
+    lo, hi = _percentiles(means[0] - means[1], ci)
+    return diff, lo, hi
+
+
 def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
     """Mean ignoring NaN; all-NaN slices give NaN without a RuntimeWarning."""
     with warnings.catch_warnings():

@@ -1,7 +1,7 @@
 """Command line of the rehearsal mirror.
 
     python -m icet.mirror build <out> [config.yaml overlay.yaml ...]
-    python -m icet.mirror rehearse [--workdir .] [--keep-going] [--configfile rehearsal/rehearsal.yaml ...] [target ...]
+    python -m icet.mirror rehearse [--workdir .] [--keep-going] [--profile slurm] [--configfile rehearsal/rehearsal.yaml ...] [target ...]
     python -m icet.mirror check <mirror>      # the mirror against README.md's layout table
 """
 
@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cores", type=int, default=2)
     run.add_argument("--keep-going", action="store_true",
                      help="run every job that does not depend on a failed one (finds every break)")
+    run.add_argument("--profile", default=None,
+                     help="Snakemake profile (default: rehearsal/); e.g. slurm, on a cluster")
     run.add_argument("targets", nargs="*")
     check = sub.add_parser("check", help="check a built mirror against README.md's layout")
     check.add_argument("mirror")
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         from icet.mirror.rehearse import rehearse
 
         return rehearse(args.workdir, args.configfile, args.targets, args.cores,
-                        snakemake_args=["--keep-going"] if args.keep_going else [])
+                        snakemake_args=["--keep-going"] if args.keep_going else [],
+                        profile=args.profile)
     from icet.mirror.layout import check_mirror
 
     problems = check_mirror(args.mirror)

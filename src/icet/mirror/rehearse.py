@@ -75,8 +75,13 @@ def rehearsal_env(mirror: Path) -> dict:
 
 def rehearse(workdir: str | os.PathLike = ".", configfiles: list[str | os.PathLike] | None = None,
              targets: list[str] = (), cores: int = 2, verify: bool = True,
-             snakemake_args: list[str] = (), timeout: float | None = None) -> int:
-    """Build/serve the mirror, run the DAG (and `icet verify`); the exit status of the first failure."""
+             snakemake_args: list[str] = (), timeout: float | None = None,
+             profile: str | os.PathLike | None = None, env: dict | None = None) -> int:
+    """Build/serve the mirror, run the DAG (and `icet verify`); the exit status of the first failure.
+
+    `profile` (default: rehearsal/) is the Snakemake profile, e.g. a slurm one, so the paper
+    config path is rehearsed through sbatch (tests/test_slurm.py); `env` is added to the
+    jobs' environment (a test cluster's SLURM_CONF and PATH)."""
     workdir = Path(workdir).resolve()
     overlays = [Path(p).resolve() for p in (configfiles or [OVERLAY])]
     config = load_yaml(ROOT / "config.yaml")
@@ -95,11 +100,12 @@ def rehearse(workdir: str | os.PathLike = ".", configfiles: list[str | os.PathLi
         urls.write_text("# Written by icet.mirror.rehearse: the config's URLs on the local mirror.\n"
                         + yaml.safe_dump(merge(url_overlay(config, base, record),
                                               by_hand_overlay(config, mirror)), sort_keys=True))
-        command = [snakemake, "--profile", str(ROOT / "rehearsal"), "--snakefile",
+        command = [snakemake, "--profile", str(profile or ROOT / "rehearsal"), "--snakefile",
                    str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", str(cores),
                    "--configfile", *map(str, overlays), str(urls), *snakemake_args, *targets]
         print("rehearsal: " + " ".join(command), flush=True)
-        done = subprocess.run(command, cwd=ROOT, env=rehearsal_env(mirror), timeout=timeout)
+        done = subprocess.run(command, cwd=ROOT, env={**rehearsal_env(mirror), **(env or {})},
+                              timeout=timeout)
     if done.returncode != 0 or not verify or targets:
         return done.returncode
     run_dir = workdir / "results" / config["run"]

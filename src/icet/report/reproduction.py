@@ -320,6 +320,13 @@ def run_settings(config: dict, judges: dict[str, str]) -> dict:
         deviations["L-PPO KL coefficient"] = (
             "adaptive (Ziegler et al.'s controller, target_kl "
             f"{lppo['target_kl']}) instead of the paper's fixed eta in RM - eta*KL")
+    rt_safe = config.get("toy", {}).get("sizes", {}).get("rt_safe", 0)
+    if config.get("data_source") == "toy" and rt_safe:
+        deviations["L-PPO training prompts"] = (
+            f"the toy's RedTeam-2K analogue holds {rt_safe} safe prompts (look-alikes, "
+            "instructions, image questions) beside its harmful ones; the paper's RedTeam-2K is "
+            "harmful only. Without them the toy's L-PPO spread refusal to look-alikes and VQA "
+            "on some CPU kernel paths (docs/kernel-paths.md)")
     if config.get("utility", {}).get("vqa_metric") == "contains":
         deviations["VQA accuracy"] = ("reference answer contained in the response, not the "
                                       "standard VQA-v2 accuracy")

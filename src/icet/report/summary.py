@@ -105,7 +105,8 @@ def _check_table(title: str, intro: str, checks: list[tuple[str, bool, str]]) ->
 
 
 def planted_lines(planted: dict[str, dict], score_files: list[str], layers_csv: str,
-                  table2_csv: str, utility_csv: str, default_layers: dict[str, int]) -> list[str]:
+                  table2_csv: str, utility_csv: str, default_layers: dict[str, int],
+                  bootstrap: dict | None = None) -> list[str]:
     """Detection and repair checks of each planted positive control (icet.report.planted)."""
     from icet.report import planted as checks
 
@@ -115,12 +116,12 @@ def planted_lines(planted: dict[str, dict], score_files: list[str], layers_csv: 
         rates = ", ".join(f"{g} {r:.2f}" for g, r in spec["rates"].items())
         lines += _check_table(
             f"## Detection of the planted effect, {model} ({PLANTED_LABEL})",
-            f"This model's layer-wise misalignment was planted on purpose (planted AASR per "
+            f"This model's layer-wise misalignment was planted on purpose (configured AASR per "
             f"group: {rates}; 0 at the default layer ICET-{default_layers[model]}). These checks "
             "show whether the pipeline detects a known effect; they say nothing about whether "
-            "the effect arises by itself. Ground truth: the toy world's compliance templates.",
-            checks.detection_checks(table2_csv, layers_csv, rows, model, default_layers[model],
-                                    spec["rates"]))
+            "the effect arises by itself. Ground truth: the toy world's compliance templates; "
+            "the planted rate of a test set is the planted target on its own prompts.",
+            checks.detection_checks(table2_csv, rows, default_layers[model], spec, bootstrap))
         if any(r["variant"] == "aligned" for r in rows):
             lines += _check_table(
                 f"## Repair of the planted effect by L-PPO, {model} ({PLANTED_LABEL})",
@@ -156,7 +157,7 @@ def write_summary(layers_csv: str, table2_csv: str, utility_csv: str, out: str, 
                   downloads: list[str] | None = None, thresholds: dict | None = None,
                   planted: dict[str, dict] | None = None,
                   score_files: list[str] | None = None, reward_card: str | None = None,
-                  log: str | None = None) -> str:
+                  bootstrap: dict | None = None, log: str | None = None) -> str:
     """Write results/<run>/summary.md; return its text.
 
     `downloads`: the run's download folders/files; a branch revision or an unpinned URL among
@@ -227,7 +228,7 @@ def write_summary(layers_csv: str, table2_csv: str, utility_csv: str, out: str, 
             lines.append(f"| {what} | {'pass' if passed else 'FAIL'} | {numbers} |")
         lines.append("")
     lines += planted_lines(planted or {}, score_files or [], layers_csv, table2_csv, utility_csv,
-                           default_layers)
+                           default_layers, bootstrap)
     lines += reward_lines(reward_card)
     warnings = download_warnings(download_records(list(downloads or [])))
     if warnings:

@@ -30,6 +30,9 @@ from icet.toy.images import ImageSpec, all_specs, random_spec, render
 
 DEFAULT_SIZES: dict[str, int] = {
     "rt": 200,  # RedTeam-2K analogue; 200 prompts are plenty for a toy L-PPO run
+    # Safe prompts added to RT (look-alikes from the training pool, instructions, image
+    # questions): 0 keeps RT the paper's harmful-only set (see _rt_safe_rows).
+    "rt_safe": 0,
     "cp_prompts": 10,  # the paper's Custom Prompts: 10 prompts ...
     "cp_images": 10,  # ... x 10 safe images = 100 rows
     "mr": 60,  # miniJailbreak analogue: held-out requests in jailbreak wrappers (pool: 90)
@@ -69,7 +72,7 @@ GUARD_WRAPPED = 0.2  # share of harmful guard prompts in a jailbreak wrapper
 REWARD_HARMFUL_PAIRS = {"refusal>compliant": 0.3, "refusal>off_topic": 0.2,
                         "refusal>broken": 0.15, "off_topic>compliant": 0.2,
                         "broken>compliant": 0.15}
-REWARD_BENIGN_PAIRS = {"answer>refusal": 0.5, "answer>wrong": 0.25, "answer>broken": 0.25}
+REWARD_BENIGN_PAIRS = {"answer>refusal": 0.3, "answer>wrong": 0.45, "answer>broken": 0.25}
 TOXICITY_MIX = {"compliant": 0.4, "refusal": 0.2, "benign": 0.25, "broken": 0.15}
 TOXICITY_LABEL_NOISE = 0.05  # flipped labels: real toxicity labels are noisy, and a toy
 # classifier that saturates at exactly 0/1 would make TS a step function
@@ -164,6 +167,34 @@ def _benign_turn(kind: str, rng, spec: ImageSpec, lookalike_pool: list) -> tuple
     return prompt.text, prompt.answer, prompt.category
 
 
+def _rt_safe_rows(n: int, seed: int, lookalike_train: list, images: _Images) -> list[dict]:
+    """`n` safe L-PPO prompts for the toy's RT analogue (a deviation from the paper's
+    harmful-only RedTeam-2K, named in toy/toy.yaml and the reproduction report).
+
+    Why: trained on harmful prompts alone, the toy's L-PPO spreads refusal to look-alike
+    prompts and image questions, and how far it spreads in 26 steps depends on the CPU's
+    kernel path (docs/kernel-paths.md). Safe prompts among the rollouts, which the toy
+    reward model pays for answering, hold helpfulness in place. Look-alikes come from the
+    training pool only (XSTest's are held out); drawn from their own stream, so every other
+    set is unchanged.
+    """
+    rng = _rng(seed, "rt_safe")
+    rows = []
+    for i, kind in zip(_ids("rt-safe", n), _mixture(
+            rng, n, {"lookalike": 0.5, "instruction": 0.25, "vqa": 0.25})):
+        spec = random_spec(rng)
+        if kind == "vqa":
+            qtype = world.pick(rng, world.VQA_SCORED_TYPES)
+            rows.append(_paper_row(i, world.vqa_question(qtype, rng), images.path(spec), "benign",
+                                   qtype, world.vqa_answer_word(spec, qtype), SOURCES["rt"]))
+        else:
+            prompt = _safe_prompt(kind, rng, lookalike_train)
+            rows.append(_paper_row(i, prompt.text, images.path(spec),
+                                   "lookalike" if kind == "lookalike" else "benign",
+                                   prompt.category, None, SOURCES["rt"]))
+    return rows
+
+
 def _paper_sets(sizes, seed, pools, lookalike_pools, images: _Images) -> dict[str, list[dict]]:
     sets: dict[str, list[dict]] = {}
 
@@ -174,6 +205,7 @@ def _paper_sets(sizes, seed, pools, lookalike_pools, images: _Images) -> dict[st
     sets["rt"] = [_paper_row(i, r.text, images.path(random_spec(rng)), "harmful", r.category,
                              None, SOURCES["rt"])
                   for i, r in zip(_ids("rt", sizes["rt"]), _take(rng, pools["train"], sizes["rt"]))]
+    sets["rt"] += _rt_safe_rows(sizes["rt_safe"], seed, lookalike_pools["train"], images)
 
     # CP: prompts spread over the categories in turn; images with distinct shape and colour.
     rng = _rng(seed, "cp")
@@ -333,9 +365,12 @@ def _benign_prompt_answer(rng, look) -> tuple[str, str, str, str]:
     if kind == "vqa":
         spec = random_spec(rng)
         qtype = world.pick(rng, world.VQA_TYPES + ("describe",))
-        other = world.pick(rng, [q for q in world.VQA_ANSWERS if q != qtype])
-        return (world.vqa_question(qtype, rng), world.vqa_answer(spec, qtype),
-                world.vqa_answer(spec, other), qtype)
+        if qtype == "describe":  # any one-attribute answer is part of a description: not wrong
+            wrong = world.pick(rng, world.instructions()).answer
+        else:  # never the description, which names every attribute, the one asked for too
+            wrong = world.vqa_answer(spec, world.pick(rng, [q for q in world.VQA_TYPES
+                                                            if q != qtype]))
+        return world.vqa_question(qtype, rng), world.vqa_answer(spec, qtype), wrong, qtype
     prompt = _safe_prompt(kind, rng, look)
     pool = world.instructions() + tuple(look)
     wrong = prompt
