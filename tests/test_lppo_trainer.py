@@ -101,6 +101,31 @@ def images_of(world, rows):
     return [str(world["data"] / r["image"]) for r in rows]
 
 
+# --- the value loss and the LM --------------------------------------------------------------
+
+@pytest.mark.parametrize("value_trains_lm", [True, False])
+def test_value_trains_lm_decides_whether_the_value_loss_reaches_the_policy(world, value_trains_lm):
+    from icet.lppo.rollout import collate, response_mask
+
+    adapter = load_adapter(world["model"])
+    policy, _ = build_policy(adapter.model, LppoParams.from_dict({}))
+    module = PolicyWithValue(policy, 32, value_trains_lm)
+    with torch.no_grad():  # a non-zero head, so the value loss has a gradient to pass on
+        module.value_head.weight.fill_(0.1)
+    rows = world["rows"][:2]
+    torch.manual_seed(0)
+    samples = generate_samples(policy, adapter, rows, images_of(world, rows), [2, 2],
+                               max_new_tokens=3, temperature=1.0, top_k=0)
+    width = response_mask(samples).shape[1]
+    pad = adapter.processor.tokenizer.pad_token_id
+    _, values = module(collate(samples, width, pad, "cpu"), width, adapter.feature_kwargs(2), 1.0)
+    (values ** 2).sum().backward()
+    lora = [p for n, p in policy.named_parameters() if "lora_" in n]
+    reached = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in lora)
+    assert reached == value_trains_lm
+    assert module.value_head.weight.grad.abs().sum() > 0  # the head learns either way
+
+
 # --- rollouts use the sampled layer ------------------------------------------------------
 
 def test_rollout_uses_each_samples_layer_for_generation_policy_and_reference(world):
@@ -378,14 +403,14 @@ def test_full_finetune_trains_the_lm_only(world, tmp_path):
 def test_learning_raises_the_reward_of_the_rewarded_word(world, tmp_path):
     # A weak KL penalty (the target-word share is at most 1 per response) with Ziegler's
     # adaptive controller, which must raise eta while the KL sits above its target.
-    run(world, tmp_path / "learn", {"steps": 16, "rollout_batch": 8, "minibatch": 4,
+    run(world, tmp_path / "learn", {"steps": 24, "rollout_batch": 8, "minibatch": 4,
                                     "layer_mode": "fixed", "checkpoint_every": 100, "eta": 0.01,
                                     "kl_mode": "adaptive", "target_kl": 4.0, "kl_horizon": 100})
     lines = (tmp_path / "learn" / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
     rewards = [float(r["reward"]) for r in rows]
-    assert len(rewards) == 16 and {r["layers"] for r in rows} == {"3 3 3 3 3 3 3 3"}
+    assert len(rewards) == 24 and {r["layers"] for r in rows} == {"3 3 3 3 3 3 3 3"}
     assert np.mean(rewards[-4:]) > np.mean(rewards[:4]) + 0.2, rewards
     kl_coef = [float(r["kl_coef"]) for r in rows]
     assert kl_coef[0] == 0.01 and kl_coef[-1] > kl_coef[0]

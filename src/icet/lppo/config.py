@@ -44,6 +44,9 @@ class LppoParams:
     clip: float = 0.2  # PPO ratio clip (Schulman et al. 2017)
     clip_value: float = 0.2  # value clip around the rollout's values
     c1: float = 0.1  # value-loss weight (trl's vf_coef)
+    # Does the value loss train the LM (a shared backbone, as trl) or only the linear head on
+    # its detached hidden state? See rollout.PolicyWithValue and docs/kernel-paths.md.
+    value_trains_lm: bool = False
     c2: float = 0.0  # entropy bonus weight; 0 as in most PPO-for-LMs recipes
     whiten_advantages: bool = True  # per-rollout advantage normalisation stabilises the step
     max_new_tokens: int = 32  # toy responses are short; the sweep uses the same cap

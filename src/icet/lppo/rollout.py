@@ -205,11 +205,16 @@ class PolicyWithValue(nn.Module):
     """The policy LM and its value head as one module, so one DDP wrapper covers both.
 
     The value head is a linear layer on the LM's last hidden state at every response slot.
+    `value_trains_lm=False` detaches that state: the value loss then trains the head only.
+    Why (LppoParams.value_trains_lm): with rewards on a reward model's scale the value loss
+    is ~1000x the clipped policy loss, and through a shared LM it moved the policy more than
+    the policy loss did; the toy's policy collapsed after ~30 steps (docs/kernel-paths.md).
     """
 
-    def __init__(self, policy: nn.Module, hidden_size: int):
+    def __init__(self, policy: nn.Module, hidden_size: int, value_trains_lm: bool = True):
         super().__init__()
         self.policy = policy
+        self.value_trains_lm = value_trains_lm
         self.value_head = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)  # values start at 0: no arbitrary first baseline
         nn.init.zeros_(self.value_head.bias)
@@ -219,6 +224,8 @@ class PolicyWithValue(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         logits, hidden = response_logits(self.policy, batch, width, feature_kwargs,
                                          temperature, with_hidden=True)
+        if not self.value_trains_lm:
+            hidden = hidden.detach()
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
         return logits, values
 

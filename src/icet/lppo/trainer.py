@@ -415,7 +415,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
         enable_checkpointing(base)
     policy, reference = build_policy(base, p)
     hidden = base.config.get_text_config().hidden_size
-    module = PolicyWithValue(policy, hidden).to(accelerator.device)
+    module = PolicyWithValue(policy, hidden, p.value_trains_lm).to(accelerator.device)
     trainable = [q for q in module.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=p.lr, weight_decay=0.0)
     warmup = p.warmup_steps
