@@ -83,7 +83,8 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
     if p.gradient_checkpointing:
         enable_checkpointing(base)
     policy, reference = build_policy(base, p)
-    module = PolicyWithValue(policy, base.config.get_text_config().hidden_size).to(accelerator.device)
+    module = PolicyWithValue(policy, base.config.get_text_config().hidden_size,
+                             p.value_trains_lm).to(accelerator.device)
     trainable = [q for q in module.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=p.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)

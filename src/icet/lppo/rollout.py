@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from icet.errors import IcetError
-from icet.lppo.config import layer_ranges
+from icet.lppo.config import LppoParams, layer_ranges
 from icet.models.base import VLMAdapter
 
 _TEXT_KEYS = ("input_ids", "attention_mask")
@@ -211,7 +211,8 @@ class PolicyWithValue(nn.Module):
     the policy loss did; the toy's policy collapsed after ~30 steps (docs/kernel-paths.md).
     """
 
-    def __init__(self, policy: nn.Module, hidden_size: int, value_trains_lm: bool = True):
+    def __init__(self, policy: nn.Module, hidden_size: int,
+                 value_trains_lm: bool = LppoParams.value_trains_lm):
         super().__init__()
         self.policy = policy
         self.value_trains_lm = value_trains_lm

@@ -124,17 +124,18 @@ def detection_checks(table2_csv, rows: list[dict], default_layer: int, spec: dic
                           _mean_of_layers(default, [default_layer], "unsafe"),
                           _mean_of_layers(default, [default_layer], "target"), [default_layer]))
         chain.sort(key=lambda c: -c[2])
+
+        def verdicts(layers):  # (prompt, guard verdict) at `layers`: the bootstrap's clusters
+            return [(r["prompt"], r["unsafe"]) for r in mine
+                    if r["layer"] in layers and r["unsafe"] in (0, 1)]
+
         ok, numbers = True, []
         for (a, a_value, a_planted, a_layers), (b, b_value, b_planted, b_layers) in zip(chain, chain[1:]):
             gap = a_planted - b_planted
             if gap < ORDER_GAP - 1e-9:
                 continue
-            diff, lo, hi = difference_ci(
-                [(r["prompt"], r["unsafe"]) for r in mine if r["layer"] in a_layers
-                 and r["unsafe"] in (0, 1)],
-                [(r["prompt"], r["unsafe"]) for r in mine if r["layer"] in b_layers
-                 and r["unsafe"] in (0, 1)],
-                settings["n_resamples"], settings["ci"], settings["seed"])
+            diff, lo, hi = difference_ci(verdicts(a_layers), verdicts(b_layers),
+                                         settings["n_resamples"], settings["ci"], settings["seed"])
             separate = gap >= SEPARATE_GAP - 1e-9
             ok &= lo > 0 if separate else hi > 0
             numbers.append(f"{a} {100 * a_value:.1f} vs {b} {100 * b_value:.1f} %, difference "

@@ -171,9 +171,9 @@ def _rt_safe_rows(n: int, seed: int, lookalike_train: list, images: _Images) -> 
     """`n` safe L-PPO prompts for the toy's RT analogue (a deviation from the paper's
     harmful-only RedTeam-2K, named in toy/toy.yaml and the reproduction report).
 
-    Why: trained on harmful prompts alone, the toy's L-PPO spreads refusal to look-alike
-    prompts and image questions, and how far it spreads in 26 steps depends on the CPU's
-    kernel path (docs/kernel-paths.md). Safe prompts among the rollouts, which the toy
+    Why: trained on harmful prompts alone, the toy's L-PPO spread refusal to look-alike
+    prompts and image questions, how far depending on the CPU's kernel path
+    (docs/kernel-paths.md). Safe prompts among the rollouts, which the toy
     reward model pays for answering, hold helpfulness in place. Look-alikes come from the
     training pool only (XSTest's are held out); drawn from their own stream, so every other
     set is unchanged.

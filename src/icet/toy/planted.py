@@ -106,9 +106,9 @@ def group_rates(groups: dict[str, list[int]], per_layer: dict[int, float]) -> di
 
 
 def planted_spec(params: dict | None, num_layers: int, default_layer: int) -> dict:
-    """What the report side needs of a planted model: the planted AASR per group (share),
-    the planted rate per ICET layer, and the planted seed's cell ranks are rebuilt from
-    `seed` by `planted_target`."""
+    """What the report side needs of a planted model: the planted AASR per group (share)
+    and the planted rate per ICET layer. The per-prompt known answer comes from these rates
+    and the planting seed through `planted_target`."""
     params = {**PLANTED_KEYS, **(params or {})}
     per_layer = layer_rates(params["groups"], num_layers, default_layer, params["rates"])
     return {"rates": group_rates(params["groups"], per_layer), "layer_rates": per_layer}
