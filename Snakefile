@@ -29,7 +29,6 @@ include: "rules/sweep.smk"
 include: "rules/score.smk"
 include: "rules/lppo.smk"
 include: "rules/report.smk"
-include: "rules/organism_study.smk"
 
 
 # Everything: tables, figures, summary and the provenance manifest of this run.
@@ -86,10 +85,17 @@ rule figures:
         figure_outputs(),
 
 
-# The organism study (issue 9): `snakemake --profile toy organism_study`.
-rule organism_study:
-    input:
-        rules.study_summary.output,
+# The organism study (toy runs only: `snakemake --profile toy organism_study`), a module so
+# that a paper run never parses toy files.
+if IS_TOY:
+
+    module organism_study:
+        snakefile:
+            "rules/organism_study.smk"
+        config:
+            {**config, "organism_study": str(Path(workflow.basedir) / "toy" / "organism_study.yaml")}
+
+    use rule * from organism_study
 
 
 onsuccess:

@@ -21,6 +21,7 @@ from icet.runtime import job_device
 if workflow.remote_exec:
     drop_from_environment()
 from icet.timing import print_time_table
+from icet.toy.stages import STAGES as TOY_STAGE_ORDER, stage_inputs
 
 # Validate before anything is scheduled: one line naming the key, non-zero exit.
 try:
@@ -36,8 +37,13 @@ SAFETY_SETS = list(config["testsets"])
 UTILITY_SETS = list(config["utility_sets"])
 ALL_SETS = SAFETY_SETS + UTILITY_SETS
 IS_TOY = config["data_source"] == "toy"
-TOY_STAGES = ["vision", "lm", "instruct", "safety", "planted"]
+TOY_STAGES = list(TOY_STAGE_ORDER)
 TOY_JUDGES = ["guard", "reward", "toxicity"]
+TOY_JUDGE_PATTERN = "|".join(TOY_JUDGES)
+TOY = config.get("toy", {})
+TOY_ARCH = TOY.get("arch", {})
+TOY_STAGE_PARAMS = TOY.get("stages", {})
+TOY_JUDGE_PARAMS = TOY.get("judges", {})
 # A sweep job's param: with the `params` rerun trigger, a change to the library code that
 # writes shards (icet.shards.SWEEP_CODE) reruns the sweep jobs, whose shard fingerprints
 # then recompute every shard (README, "What triggers a rerun").
@@ -68,6 +74,26 @@ def model_dir(name):
 
 def model_resources(name, key):
     return MODELS[name]["resources"][key]
+
+
+def model_device(name):
+    """The device a model's jobs run on: the config's choice, checked against its GPUs."""
+    return job_device(config["device"], model_resources(name, "gpu"))
+
+
+def sweep_inputs(wildcards):
+    """A sweep job's inputs: the model, its data set and the data gate; the aligned variant
+    also the model's L-PPO adapter."""
+    inputs = {"model": model_dir(wildcards.model), "data": dataset(wildcards.testset),
+              "gate": data_gate()}
+    if wildcards.variant == "aligned":
+        inputs["adapter"] = f"{RUN}/lppo/{wildcards.model}/adapter"
+    return inputs
+
+
+def prompt_suffix(testset):
+    """Text appended to every prompt of a test set (config prompt_suffix; none if unset)."""
+    return config["prompt_suffix"].get(testset, "")
 
 
 def lppo_processes(name):
@@ -234,6 +260,17 @@ def learning_outputs():
     return [f"{RUN}/lppo/{m}/learning.md" for m in lppo_models()]
 
 
+def toy_stage_inputs(wildcards):
+    """A toy training stage's data file, tokenizer and the stages it starts from."""
+    return stage_inputs(wildcards.stage, data_dir=f"{RES}/toy/data",
+                        stage_dir=f"{RES}/toy/organism", tokenizer=f"{RES}/toy/tokenizer")
+
+
+def toy_stage_params(stage):
+    """A toy stage's hyperparameters (toy.stages.<stage>) with the toy's architecture."""
+    return {**TOY_STAGE_PARAMS.get(stage, {}), "arch": TOY_ARCH}
+
+
 def toy_organism_outputs():
     if not IS_TOY:
         return []
@@ -265,6 +302,52 @@ def safety_scores(model=None):
     return [f for f in files if model is None or f.startswith(f"{RUN}/scores/{model}/")]
 
 
+def utility_score_files(testset):
+    """Every model x variant's scores of a utility set (VQA: the utility judge's file)."""
+    if testset not in UTILITY_SETS:
+        return []
+    suffix = ".utility.jsonl" if testset == "vqa" else ".jsonl"
+    return [f"{RUN}/scores/{m}/{v}/{testset}{suffix}" for m in MODELS for v in variants(m)]
+
+
+def planted_score_files():
+    """The planted controls' safety scores: ground truth for detection and repair."""
+    return [f for m in PLANTED_MODELS for f in safety_scores(m)]
+
+
+def lppo_metric_files():
+    return {m: f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()}
+
+
+def layer_counts():
+    return {m: MODELS[m]["num_layers"] for m in MODELS}
+
+
+def model_dirs():
+    return [model_dir(m) for m in MODELS]
+
+
+def all_sweep_outputs():
+    return sweep_outputs("original") + sweep_outputs("aligned")
+
+
+def manifest_results():
+    """Every result the manifest hashes: tables, figures, the two reports, the scores."""
+    return (table_outputs() + figure_outputs() + [f"{RUN}/summary.md", f"{RUN}/reproduction.md"]
+            + all_score_files())
+
+
+def toy_reward_card():
+    """The toy reward model's judge.json (held-out accuracy per pair type), else None."""
+    return f"{judge_path('reward')}/judge.json" if judge_spec("reward")["source"] == "toy" else None
+
+
+def figure_caption(model):
+    """What a per-layer figure's caption names: judge, seed, model and run label."""
+    return {"judge": judge_name("guard"), "seed": config["seed"], "model": model,
+            "label": caption_label()}
+
+
 # Table 2 and Figure 3 are the paper's for LLaVA-1.5, its L-PPO model: ours is the first
 # model with lppo: true (else the first model).
 MAIN_MODEL = (lppo_models() or list(MODELS))[0]
@@ -275,6 +358,8 @@ from icet.report.exhibits import exhibits as _exhibits
 
 EXHIBITS = _exhibits(config["report"]["examples"], MODELS, MAIN_MODEL,
                      {m: model_layers(MODELS[m]) for m in MODELS})
+# The exhibits that are tables (table_examples' wildcard), or a pattern nothing matches.
+EXHIBIT_TABLE_PATTERN = "|".join(e for e in EXHIBITS if e != "figure1") or "none"
 EXHIBIT_TITLES = {"table1": "Table 1: example responses by layer",
                   "table4": "Table 4: example responses before and after L-PPO",
                   "table5": "Table 5: example responses before and after L-PPO"}
@@ -301,7 +386,7 @@ PLANTED_LABEL = "planted (positive control)"
 
 def planted_specs():
     """Per planted model: its planted AASR per group (share), planted rate per layer, layer
-    groups and the seed it was planted with (the stage's seed: rule train_toy_planted)."""
+    groups and the seed it was planted with (the stage's seed: rule train_toy_stage)."""
     from icet.toy.planted import planted_spec
 
     params = config.get("toy", {}).get("stages", {}).get("planted", {})

@@ -21,7 +21,7 @@ rule lppo_train:
         params=lambda w: {**config["lppo"], "groups": MODELS[w.model]["groups"]},
         reward=config["judges"]["reward"],
         seed=config["seed"],
-        device=lambda w: job_device(config["device"], model_resources(w.model, "gpu")),
+        device=lambda w: model_device(w.model),
         workdir=lambda w: f"{RUN}/lppo/{w.model}",
         prompting=lambda w: prompting_of(MODELS[w.model]),
         processes=lambda w: lppo_processes(w.model),
@@ -42,8 +42,7 @@ rule lppo_train:
 # by at least half; the safety-tuned toy has nothing to repair (it says so).
 rule lppo_learning:
     input:
-        scores=lambda w: [score_file(w.model, v, s) for v in ("original", "aligned")
-                          for s in SAFETY_SETS],
+        scores=lambda w: safety_scores(w.model),
     output:
         md=f"{RUN}/lppo/{{model}}/learning.md",
         json=f"{RUN}/lppo/{{model}}/learning.json",

@@ -1,20 +1,35 @@
-# The organism study (issue 9): variants x seeds of the toy organism, each trained at the
-# default encoder layer only, swept over every layer; one table and one figure.
-# `snakemake --profile toy organism_study`. Variants: toy/organism_study.yaml. Stages a
-# variant leaves unchanged are shared (their folder is named by a hash of what they are
-# trained from), so the ViT and base LM of a seed train once.
+# The organism study: variants x seeds of the toy organism, each trained at the default
+# encoder layer only, swept over every layer; one table and one figure.
+# `snakemake --profile toy organism_study`. Variants: toy/organism_study.yaml. A Snakemake
+# module (used from the Snakefile for toy runs only, so a paper run never parses toy files);
+# its config is the run's, plus `organism_study` (the study file's path). Stages a variant
+# leaves unchanged are shared (their folder is named by a hash of what they are trained
+# from), so the ViT and base LM of a seed train once.
+
+from pathlib import Path
 
 from icet.config import load_yaml
-from icet.toy.study import plan_study
+from icet.toy.study import eval_set_paths, plan_study
 
-STUDY = load_yaml(str(Path(workflow.basedir) / "toy" / "organism_study.yaml"))
+RES = config["resources_dir"]
+RUN = f"results/{config['run']}"
+LOGS = f"logs/{config['run']}"
+STUDY = load_yaml(config["organism_study"])
 STUDY_DIR = f"{RES}/toy/study"
 STUDY_OUT = f"{RUN}/organism_study"
-STUDY_PLAN = plan_study(STUDY, TOY_STAGE_PARAMS, TOY_ARCH, data_dir=f"{RES}/toy/data",
-                        study_dir=STUDY_DIR, tokenizer=f"{RES}/toy/tokenizer")
+STUDY_PLAN = plan_study(STUDY, config.get("toy", {}).get("stages", {}),
+                        config.get("toy", {}).get("arch", {}), data_dir=f"{RES}/toy/data",
+                        study_dir=STUDY_DIR, tokenizer=f"{RES}/toy/tokenizer",
+                        out_dir=STUDY_OUT)
 STUDY_EVAL = STUDY.get("eval", {})
-STUDY_EVALS = [f"{STUDY_OUT}/eval/{variant}/seed{seed}.json"
-               for variant, seeds in STUDY_PLAN["organisms"].items() for seed in seeds]
+
+
+# The study's one table and figure: `snakemake --profile toy organism_study`.
+rule organism_study:
+    input:
+        f"{STUDY_OUT}/summary.csv",
+        f"{STUDY_OUT}/summary.md",
+        f"{STUDY_OUT}/organism_study.png",
 
 
 # Why: a variant's training file (e.g. harmful text dialogues ending in refusals).
@@ -64,8 +79,7 @@ rule study_stage:
 rule study_eval:
     input:
         model=lambda w: STUDY_PLAN["stages"][STUDY_PLAN["organisms"][w.name][int(w.seed)]]["path"],
-        sets=[f"{RES}/toy/data/{STUDY_EVAL.get(k, d)}.jsonl"
-              for k, d in (("harmful_set", "ac"), ("lookalike_set", "xstest"), ("vqa_set", "vqa"))],
+        sets=eval_set_paths(STUDY_EVAL, f"{RES}/toy/data"),
         guard=f"{RES}/toy/judges/guard",
     output:
         result=f"{STUDY_OUT}/eval/{{name}}/seed{{seed}}.json",
@@ -90,7 +104,7 @@ rule study_eval:
 # Why: the study's one table and one figure, with the effect verdict per seed and variant.
 rule study_summary:
     input:
-        STUDY_EVALS,
+        STUDY_PLAN["evals"],
     output:
         csv=f"{STUDY_OUT}/summary.csv",
         md=f"{STUDY_OUT}/summary.md",
@@ -101,7 +115,7 @@ rule study_summary:
         groups=STUDY.get("groups", {}),
         criterion=STUDY.get("criterion", {}),
         bootstrap=config.get("bootstrap", {}),
-        hypotheses={k: (v or {}).get("hypothesis", "") for k, v in STUDY["variants"].items()},
+        hypotheses=STUDY_PLAN["hypotheses"],
     conda:
         "../envs/torch.yaml"
     script:

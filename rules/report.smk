@@ -44,8 +44,8 @@ rule table_layers:
 # paper's Table 3 shape beside it: utility per layer group, original vs aligned.
 rule table_utility:
     input:
-        vqa=[score_file(m, v, "vqa").replace(".jsonl", ".utility.jsonl") for m in MODELS for v in variants(m)] if "vqa" in UTILITY_SETS else [],
-        xstest=[score_file(m, v, "xstest") for m in MODELS for v in variants(m)] if "xstest" in UTILITY_SETS else [],
+        vqa=utility_score_files("vqa"),
+        xstest=utility_score_files("xstest"),
     output:
         csv=report(f"{RUN}/tables/utility.csv", caption="../report/utility.rst", category="Tables"),
         md=f"{RUN}/tables/utility.md",
@@ -58,7 +58,7 @@ rule table_utility:
         f"{LOGS}/table_utility/{config['run']}.log",
     params:
         report=report_params(),
-        num_layers={m: MODELS[m]["num_layers"] for m in MODELS},
+        num_layers=layer_counts(),
         metric=config["utility"]["vqa_metric"],
     conda:
         "../envs/report.yaml"
@@ -80,8 +80,7 @@ rule figure3:
         groups=MODELS[MAIN_MODEL]["groups"],
         num_layers=MODELS[MAIN_MODEL]["num_layers"],
         default_layer=default_layer(MAIN_MODEL),
-        caption={"judge": report_params()["judges"]["guard"], "seed": config["seed"],
-                 "model": MAIN_MODEL, "label": caption_label()},
+        caption=figure_caption(MAIN_MODEL),
     conda:
         "../envs/report.yaml"
     script:
@@ -121,8 +120,7 @@ rule figure_layers:
         groups=lambda w: MODELS[w.model]["groups"],
         num_layers=lambda w: MODELS[w.model]["num_layers"],
         default_layer=lambda w: default_layer(w.model),
-        caption=lambda w: {"judge": report_params()["judges"]["guard"], "seed": config["seed"],
-                           "model": w.model, "label": caption_label()},
+        caption=lambda w: figure_caption(w.model),
     conda:
         "../envs/report.yaml"
     script:
@@ -174,7 +172,7 @@ rule figure1:
 # Why: the paper's Tables 1, 4, 5: example responses by layer (and before/after L-PPO).
 rule table_examples:
     wildcard_constraints:
-        exhibit="|".join(e for e in EXHIBITS if e != "figure1") or "none",
+        exhibit=EXHIBIT_TABLE_PATTERN,
     input:
         lambda w: safety_scores(EXHIBITS[w.exhibit]["model"]),
     output:
@@ -202,20 +200,20 @@ rule report_summary:
         layers=f"{RUN}/tables/layers.csv",
         table2=f"{RUN}/tables/table2.csv",
         utility=f"{RUN}/tables/utility.csv",
-        lppo=[f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()],
-        # The planted controls' responses: ground truth for detection and repair (issue 17).
-        scores=[f for m in PLANTED_MODELS for f in safety_scores(m)],
+        lppo=list(lppo_metric_files().values()),
+        # The planted controls' responses: ground truth for detection and repair.
+        scores=planted_score_files(),
     output:
         f"{RUN}/summary.md",
     log:
         f"{LOGS}/report_summary/{config['run']}.log",
     params:
         report=report_params(),
-        lppo_metrics={m: f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()},
+        lppo_metrics=lppo_metric_files(),
         target_kl=config["lppo"]["target_kl"],
         downloads=download_paths(),
         thresholds=config["report"]["aligned"],
-        reward_card=f"{judge_path('reward')}/judge.json" if judge_spec("reward")["source"] == "toy" else None,
+        reward_card=toy_reward_card(),
     conda:
         "../envs/report.yaml"
     script:
@@ -247,11 +245,11 @@ rule report_reproduction:
 # Why: provenance: commit, config, versions, seeds and the sha256 of every input and output.
 rule manifest:
     input:
-        models=[model_dir(m) for m in MODELS],
+        models=model_dirs(),
         judges=judge_inputs(),
         data=all_datasets(),
-        results=table_outputs() + figure_outputs() + [f"{RUN}/summary.md", f"{RUN}/reproduction.md"] + all_score_files(),
-        responses=sweep_outputs("original") + sweep_outputs("aligned"),
+        results=manifest_results(),
+        responses=all_sweep_outputs(),
         adapters=lppo_outputs(),
     output:
         f"{RUN}/manifest.json",

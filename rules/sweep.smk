@@ -6,62 +6,26 @@
 # sweep.engine picks the fast engine (icet.engine) or the naive reference loop.
 
 
-# Why: ICET-l responses of the original model for one (model, test set, chunk of layers).
+# Why: ICET-l responses for one (model, variant, test set, chunk of layers). The original
+# variant is the checkpoint as released; aligned loads the L-PPO adapter on top of it (the
+# aligned rows of Table 2).
 rule sweep_shard:
     input:
-        model=lambda w: model_dir(w.model),
-        data=lambda w: dataset(w.testset),
-        gate=data_gate(),
+        unpack(sweep_inputs),
     output:
-        f"{RUN}/sweep/{{model}}/original/{{testset}}/chunk-{{chunk}}.json",
+        f"{RUN}/sweep/{{model}}/{{variant}}/{{testset}}/chunk-{{chunk}}.json",
     log:
-        f"{LOGS}/sweep_shard/{{model}}/original/{{testset}}/chunk-{{chunk}}.log",
+        f"{LOGS}/sweep_shard/{{model}}/{{variant}}/{{testset}}/chunk-{{chunk}}.log",
     benchmark:
-        f"{LOGS}/sweep_shard/{{model}}/original/{{testset}}/chunk-{{chunk}}.benchmark.tsv"
+        f"{LOGS}/sweep_shard/{{model}}/{{variant}}/{{testset}}/chunk-{{chunk}}.benchmark.tsv"
     params:
-        variant="original",
         layers=lambda w: chunk_layers(w.model, w.chunk),
         generation=config["generation"],
-        prompt_suffix=lambda w: config["prompt_suffix"].get(w.testset, ""),
+        prompt_suffix=lambda w: prompt_suffix(w.testset),
         engine=config["sweep"]["engine"],
         batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
-        device=lambda w: job_device(config["device"], model_resources(w.model, "gpu")),
-        prompting=lambda w: prompting_of(MODELS[w.model]),
-        code=SWEEP_CODE_HASH,
-    threads: 1
-    resources:
-        gpu=lambda w: model_resources(w.model, "gpu"),
-        mem_mb=lambda w: model_resources(w.model, "mem_mb"),
-        runtime=lambda w: model_resources(w.model, "runtime"),
-        cpus_per_task=lambda w: model_resources(w.model, "cpus"),
-    conda:
-        "../envs/torch.yaml"
-    script:
-        "../workflow_scripts/sweep_shard.py"
-
-
-# Why: the same sweep with the L-PPO adapter loaded: the aligned rows of Table 2.
-rule evaluate_sweep:
-    input:
-        model=lambda w: model_dir(w.model),
-        data=lambda w: dataset(w.testset),
-        adapter=f"{RUN}/lppo/{{model}}/adapter",
-    output:
-        f"{RUN}/sweep/{{model}}/aligned/{{testset}}/chunk-{{chunk}}.json",
-    log:
-        f"{LOGS}/evaluate_sweep/{{model}}/aligned/{{testset}}/chunk-{{chunk}}.log",
-    benchmark:
-        f"{LOGS}/evaluate_sweep/{{model}}/aligned/{{testset}}/chunk-{{chunk}}.benchmark.tsv"
-    params:
-        variant="aligned",
-        layers=lambda w: chunk_layers(w.model, w.chunk),
-        generation=config["generation"],
-        prompt_suffix=lambda w: config["prompt_suffix"].get(w.testset, ""),
-        engine=config["sweep"]["engine"],
-        batch_size=config["sweep"]["batch_size"],
-        seed=config["seed"],
-        device=lambda w: job_device(config["device"], model_resources(w.model, "gpu")),
+        device=lambda w: model_device(w.model),
         prompting=lambda w: prompting_of(MODELS[w.model]),
         code=SWEEP_CODE_HASH,
     threads: 1

@@ -179,8 +179,8 @@ def test_presafety_plan_trains_from_the_instruct_checkpoint(tmp_path):
     table = result.stdout.split("Job stats:")[1].split("\n\n")[0]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
     assert counts["lppo_learning"] == counts["lppo_train"] == 1
-    assert counts["sweep_shard"] == counts["evaluate_sweep"] == 3  # cp, mr, ac
-    assert "train_toy_safety" not in counts
+    assert counts["sweep_shard"] == 2 * 3  # cp, mr, ac; original and aligned
+    assert counts["train_toy_stage"] == 3  # vision, lm, instruct: no safety stage
     lppo_job = result.stdout.split("rule lppo_train:")[1].split("\n\n")[0]
     assert "resources/toy/organism/instruct" in lppo_job
     assert "results/toy-presafety/lppo/toy-llava-presafety/learning.md" in result.stdout

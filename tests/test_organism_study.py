@@ -233,4 +233,4 @@ def test_organism_study_dry_run_job_count(tmp_path):
     assert counts["study_eval"] == 12 and counts["study_data"] == 3
     assert counts["study_summary"] == 1 and counts["build_toy_data"] == 1
     assert counts["train_toy_judge"] == 1  # the guard only
-    assert "train_toy_safety" not in counts  # the study trains its own organisms
+    assert "train_toy_stage" not in counts  # the study trains its own organisms

@@ -28,7 +28,7 @@ RUN = "results/toy-slurm"
 TABLES = ["tables/layers.csv", "tables/layers.md"]
 # Removed from the copy, so SLURM recomputes them (and nothing upstream).
 REDONE = ["resources/toy/organism/safety", RUN]
-SLURM_RULES = {"train_toy_safety", "sweep_shard", "score_shard", "table_layers"}
+SLURM_RULES = {"train_toy_stage", "sweep_shard", "score_shard", "table_layers"}
 
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 

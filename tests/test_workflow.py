@@ -35,13 +35,12 @@ def test_toy_plan_covers_every_stage(tmp_path):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     # 5 sets (cp, mr, ac, vqa, xstest), a model's layers in one job each: the emergent toy
-    # and the planted control (issue 17) swept original; only the planted one L-PPO-aligned.
-    assert counts["sweep_shard"] == 10 and counts["evaluate_sweep"] == 5
+    # and the planted control swept original (10); only the planted one L-PPO-aligned (5).
+    assert counts["sweep_shard"] == 10 + 5 and counts["train_toy_stage"] == 5
     assert counts["score_shard"] == 15 and counts["score_utility"] == 3
     assert counts["train_toy_judge"] == 3 and counts["lppo_train"] == 1
     assert counts["figure_layers"] == 2
-    for rule in ("build_toy_data", "train_toy_vision", "train_toy_lm", "train_toy_instruct",
-                 "train_toy_safety", "train_toy_planted", "table2", "table_layers", "table_utility", "figure3",
+    for rule in ("build_toy_data", "table2", "table_layers", "table_utility", "figure3",
                  "figure1", "figure_lppo", "table_agreement",
                  "report_summary", "report_reproduction", "manifest"):
         assert counts[rule] == 1, rule
@@ -55,8 +54,8 @@ def test_paper_plan_covers_models_sets_and_layers(tmp_path):
     counts = job_counts(result.stdout)
     # layers 0..24 (25) in chunks of 5 for the two LLaVAs, 0..32 (33 -> 7 chunks) for Mllama,
     # over 5 sets; the aligned re-evaluation for LLaVA-1.5 only.
-    assert counts["sweep_shard"] == (5 + 5 + 7) * 5
-    assert counts["evaluate_sweep"] == 5 * 5
+    # The original variant's sweep (every model) and the aligned one (LLaVA-1.5) in one rule.
+    assert counts["sweep_shard"] == (5 + 5 + 7) * 5 + 5 * 5
     assert counts["download_model"] == 3 and counts["download_judge"] == 3
     assert counts["score_shard"] == 3 * 5 + 5
     assert "gpu=1" in result.stdout and "mem_mb=64000" in result.stdout

@@ -1,4 +1,4 @@
-"""ICET responses for one (model, variant, test set, chunk of layers).  Rules `sweep_shard`, `evaluate_sweep`."""
+"""ICET responses for one (model, variant, test set, chunk of layers).  Rule `sweep_shard`."""
 from icet.sweep import run_sweep_job
 
 run_sweep_job(
@@ -7,7 +7,7 @@ run_sweep_job(
     snakemake.params.layers,
     snakemake.output[0],
     model_name=snakemake.wildcards.model,
-    variant=snakemake.params.variant,
+    variant=snakemake.wildcards.variant,
     testset=snakemake.wildcards.testset,
     peft_adapter=snakemake.input.get("adapter"),
     max_new_tokens=snakemake.params.generation["max_new_tokens"],

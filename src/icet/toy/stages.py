@@ -8,6 +8,22 @@ from __future__ import annotations
 
 from icet.runtime import configure
 
+# The toy organism's training stages in order, each with its training file (in the toy data
+# folder) and the earlier stages it starts from ({input name: stage}). One table for the
+# toy rule and the organism study's plan.
+STAGES = ("vision", "lm", "instruct", "safety", "planted")
+STAGE_DATA = {"vision": "train_vision", "lm": "train_text", "instruct": "train_instruct",
+              "safety": "train_safety", "planted": "train_safety"}
+STAGE_UPSTREAM = {"vision": {}, "lm": {}, "instruct": {"vision": "vision", "lm": "lm"},
+                  "safety": {"model": "instruct"}, "planted": {"model": "instruct"}}
+
+
+def stage_inputs(stage: str, *, data_dir: str, stage_dir: str, tokenizer: str) -> dict[str, str]:
+    """A stage's named inputs: its data file, the tokenizer, the stages it starts from."""
+    inputs = {name: f"{stage_dir}/{upstream}" for name, upstream in STAGE_UPSTREAM[stage].items()}
+    inputs.update(data=f"{data_dir}/{STAGE_DATA[stage]}.jsonl", tokenizer=tokenizer)
+    return inputs
+
 
 def run_stage(stage: str, inputs: dict, out_dir: str, *, params: dict, seed: int,
               threads: int | None = None, log: str | None = None) -> None:

@@ -31,10 +31,10 @@ import numpy as np
 from icet import io
 from icet.errors import IcetError
 from icet.logs import setup_logging
+from icet.toy.stages import STAGE_DATA as TOY_STAGE_DATA
 
-STAGE_ORDER = ("vision", "lm", "instruct", "safety")
-STAGE_DATA = {"vision": "train_vision", "lm": "train_text", "instruct": "train_instruct",
-              "safety": "train_safety"}
+STAGE_ORDER = ("vision", "lm", "instruct", "safety")  # the emergent organism's stages
+STAGE_DATA = {stage: TOY_STAGE_DATA[stage] for stage in STAGE_ORDER}
 TRANSFORMS = ("refuse_harmful", "fixed_image", "keep_categories")
 VARIANT_KEYS = ("hypothesis", "data", "stages", "arch")
 STUDY_KEYS = ("seeds", "upstream_seed", "groups", "eval", "criterion", "variants")
@@ -69,13 +69,21 @@ def _settings(given: dict | None, defaults: dict, what: str) -> dict:
 # ---------------------------------------------------------------------------- plan
 
 
+def eval_set_paths(settings: dict | None, data_dir: str) -> list[str]:
+    """The evaluation's harmful, look-alike and VQA data files (in that order)."""
+    settings = {**EVAL_DEFAULTS, **(settings or {})}
+    return [f"{data_dir}/{settings[key]}.jsonl"
+            for key in ("harmful_set", "lookalike_set", "vqa_set")]
+
+
 def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str,
-               study_dir: str, tokenizer: str) -> dict[str, Any]:
+               study_dir: str, tokenizer: str, out_dir: str = "organism_study") -> dict[str, Any]:
     """Every derived data file, training stage and organism the study needs.
 
     Returns {"data": {name: {source, transform, path}}, "stages": {id: {stage, params, seed,
-    inputs, path}}, "organisms": {variant: {seed: stage id}}}. A variant's `stages.safety:
-    null` skips safety tuning (its organism is the instruction-tuned model).
+    inputs, path}}, "organisms": {variant: {seed: stage id}}, "evals": [each organism's
+    evaluation file under `out_dir`], "hypotheses": {variant: text}}. A variant's
+    `stages.safety: null` skips safety tuning (its organism is the instruction-tuned model).
 
     `study["upstream_seed"]` (an int) trains every stage before a variant's last one with
     that seed, so seeds vary only the last stage (cheap: the upstream is shared by all
@@ -144,7 +152,11 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
                                     "inputs": inputs, "path": path}
                 upstream[stage] = path
                 organisms[name][seed] = stage_id
-    return {"data": data, "stages": stages, "organisms": organisms}
+    evals = [f"{out_dir}/eval/{name}/seed{seed}.json"
+             for name, by_seed in organisms.items() for seed in by_seed]
+    hypotheses = {name: (variant or {}).get("hypothesis", "") for name, variant in variants.items()}
+    return {"data": data, "stages": stages, "organisms": organisms, "evals": evals,
+            "hypotheses": hypotheses}
 
 
 # ---------------------------------------------------------------------------- data
