@@ -21,6 +21,7 @@ rule sweep_shard:
     params:
         variant="original",
         layers=lambda w: chunk_layers(w.model, w.chunk),
+        num_layers=lambda w: MODELS[w.model]["num_layers"],
         generation=config["generation"],
         prompt_suffix=lambda w: config["prompt_suffix"].get(w.testset, ""),
         engine=config["sweep"]["engine"],
@@ -56,6 +57,7 @@ rule evaluate_sweep:
     params:
         variant="aligned",
         layers=lambda w: chunk_layers(w.model, w.chunk),
+        num_layers=lambda w: MODELS[w.model]["num_layers"],
         generation=config["generation"],
         prompt_suffix=lambda w: config["prompt_suffix"].get(w.testset, ""),
         engine=config["sweep"]["engine"],
