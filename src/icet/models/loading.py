@@ -73,12 +73,11 @@ def image_processor_info(processor: Any) -> dict[str, Any]:
 def image_processor_of(model_dir: str | os.PathLike) -> dict[str, Any]:
     """`image_processor_info` of the processor `load_adapter` would load, without the weights
     (a sweep fingerprints it before deciding whether to load the model at all)."""
-    from transformers import AutoProcessor
-
     folder = Path(model_dir)
     model_type = model_type_of(folder)
+    processor_class = registry.load_object(registry.of_model_type(model_type, where=str(folder)).processor)
     try:
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        processor = processor_class.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as err:
         raise IcetError(f"{folder}: cannot load {model_type} processor "
                         f"({str(err).splitlines()[0]})") from None
@@ -97,7 +96,6 @@ def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLik
     processor as they are. `num_layers`, the run config's N for this model, must be the
     checkpoint's (one line naming the model, both numbers and the config.json if not)."""
     import transformers
-    from transformers import AutoProcessor
 
     folder = Path(model_dir)
     model_type = model_type_of(folder)
@@ -108,7 +106,7 @@ def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLik
     try:
         model = model_class.from_pretrained(folder, dtype=torch_dtype, use_safetensors=True,
                                             local_files_only=True)
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        processor = registry.load_object(entry.processor).from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as err:
         raise IcetError(f"{folder}: cannot load {model_type} model ({str(err).splitlines()[0]})") from None
     model.to(torch_device).eval()

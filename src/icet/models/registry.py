@@ -3,7 +3,8 @@
 One entry per config `architecture` value (schema enum): the config.json `model_type`s it
 loads, the adapter class and the transformers class (as "module:Class", imported on first
 use), where the checkpoint's config.json keeps N, and which ICET layer the unmodified model
-uses. Adding an architecture is one `register(...)` line here plus its adapter module.
+uses, and which class loads its processor. Adding an architecture is one `register(...)`
+line here plus its adapter module.
 
 This module imports neither torch nor transformers, so the Snakefile can ask for a model's
 default layer or check its `num_layers` against a downloaded config.json at DAG-parse time
@@ -37,6 +38,7 @@ class Architecture:
     layers_key: str  # vision_config key holding N in config.json
     default: str  # one of DEFAULTS
     lppo: bool = True  # L-PPO's rollouts and scoring can drive it (icet.lppo)
+    processor: str = "transformers:AutoProcessor"  # "module:Class" whose from_pretrained loads it
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -62,7 +64,8 @@ register(Architecture("mllama", ("mllama",), "icet.models.mllama:MllamaAdapter",
 # Sweep only: L-PPO scores with 2-D position ids, where Qwen2.5-VL needs its 3-D M-RoPE ones.
 register(Architecture("qwen2_5_vl", ("qwen2_5_vl",), "icet.models.qwen2_5_vl:Qwen25VLAdapter",
                       "icet.models.qwen2_5_vl:IcetQwen2_5_VLForConditionalGeneration", "depth",
-                      "last", lppo=False))
+                      "last", lppo=False,
+                      processor="icet.models.qwen2_5_vl:ImageOnlyQwen2_5_VLProcessor"))
 
 
 def architecture(name: str) -> Architecture:
