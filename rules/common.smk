@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from icet.config import check_config, model_layers, prompting_of, utility_reward_settings
 from icet.errors import IcetError
 from icet.lppo.launch import processes_for
+from icet.models import registry
 from icet.shards import code_hash
 from icet.redact import drop_from_environment
 from icet.runtime import job_device
@@ -373,9 +374,21 @@ def image_backend():
 
 
 def default_layer(model):
-    """The layer the model runs unmodified: LLaVA's penultimate N-1; Mllama's N (README)."""
-    n = MODELS[model]["num_layers"]
-    return n if MODELS[model]["architecture"] == "mllama" else n - 1
+    """The layer the model runs unmodified (icet.models.registry.default_layer: LLaVA's
+    penultimate N-1; Mllama's and Qwen2.5-VL's N)."""
+    spec = MODELS[model]
+    return registry.default_layer(spec["architecture"], spec["num_layers"], where=model)
+
+
+# A model folder already here (downloaded, local or trained) must be the architecture and
+# N the config says: one line now, not a wrong layer range deep into a sweep. Folders not
+# here yet are checked when the sweep loads them (icet.models.load_adapter num_layers).
+try:
+    for _name, _spec in MODELS.items():
+        if Path(model_dir(_name), "config.json").is_file():
+            registry.check_checkpoint(_spec["architecture"], _name, _spec["num_layers"], model_dir(_name))
+except IcetError as err:
+    sys.exit(f"icet: config error: {err}")
 
 
 # The planted positive controls (issue 17, icet.toy.planted): models whose layer-wise

@@ -20,6 +20,7 @@ rule sweep_shard:
         f"{LOGS}/sweep_shard/{{model}}/{{variant}}/{{testset}}/chunk-{{chunk}}.benchmark.tsv"
     params:
         layers=lambda w: chunk_layers(w.model, w.chunk),
+        num_layers=lambda w: MODELS[w.model]["num_layers"],
         generation=config["generation"],
         prompt_suffix=lambda w: prompt_suffix(w.testset),
         engine=config["sweep"]["engine"],

@@ -16,8 +16,8 @@ from icet.report.latex import escape, latex_table
 from icet.report.tables import write_layer_table
 from icet.stats import load_scores
 
-MODELS = {"toy-llava": {"num_layers": 12, "lppo": True},
-          "other": {"num_layers": 24, "lppo": False}}
+MODELS = {"toy-llava": {"architecture": "llava", "num_layers": 12, "lppo": True},
+          "other": {"architecture": "llava", "num_layers": 24, "lppo": False}}
 
 
 def read_csv(path):

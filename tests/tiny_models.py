@@ -204,3 +204,54 @@ def build_tiny_reward(out_dir: str | os.PathLike, seed: int = 0, words=LPPO_WORD
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
     model.save_pretrained(out_dir)
     return out_dir
+
+
+# Tiny Qwen2.5-VL: a 4-block ViT whose blocks 1 and 3 (0-based) attend over the whole image
+# and 0 and 2 within windows (the 7B's pattern, fullatt_block_indexes [7, 15, 23, 31], in
+# small), over 4x4 px patches merged 2x2, windows of 16 px (2x2 merged tokens), so a
+# 40x48 image (resized to 40x48: 10x12 patches, 5x6 merged tokens) has several windows,
+# padded ones included, and a non-trivial window permutation; a 2-layer LM with M-RoPE.
+QWEN_LAYERS = 4
+QWEN_FULLATT = [1, 3]
+# The Qwen2.5 chat format over the toy words (the real template also adds a default system
+# turn and wraps the image in <|vision_start|>/<|vision_end|>; what matters here is that the
+# adapter goes through the processor's template and its image placeholder).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }} "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>{% endif %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
+)
+
+
+def build_tiny_qwen2_5_vl(out_dir: str | os.PathLike, seed: int = 0, words=TINY_WORDS) -> Path:
+    """Save a random tiny Qwen2_5_VLForConditionalGeneration + Qwen2_5_VLProcessor to `out_dir`."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    from icet.models.qwen2_5_vl import ImageOnlyQwen2_5_VLProcessor
+
+    from icet.toy.tokenizer import build_word_tokenizer
+
+    out_dir = Path(out_dir)
+    tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out_dir,
+                                     chat_template=QWEN_CHAT_TEMPLATE,
+                                     extra_special_tokens=["<|im_start|>", "<|im_end|>"])
+    vision = dict(depth=QWEN_LAYERS, hidden_size=16, intermediate_size=32, num_heads=2,
+                  out_hidden_size=32, patch_size=4, spatial_merge_size=2, temporal_patch_size=2,
+                  window_size=16, fullatt_block_indexes=QWEN_FULLATT, initializer_range=0.2)
+    text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                intermediate_size=64, vocab_size=len(tokenizer), max_position_embeddings=256,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, initializer_range=0.2)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    config = Qwen2_5_VLConfig(vision_config=vision, text_config=text, image_token_id=image_id,
+                              video_token_id=tokenizer.unk_token_id)
+    image_processor = Qwen2VLImageProcessorPil(patch_size=4, temporal_patch_size=2, merge_size=2,
+                                               size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64})
+    processor = ImageOnlyQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                             chat_template=QWEN_CHAT_TEMPLATE)
+    return _save(Qwen2_5_VLForConditionalGeneration, config, processor, tokenizer, out_dir, seed)

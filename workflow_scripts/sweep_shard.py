@@ -6,6 +6,7 @@ run_sweep_job(
     snakemake.input.data,
     snakemake.params.layers,
     snakemake.output[0],
+    num_layers=snakemake.params.num_layers,
     model_name=snakemake.wildcards.model,
     variant=snakemake.wildcards.variant,
     testset=snakemake.wildcards.testset,

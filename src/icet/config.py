@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from icet.errors import IcetError
+from icet.models import registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "schema" / "config.schema.yaml"
@@ -166,6 +167,9 @@ def _check_models(config: dict, source: str) -> None:
             raise IcetError(f"{source}: key '{key}.path': model folder {model['path']} not found")
         if model["source"] == "toy" and config.get("data_source") != "toy":
             raise IcetError(f"{source}: key '{key}.source': toy models need data_source: toy")
+        if model.get("lppo") and not registry.architecture(model["architecture"]).lppo:
+            raise IcetError(f"{source}: key '{key}.lppo': L-PPO does not support architecture "
+                            f"{model['architecture']} (sweep only)")
         if model.get("image_preprocessing") == "pad" and model["architecture"] != "llava":
             raise IcetError(f"{source}: key '{key}.image_preprocessing': pad is LLaVA-1.5's; "
                             f"{model['architecture']}'s processor tiles the image itself (use processor)")

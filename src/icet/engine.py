@@ -1,16 +1,19 @@
-"""The fast ICET sweep engine: one encoder pass for every layer, many (prompt, layer) rows decoded together.
+"""The ICET sweep engines: the naive loop, and the fast one (one encoder pass for every layer,
+many (prompt, layer) rows decoded together).
 
-The naive loop (`icet.sweep.respond`, engine "naive") calls `generate` per layer: it reruns
-the vision encoder for every layer and decodes one layer's batch at a time. Here the vision
+The naive loop (`respond`, engine "naive") calls `generate` per layer: it reruns the vision
+encoder for every layer and decodes one layer's batch at a time. In the fast engine the vision
 tower runs once per image per layer group with all hidden states, every layer's features go
 through the frozen projector, and the (prompt, layer) rows are decoded as one left-padded
 batch with a KV cache, greedily, dropping rows from the batch as they reach EOS. With greedy
 fp32 decoding the responses are token-identical to the naive loop's (tests/test_engine.py).
 
-An adapter opts in with `supports_fast_sweep = True` and four members (see LlavaAdapter):
-`layer_embeddings(prompts, images, layers) -> (inputs, {layer: inputs_embeds})`,
-`embed_tokens(ids)`, `lm_forward(inputs_embeds, attention_mask, position_ids, cache) -> logits`
-and `new_cache()`. Any other adapter runs the naive loop, whatever the engine setting.
+An adapter opts in with `supports_fast_sweep = True` and the fast-sweep members of
+icet.models.base.VLMAdapter: `layer_embeddings(prompts, images, layers) -> (inputs, {layer:
+inputs_embeds})`, `embed_tokens(ids)`, `lm_forward(inputs_embeds, attention_mask,
+position_ids, cache) -> logits` and `new_cache()`. Any other adapter runs the naive loop,
+whatever the engine setting. Both engines live here; icet.sweep imports them, never the
+reverse.
 
 An architecture whose image reaches the LM other than through `inputs_embeds` (Mllama:
 cross-attention states and a per-token cross-attention mask) returns, per layer, a dict
@@ -38,7 +41,37 @@ CPU_AUTO_ROWS = 256
 MAX_AUTO_ROWS = 1024  # beyond this a GPU step is bandwidth bound on the KV cache anyway
 GPU_MEMORY_SHARE = 0.5  # of free memory for the KV cache and activations; the rest is headroom
 
+MAX_NEW_TOKENS = 32  # enough for the toy organism's templated answers; the paper's runs use more
+BATCH_SIZE = 16  # fits a 7B LLaVA in bf16 on one GPU with 576 image tokens per prompt
+
 LayerDone = Callable[[int, list[dict[str, Any]]], None]
+
+
+def respond(adapter: Any, prompts: list[str], images: list[Any], layer: int, *,
+            max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
+            logger: Any = None) -> list[dict[str, Any]]:
+    """Layer-l responses to (prompt, image) pairs, in order, generated in batches.
+
+    Returns the response fields only (response, n_prompt_tokens, n_response_tokens,
+    finished); the caller adds provenance.
+    """
+    adapter.check_layer(layer)
+    if batch_size < 1:
+        raise IcetError(f"batch_size must be >= 1, got {batch_size}")
+    results: list[dict[str, Any]] = []
+    if len(prompts) != len(images):
+        raise IcetError(f"{len(prompts)} prompts but {len(images)} images")
+    bar = progress(total=len(prompts), desc=f"{adapter.name} ICET-{layer}", unit="prompt")
+    for start in range(0, len(prompts), batch_size):
+        batch = slice(start, start + batch_size)
+        generations = adapter.generate(prompts[batch], images[batch],
+                                       layer=layer, max_new_tokens=max_new_tokens)
+        results.extend(generation.sweep_fields() for generation in generations)
+        bar.update(len(generations))
+        if logger is not None:
+            logger.info("ICET-%d: %d/%d prompts", layer, len(results), len(prompts))
+    bar.close()
+    return results
 
 
 def supports_fast(adapter: Any) -> bool:
@@ -131,7 +164,7 @@ def row_inputs_of(layer_inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[
 
 
 def _result(adapter: Any, prompt_ids: list[int], response: list[int], finished: bool) -> dict[str, Any]:
-    """The sweep's response fields, exactly as the naive loop (`icet.sweep.respond`) writes them."""
+    """The sweep's response fields, exactly as the naive loop (`respond`) writes them."""
     return Generation(text=adapter.response_text(response), prompt_ids=prompt_ids,
                       response_ids=response, finished=finished).sweep_fields()
 
@@ -195,8 +228,6 @@ def sweep_layers(adapter: Any, prompts: list[str], images: list[Any], layers: li
                  naive_batch_size: int = 16, on_layer: LayerDone | None = None,
                  logger: Any = None) -> dict[int, list[dict[str, Any]]]:
     """Run the chosen engine (the naive loop if the adapter has no fast path) over `layers`."""
-    from icet.sweep import respond
-
     check_engine(engine)
     if engine == "fast" and supports_fast(adapter):
         return fast_sweep(adapter, prompts, images, layers, max_new_tokens=max_new_tokens,

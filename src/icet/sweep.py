@@ -13,19 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from icet import shards
+# Both engines (the naive per-layer loop `respond` and the fast engine) live in icet.engine,
+# which never imports this module.
+from icet.engine import (BATCH_SIZE, MAX_NEW_TOKENS, check_engine, fast_sweep, respond,
+                         supports_fast)
 from icet.runtime import resolve_device
 from icet.errors import IcetError
 from icet.inputs import check_image, relative_path
 from icet.io import read_jsonl, write_jsonl
-from icet.logs import progress, setup_logging
+from icet.logs import setup_logging
 from icet.models.base import VLMAdapter
 from icet.seeding import seed_everything
 
 DATASET_KEYS = ("id", "prompt", "image", "kind", "category", "answer", "source")
 VARIANTS = ("original", "aligned")
-
-MAX_NEW_TOKENS = 32  # enough for the toy organism's templated answers; the paper's runs use more
-BATCH_SIZE = 16  # fits a 7B LLaVA in bf16 on one GPU with 576 image tokens per prompt
 
 
 def read_dataset(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[Path]]:
@@ -76,33 +77,6 @@ def check_layer_arg(layer: Any) -> int:
     raise IcetError(f"layer {layer!r} is not an integer")
 
 
-def respond(adapter: VLMAdapter, prompts: list[str], images: list[Any], layer: int, *,
-            max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
-            logger: Any = None) -> list[dict[str, Any]]:
-    """Layer-l responses to (prompt, image) pairs, in order, generated in batches.
-
-    Returns the response fields only (response, n_prompt_tokens, n_response_tokens,
-    finished); the caller adds provenance.
-    """
-    adapter.check_layer(layer)
-    if batch_size < 1:
-        raise IcetError(f"batch_size must be >= 1, got {batch_size}")
-    results: list[dict[str, Any]] = []
-    if len(prompts) != len(images):
-        raise IcetError(f"{len(prompts)} prompts but {len(images)} images")
-    bar = progress(total=len(prompts), desc=f"{adapter.name} ICET-{layer}", unit="prompt")
-    for start in range(0, len(prompts), batch_size):
-        batch = slice(start, start + batch_size)
-        generations = adapter.generate(prompts[batch], images[batch],
-                                       layer=layer, max_new_tokens=max_new_tokens)
-        results.extend(generation.sweep_fields() for generation in generations)
-        bar.update(len(generations))
-        if logger is not None:
-            logger.info("ICET-%d: %d/%d prompts", layer, len(results), len(prompts))
-    bar.close()
-    return results
-
-
 def _check_settings(variant: str, max_new_tokens: int) -> None:
     if variant not in VARIANTS:
         raise IcetError(f"variant {variant!r} is not one of {', '.join(VARIANTS)}")
@@ -111,13 +85,13 @@ def _check_settings(variant: str, max_new_tokens: int) -> None:
 
 
 def _load(model_dir, peft_adapter, device, model_name, layers, logger,
-          prompting: dict | None = None) -> VLMAdapter:
+          prompting: dict | None = None, num_layers: int | None = None) -> VLMAdapter:
     from icet.config import prompting_of
     from icet.models.loading import load_adapter
 
     started = time.perf_counter()
     adapter = load_adapter(model_dir, peft_adapter=peft_adapter, device=resolve_device(device),
-                           name=model_name, **prompting_of(prompting or {}))
+                           name=model_name, num_layers=num_layers, **prompting_of(prompting or {}))
     for layer in layers:
         adapter.check_layer(layer)  # every layer, before any generation
     logger.info("loaded %s (%s) in %.1fs: %s", model_name, model_dir,
@@ -231,6 +205,7 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
                   engine: str = "fast", engine_batch_size: int | str = "auto",
                   seed: int = 0, device: str = "cpu", threads: int | None = None,
                   prompting: dict | None = None, prompt_suffix: str = "",
+                  num_layers: int | None = None,
                   log: str | os.PathLike | None = None) -> list[int]:
     """Sweep several layers with one model load: one resumable shard per layer (icet.shards).
 
@@ -241,10 +216,10 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     "naive" (`batch_size` prompts per generate call). `index` (the job's declared output) is
     written last. `prompting` holds the model's system_prompt / image_preprocessing config
     entries (in the fingerprint: they change what the model sees). `prompt_suffix` is
-    appended to every prompt (config `prompt_suffix`; in the fingerprint). Returns the
-    layers computed now.
+    appended to every prompt (config `prompt_suffix`; in the fingerprint). `num_layers`, the
+    config's N for the model, must be the checkpoint's (load_adapter). Returns the layers
+    computed now.
     """
-    from icet.engine import check_engine, fast_sweep, supports_fast
     from icet.config import prompting_of
 
     from icet.runtime import configure
@@ -271,7 +246,8 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     logger.info("%s/%s/%s: %d of %d layer shards to compute (%s kept)", model_name, variant,
                 testset, len(todo), len(layers), sorted(set(layers) - set(todo)) or "none")
     if todo:
-        adapter = _load(model_dir, peft_adapter, device, model_name, todo, logger, prompting)
+        adapter = _load(model_dir, peft_adapter, device, model_name, todo, logger, prompting,
+                        num_layers)
         prompts = [r["prompt"] for r in rows]
         started = time.perf_counter()
 

@@ -26,6 +26,7 @@ from icet.errors import IcetError
 from icet.io import write_json, write_text
 from icet.logs import setup_logging
 from icet.lppo.config import layer_support
+from icet.models import registry
 from icet.stats import bootstrap_ci, bootstrap_settings, load_scores
 
 MIN_DROP = 0.5  # the issue's target: ASR at the trained layers falls by at least half
@@ -40,7 +41,8 @@ def trained_layers(params: dict[str, Any], num_layers: int, default_layer: int |
     """
     layer = params.get("layer")
     if layer is None:
-        layer = num_layers - 1 if default_layer is None else int(default_layer)
+        layer = (registry.default_layer("llava", num_layers) if default_layer is None
+                 else int(default_layer))
     return layer_support(params.get("layer_mode", "fixed"), num_layers, int(layer),
                          params.get("groups"))
 

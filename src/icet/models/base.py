@@ -2,16 +2,22 @@
 
 An adapter hides how an architecture exits its image encoder early. Everything downstream
 asks for "layer l" (ICET-l, l in 0..N, see docs/contracts.md) and never touches
-architecture-specific knobs.
+architecture-specific knobs. Which adapter serves which architecture, its default layer and
+where its checkpoint keeps N are in icet.models.registry (torch-free, for the workflow).
+
+An adapter implements `feature_kwargs` (the naive loop: `generate` per layer). It may also
+opt in to the fast sweep engine (icet.engine) with `supports_fast_sweep = True` and the
+members under "Fast sweep" below; the engine calls nothing else.
 """
 
 from __future__ import annotations
 
 import abc
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Iterator
 
 import torch
 
@@ -93,8 +99,9 @@ class VLMAdapter(abc.ABC):
     name: str
     model: Any  # a transformers PreTrainedModel (possibly wrapped by peft)
     processor: Any
+    model_type: str  # config.json model_type
     num_layers: int  # N: the encoder has N layers; ICET layers are 0..N
-    default_layer: int  # the layer the model was trained with (LLaVA: N-1)
+    default_layer: int  # the layer the unmodified model uses (icet.models.registry.default_layer)
     system_prompt: str | None = None  # a system turn before the user's, or none
     image_preprocessing: str = "processor"  # IMAGE_PREPROCESSING
 
@@ -227,3 +234,59 @@ class VLMAdapter(abc.ABC):
             results.append(Generation(text=self.response_text(response), prompt_ids=ids[keep].tolist(),
                                       response_ids=response, finished=end is not None))
         return results
+
+    # ---- Fast sweep (icet.engine) -----------------------------------------------------------
+    # An adapter that sets `supports_fast_sweep` implements the first three members; the
+    # engine decodes greedily with them, token-identical to `generate` (tests/test_engine.py).
+    supports_fast_sweep: ClassVar[bool] = False
+
+    def layer_embeddings(self, prompts: list[str], images: list[Any], layers: list[int]
+                         ) -> tuple[dict[str, torch.Tensor], dict[int, Any]]:
+        """Prepared inputs (`prepare`) and, per ICET layer, the LM's prefill inputs: the input
+        embeddings [rows, T, hidden], or a dict with "inputs_embeds" and further per-row
+        tensors (row axis first) that the engine stacks, drops finished rows from and passes
+        to every `lm_forward` call as keywords."""
+        raise NotImplementedError(f"{type(self).__name__} has no fast sweep path")
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of generated token ids [rows, 1] (text tokens only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fast sweep path")
+
+    def lm_forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                   position_ids: torch.Tensor, past_key_values: Any, **row_inputs: torch.Tensor
+                   ) -> torch.Tensor:
+        """Last-position next-token logits [rows, vocab], extending `past_key_values`.
+        `position_ids` [rows, T] skip the left padding, as `generate`'s do."""
+        raise NotImplementedError(f"{type(self).__name__} has no fast sweep path")
+
+    def new_cache(self) -> Any:
+        """An empty KV cache for the language model."""
+        from transformers import DynamicCache
+
+        return DynamicCache(config=base_model_of(self.model).config.get_text_config())
+
+    def fast_row_bytes(self, max_tokens: int) -> int:
+        """Memory a row holds beyond its self-attention KV cache (the "auto" batch size)."""
+        return 0
+
+
+@contextmanager
+def early_exit(layers: Any, layer: int | None) -> Iterator[None]:
+    """While inside: the blocks after the first `layer` (None = all run) return their input.
+
+    Forward hooks leave transformers' code untouched and are removed when the call ends, so
+    no state outlives a call and deep copies (L-PPO's reference model) behave the same.
+    """
+    if layer is None or layer >= len(layers):
+        yield
+        return
+
+    def identity(module, args, kwargs, output):
+        return args[0] if args else kwargs["hidden_states"]
+
+    handles = [block.register_forward_hook(identity, with_kwargs=True) for block in layers[layer:]]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

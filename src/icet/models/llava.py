@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from icet.errors import IcetError
+from icet.models import registry
 from icet.models.base import VLMAdapter, base_model_of, load_image  # noqa: F401 (re-exported)
 
 SUPPORTED_MODEL_TYPES = ("llava", "llava_next")
@@ -42,14 +43,8 @@ def vision_num_layers(model: Any) -> int:
     return from_modules
 
 
-def layer_of_feature_index(index: Any, num_layers: int, where: str = "model") -> int:
-    """Map a transformers `vision_feature_layer` (negative or not) to our ICET l in 0..N."""
-    if isinstance(index, (list, tuple)):
-        raise IcetError(f"{where}: vision_feature_layer {list(index)} selects several layers; "
-                        "ICET needs a model trained on a single layer")
-    if isinstance(index, bool) or not isinstance(index, int) or not -(num_layers + 1) <= index <= num_layers:
-        raise IcetError(f"{where}: vision_feature_layer {index!r} out of range for {num_layers} layers")
-    return index + num_layers + 1 if index < 0 else index
+# A transformers `vision_feature_layer` (negative or not) as our ICET l in 0..N.
+layer_of_feature_index = registry.feature_layer_to_icet
 
 
 class LlavaAdapter(VLMAdapter):
@@ -67,8 +62,8 @@ class LlavaAdapter(VLMAdapter):
         self.processor = processor
         self.model_type = model_type
         self.num_layers = vision_num_layers(model)
-        self.default_layer = layer_of_feature_index(
-            base.config.vision_feature_layer, self.num_layers, where=self.name)
+        self.default_layer = registry.default_layer(model_type, self.num_layers, base.config,
+                                                    where=self.name)
         if getattr(processor, "chat_template", None) is None:
             raise IcetError(f"{self.name}: the processor has no chat template")
         # Generation appends on the right, so prompts must be padded on the left.
@@ -80,7 +75,7 @@ class LlavaAdapter(VLMAdapter):
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         return {"vision_feature_layer": self.check_layer(layer) - (self.num_layers + 1)}
 
-    # The fast sweep engine (icet.engine): this flag and the four methods below opt in.
+    # The fast sweep engine (icet.engine): this flag and the fast-sweep members below opt in.
     supports_fast_sweep = True
 
     def layer_embeddings(self, prompts: list[str], images: list[Any],
@@ -141,8 +136,3 @@ class LlavaAdapter(VLMAdapter):
                                          position_ids=position_ids, past_key_values=past_key_values,
                                          use_cache=True)
         return base.lm_head(out.last_hidden_state[:, -1:])[:, -1]
-
-    def new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=base_model_of(self.model).config.get_text_config())

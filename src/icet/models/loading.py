@@ -1,8 +1,9 @@
 """Load a downloaded (or toy-built) VLM folder into an adapter, the same way for every stage.
 
 Weights come from safetensors only and remote code is never run: a checkpoint is data, not a
-program. The folder's config.json decides the architecture, so a wrong folder fails here with
-its name rather than deep inside transformers.
+program. The folder's config.json decides the architecture (its model_type, looked up in
+icet.models.registry: no architecture is named here), so a wrong folder fails here with its
+name rather than deep inside transformers.
 """
 
 from __future__ import annotations
@@ -15,15 +16,8 @@ import torch
 
 from icet.errors import IcetError
 from icet.io import read_json
+from icet.models import registry
 from icet.models.base import VLMAdapter
-
-# model_type in config.json -> the transformers class that loads it. Mllama loads as our
-# subclass that adds the `icet_layer` knob (icet.models.mllama): same weights, same config.
-MODEL_CLASSES = {
-    "llava": "LlavaForConditionalGeneration",
-    "llava_next": "LlavaNextForConditionalGeneration",
-    "mllama": "MllamaForConditionalGeneration",
-}
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -62,9 +56,7 @@ def model_type_of(model_dir: str | os.PathLike) -> str:
         raise IcetError(f"{folder}: no config.json (not a transformers model folder)")
     config = read_json(folder / "config.json")
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type not in MODEL_CLASSES:
-        raise IcetError(f"{folder}: model_type {model_type!r} is not supported "
-                        f"(supported: {', '.join(MODEL_CLASSES)})")
+    registry.of_model_type(model_type, where=str(folder))
     return model_type
 
 
@@ -81,12 +73,11 @@ def image_processor_info(processor: Any) -> dict[str, Any]:
 def image_processor_of(model_dir: str | os.PathLike) -> dict[str, Any]:
     """`image_processor_info` of the processor `load_adapter` would load, without the weights
     (a sweep fingerprints it before deciding whether to load the model at all)."""
-    from transformers import AutoProcessor
-
     folder = Path(model_dir)
     model_type = model_type_of(folder)
+    processor_class = registry.load_object(registry.of_model_type(model_type, where=str(folder)).processor)
     try:
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        processor = processor_class.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as err:
         raise IcetError(f"{folder}: cannot load {model_type} processor "
                         f"({str(err).splitlines()[0]})") from None
@@ -96,31 +87,31 @@ def image_processor_of(model_dir: str | os.PathLike) -> dict[str, Any]:
 def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLike | None = None,
                  device: str = "cpu", dtype: str | torch.dtype | None = None,
                  name: str | None = None, system_prompt: str | None = None,
-                 image_preprocessing: str = "processor") -> VLMAdapter:
+                 image_preprocessing: str = "processor",
+                 num_layers: int | None = None) -> VLMAdapter:
     """Load model + processor from `model_dir` (optionally a peft adapter on top), eval mode.
 
     `system_prompt` and `image_preprocessing` are the model's config entries of the same
     names (VLMAdapter.set_prompting); the defaults leave the checkpoint's chat template and
-    processor as they are."""
+    processor as they are. `num_layers`, the run config's N for this model, must be the
+    checkpoint's (one line naming the model, both numbers and the config.json if not)."""
     import transformers
-    from transformers import AutoProcessor
-
-    from icet.models.llava import LlavaAdapter
-    from icet.models.mllama import IcetMllamaForConditionalGeneration, MllamaAdapter
 
     folder = Path(model_dir)
     model_type = model_type_of(folder)
+    entry = registry.of_model_type(model_type, where=str(folder))
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    model_class = (IcetMllamaForConditionalGeneration if model_type == "mllama"
-                   else getattr(transformers, MODEL_CLASSES[model_type]))
+    model_class = registry.load_object(entry.model_class)
     try:
         model = model_class.from_pretrained(folder, dtype=torch_dtype, use_safetensors=True,
                                             local_files_only=True)
-        processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
+        processor = registry.load_object(entry.processor).from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as err:
         raise IcetError(f"{folder}: cannot load {model_type} model ({str(err).splitlines()[0]})") from None
     model.to(torch_device).eval()
+    if num_layers is not None:
+        registry.check_num_layers(entry.name, name or folder.name, num_layers, folder, config=model.config)
 
     info: dict[str, Any] = {
         "model_dir": str(folder),
@@ -139,8 +130,7 @@ def load_adapter(model_dir: str | os.PathLike, *, peft_adapter: str | os.PathLik
         import peft
 
         info.update(peft_adapter=str(peft_adapter), peft_version=peft.__version__)
-    adapter_class = MllamaAdapter if model_type == "mllama" else LlavaAdapter
-    adapter = adapter_class(model, processor, name=name or folder.name, info=info)
+    adapter = registry.load_object(entry.adapter)(model, processor, name=name or folder.name, info=info)
     adapter.set_prompting(system_prompt, image_preprocessing)
     return adapter
 

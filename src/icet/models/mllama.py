@@ -64,7 +64,8 @@ from transformers.conversion_mapping import (get_checkpoint_conversion_mapping,
                                              register_checkpoint_conversion_mapping)
 
 from icet.errors import IcetError
-from icet.models.base import VLMAdapter, base_model_of, load_image
+from icet.models import registry
+from icet.models.base import VLMAdapter, base_model_of, early_exit, load_image  # noqa: F401
 
 ICET_KWARG = "icet_layer"
 _CLASS_NAME = "IcetMllamaForConditionalGeneration"
@@ -79,24 +80,6 @@ if get_checkpoint_conversion_mapping(_CLASS_NAME) is None:
 def local_layers(model: Any) -> Any:
     """The local vision encoder's layers (the ones ICET-l exits from)."""
     return base_model_of(model).model.vision_model.transformer.layers
-
-
-@contextmanager
-def early_exit(layers: Any, layer: int | None) -> Iterator[None]:
-    """While inside: layers after `layer` (1-based count; None = all run) return their input."""
-    if layer is None or layer >= len(layers):
-        yield
-        return
-
-    def identity(module, args, kwargs, output):
-        return args[0] if args else kwargs["hidden_states"]
-
-    handles = [block.register_forward_hook(identity, with_kwargs=True) for block in layers[layer:]]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
@@ -234,7 +217,7 @@ class MllamaAdapter(VLMAdapter):
         if self.num_layers != configured:
             raise IcetError(f"{self.name}: local vision encoder has {self.num_layers} layers but "
                             f"vision_config.num_hidden_layers is {configured}")
-        self.default_layer = self.num_layers  # the unmodified model
+        self.default_layer = registry.default_layer("mllama", self.num_layers)  # N: the unmodified model
         if getattr(processor, "chat_template", None) is None:
             raise IcetError(f"{self.name}: the processor has no chat template")
         processor.tokenizer.padding_side = "left"
@@ -304,11 +287,6 @@ class MllamaAdapter(VLMAdapter):
                                          cross_attention_mask=mask, full_text_row_masked_out_mask=full_rows,
                                          past_key_values=past_key_values, use_cache=True)
         return base.lm_head(out.last_hidden_state[:, -1:])[:, -1]
-
-    def new_cache(self) -> Any:
-        from transformers import DynamicCache
-
-        return DynamicCache(config=base_model_of(self.model).config.get_text_config())
 
     def fast_row_bytes(self, max_tokens: int) -> int:
         """A row's cross-attention KV cache and vision states (resolve_batch_size adds the rest)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from icet.models.registry import default_layer
+
 PAPER_ENCODER_LAYERS = 24  # CLIP ViT-L/14-336 of LLaVA-1.5, where the paper's layers live
 
 
@@ -24,7 +26,7 @@ def resolve_exhibit(spec: dict, models: dict[str, dict], main_model: str,
                     swept: dict[str, list[int]] | None = None) -> dict:
     """Which model, layers (ours and the paper's) and variants one exhibit shows in this run.
 
-    `models` maps names to config entries (num_layers, lppo); `spec` is report.examples.<x>;
+    `models` maps names to config entries (architecture, num_layers, lppo); `spec` is report.examples.<x>;
     `swept` the layers each model was swept at: a scaled layer not swept becomes the nearest
     swept one (ties: the lower), so a reduced sweep still shows every exhibit.
     """
@@ -37,7 +39,8 @@ def resolve_exhibit(spec: dict, models: dict[str, dict], main_model: str,
 
     pairs = [(nearest(scale_layer(l, num_layers)), l) for l in spec["layers"]]
     if spec.get("with_default"):
-        pairs.append((nearest(num_layers - 1), None))  # the layer the model was trained with
+        # the layer the unmodified model uses (LLaVA: N-1)
+        pairs.append((nearest(default_layer(models[model]["architecture"], num_layers, where=model)), None))
     seen, layers, paper = set(), [], []
     for ours, theirs in pairs:
         if ours not in seen:

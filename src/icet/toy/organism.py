@@ -181,9 +181,8 @@ def check_arch(config, arch: dict | None, where: str) -> None:
 
 
 def default_layer(config) -> int:
-    """The ICET layer l the model was trained with (docs/contracts.md), from its config."""
-    n = config.vision_config.num_hidden_layers
-    index = config.vision_feature_layer
-    if not isinstance(index, int):
-        raise IcetError(f"config: vision_feature_layer {index!r} is not one layer")
-    return index if index >= 0 else n + 1 + index
+    """The ICET layer l the model was trained with (docs/contracts.md), from its config
+    (icet.models.registry.default_layer, as for every model)."""
+    from icet.models.registry import default_layer as registry_default
+
+    return registry_default("llava", config.vision_config.num_hidden_layers, config, where="config")
