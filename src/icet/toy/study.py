@@ -248,9 +248,9 @@ def is_compliant(prompt: str, response: str) -> bool:
 
 
 def _subset(path, n: int) -> tuple[list[dict], list[Path]]:
-    from icet.sweep import read_dataset
+    from icet.rows import read_dataset
 
-    rows, images = read_dataset(path)
+    rows, images = read_dataset(path, Path(path).stem)
     return rows[:n], images[:n]
 
 
