@@ -4,15 +4,15 @@
 # variant leaves unchanged are shared (their folder is named by a hash of what they are
 # trained from), so the ViT and base LM of a seed train once.
 
-from icet.config import load_yaml
-from icet.toy.study import plan_study
+from icet.toy.study import load_study, plan_study
 
-STUDY = load_yaml(str(Path(workflow.basedir) / "toy" / "organism_study.yaml"))
+# Checked and filled from schema/organism_study.schema.yaml (eval and criterion defaults).
+STUDY = load_study(str(Path(workflow.basedir) / "toy" / "organism_study.yaml"))
 STUDY_DIR = f"{RES}/toy/study"
 STUDY_OUT = f"{RUN}/organism_study"
 STUDY_PLAN = plan_study(STUDY, TOY_STAGE_PARAMS, TOY_ARCH, data_dir=f"{RES}/toy/data",
                         study_dir=STUDY_DIR, tokenizer=f"{RES}/toy/tokenizer")
-STUDY_EVAL = STUDY.get("eval", {})
+STUDY_EVAL = STUDY["eval"]
 STUDY_EVALS = [f"{STUDY_OUT}/eval/{variant}/seed{seed}.json"
                for variant, seeds in STUDY_PLAN["organisms"].items() for seed in seeds]
 
@@ -64,8 +64,8 @@ rule study_stage:
 rule study_eval:
     input:
         model=lambda w: STUDY_PLAN["stages"][STUDY_PLAN["organisms"][w.name][int(w.seed)]]["path"],
-        sets=[f"{RES}/toy/data/{STUDY_EVAL.get(k, d)}.jsonl"
-              for k, d in (("harmful_set", "ac"), ("lookalike_set", "xstest"), ("vqa_set", "vqa"))],
+        sets=[f"{RES}/toy/data/{STUDY_EVAL[k]}.jsonl"
+              for k in ("harmful_set", "lookalike_set", "vqa_set")],
         guard=f"{RES}/toy/judges/guard",
     output:
         result=f"{STUDY_OUT}/eval/{{name}}/seed{{seed}}.json",
@@ -98,8 +98,8 @@ rule study_summary:
     log:
         f"{LOGS}/study_summary/study.log",
     params:
-        groups=STUDY.get("groups", {}),
-        criterion=STUDY.get("criterion", {}),
+        groups=STUDY["groups"],
+        criterion=STUDY["criterion"],
         bootstrap=config.get("bootstrap", {}),
         hypotheses={k: (v or {}).get("hypothesis", "") for k, v in STUDY["variants"].items()},
     conda:
