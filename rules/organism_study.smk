@@ -8,20 +8,20 @@
 
 from pathlib import Path
 
-from icet.config import load_yaml
-from icet.toy.study import eval_set_paths, plan_study
+from icet.toy.study import eval_set_paths, load_study, plan_study
 
 RES = config["resources_dir"]
 RUN = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
-STUDY = load_yaml(config["organism_study"])
+# Checked and filled from schema/organism_study.schema.yaml (eval and criterion defaults).
+STUDY = load_study(config["organism_study"])
 STUDY_DIR = f"{RES}/toy/study"
 STUDY_OUT = f"{RUN}/organism_study"
 STUDY_PLAN = plan_study(STUDY, config.get("toy", {}).get("stages", {}),
                         config.get("toy", {}).get("arch", {}), data_dir=f"{RES}/toy/data",
                         study_dir=STUDY_DIR, tokenizer=f"{RES}/toy/tokenizer",
                         out_dir=STUDY_OUT)
-STUDY_EVAL = STUDY.get("eval", {})
+STUDY_EVAL = STUDY["eval"]
 
 
 # The study's one table and figure: `snakemake --profile toy organism_study`.
@@ -112,8 +112,8 @@ rule study_summary:
     log:
         f"{LOGS}/study_summary/study.log",
     params:
-        groups=STUDY.get("groups", {}),
-        criterion=STUDY.get("criterion", {}),
+        groups=STUDY["groups"],
+        criterion=STUDY["criterion"],
         bootstrap=config.get("bootstrap", {}),
         hypotheses=STUDY_PLAN["hypotheses"],
     conda:

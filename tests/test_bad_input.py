@@ -142,7 +142,8 @@ def lppo_train(tmp: Path, data: Path):
     """What rule lppo_train calls; RT's rows are read before any model is loaded."""
     from icet.lppo.trainer import train_lppo
 
-    train_lppo(str(tmp / "no-model-needed"), str(data), str(tmp / "out" / "lppo"), {}, seed=0)
+    train_lppo(str(tmp / "no-model-needed"), str(data), str(tmp / "out" / "lppo"),
+               {"groups": {"early": [1, 2]}}, seed=0)  # the rule passes the model's groups
 
 
 def lppo_rewards(tmp: Path):

@@ -10,6 +10,7 @@ import torch
 
 torch.set_num_threads(1)
 
+from icet.config import load_schema  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
 from icet.lppo.config import LppoParams  # noqa: E402
 from icet.lppo.losses import (AdaptiveKLController, FixedKLController, gae,  # noqa: E402
@@ -144,10 +145,23 @@ def test_sample_layers_modes():
     assert list(by_layer([3, 0, 3, 1])) == [(0, [1]), (1, [3]), (3, [0, 2])]
 
 
-def test_params_defaults_and_validation():
-    p = LppoParams.from_dict({"lora": {"r": 4}})
-    assert (p.gamma, p.lam, p.clip, p.clip_value, p.c1, p.c2) == (1.0, 0.95, 0.2, 0.2, 0.1, 0.0)
-    assert p.lora["r"] == 4 and p.lora["alpha"] == 16 and not p.full_finetune
+def test_params_defaults_come_from_the_config_schema():
+    """One source of defaults: what a dict leaves out is the schema's, as a run's config gets."""
+    schema = load_schema()["properties"]["lppo"]["properties"]
+    p = LppoParams.from_dict({"lora": {"r": 4}, "groups": {"early": [1, 2]}})
+    for key in ("steps", "minibatch", "ppo_epochs", "lr", "eta", "gamma", "lam", "clip",
+                "clip_value", "c1", "c2", "max_grad_norm", "warmup_steps", "value_trains_lm",
+                "layer_mode", "checkpoint_every", "keep_checkpoints"):
+        assert getattr(p, key) == schema[key]["default"], key
+    lora = schema["lora"]["properties"]
+    assert p.lora == {"r": 4, "alpha": lora["alpha"]["default"], "dropout": 0.0,
+                      "target_modules": lora["target_modules"]["default"]}
+    assert not p.full_finetune and p.groups == {"early": [1, 2]}
+
+
+def test_params_validation():
+    with pytest.raises(IcetError, match="groups.*needs at least one group"):
+        LppoParams.from_dict({"layer_mode": "groups"})
     with pytest.raises(IcetError, match="unknown key.*colour"):
         LppoParams.from_dict({"colour": 1})
     with pytest.raises(IcetError, match="minibatch = 3.*divide rollout_batch"):

@@ -108,7 +108,7 @@ def test_value_trains_lm_decides_whether_the_value_loss_reaches_the_policy(world
     from icet.lppo.rollout import collate, response_mask
 
     adapter = load_adapter(world["model"])
-    policy, _ = build_policy(adapter.model, LppoParams.from_dict({}))
+    policy, _ = build_policy(adapter.model, LppoParams.from_dict({"layer_mode": "fixed"}))
     module = PolicyWithValue(policy, 32, value_trains_lm)
     with torch.no_grad():  # a non-zero head, so the value loss has a gradient to pass on
         module.value_head.weight.fill_(0.1)
@@ -131,7 +131,7 @@ def test_value_trains_lm_decides_whether_the_value_loss_reaches_the_policy(world
 def test_rollout_uses_each_samples_layer_for_generation_policy_and_reference(world):
     adapter = load_adapter(world["model"])
     base = adapter.model
-    policy, reference = build_policy(base, LppoParams.from_dict({}))
+    policy, reference = build_policy(base, LppoParams.from_dict({"layer_mode": "fixed"}))
     assert reference is None  # LoRA: the reference is the same model, adapters disabled
     module = PolicyWithValue(policy, 32)
     rows = world["rows"][:4]
@@ -205,8 +205,8 @@ def test_training_leaves_encoder_projector_and_base_lm_bit_identical(world, trai
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # the adapters did train
     lora_targets = {n.split(".lora_")[0] for n, _ in model.named_parameters() if "lora_A" in n}
     assert all(".language_model." in n for n in lora_targets)
-    assert {n.rsplit(".", 1)[-1] for n in lora_targets} == {
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert {n.rsplit(".", 1)[-1] for n in lora_targets} == set(
+        LppoParams.from_dict(FAST).lora["target_modules"])  # the schema's default
 
 
 def test_outputs_metrics_and_recorded_layers(world, trained):

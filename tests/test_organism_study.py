@@ -234,3 +234,20 @@ def test_organism_study_dry_run_job_count(tmp_path):
     assert counts["study_summary"] == 1 and counts["build_toy_data"] == 1
     assert counts["train_toy_judge"] == 1  # the guard only
     assert "train_toy_stage" not in counts  # the study trains its own organisms
+
+
+def test_study_file_is_checked_and_filled_from_its_schema(tmp_path):
+    """schema/organism_study.schema.yaml is the one source of the eval/criterion defaults."""
+    from icet.config import load_yaml
+    from icet.toy.study import load_study
+
+    schema = load_yaml(ROOT / "schema" / "organism_study.schema.yaml")["properties"]
+    study = load_study(ROOT / "toy" / "organism_study.yaml")
+    given = load_yaml(ROOT / "toy" / "organism_study.yaml")
+    for section in ("eval", "criterion"):
+        for key, spec in schema[section]["properties"].items():
+            assert study[section][key] == given[section].get(key, spec["default"]), key
+    bad = tmp_path / "study.yaml"
+    bad.write_text("seeds: [0]\nvariants: {v: null}\neval: {n_harmfull: 3}\n")
+    with pytest.raises(IcetError, match=r"study.yaml: unknown key 'n_harmfull' in eval"):
+        load_study(bad)

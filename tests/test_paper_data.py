@@ -15,7 +15,7 @@ from PIL import Image  # noqa: E402
 
 from icet import paper_data as pd  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
-from icet.toy.datasets import validate_dataset  # noqa: E402
+from icet.rows import validate_dataset  # noqa: E402
 
 
 def _image(path: Path, shade: int) -> Path:

@@ -43,7 +43,7 @@ def test_training_reward_scores_the_text_the_tr_judge_scores():
         seen.extend(responses)
         return [0.0] * len(responses)
 
-    score = reward_function(judge, None, "cpu", LppoParams())
+    score = reward_function(judge, None, "cpu", LppoParams.from_dict({"layer_mode": "fixed"}))
     raw = ["  ASSISTANT: I cannot help\n\nwith that.</s>", "Sure:   step one"]
     score(["p", "q"], raw)
     assert seen == [clean_response(r) for r in raw] == ["I cannot help with that.", "Sure: step one"]

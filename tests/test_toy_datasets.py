@@ -7,8 +7,9 @@ import torch
 
 from icet import io
 from icet.errors import IcetError
+from icet.rows import validate_dataset
 from icet.toy import world
-from icet.toy.datasets import DEFAULT_SIZES, build_toy_data, validate_dataset
+from icet.toy.datasets import DEFAULT_SIZES, build_toy_data
 from icet.toy.tokenizer import words_of
 
 torch.set_num_threads(1)

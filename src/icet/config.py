@@ -114,16 +114,23 @@ def _one_line(error) -> str:
 
 def check_config(config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH) -> dict:
     """Validate against the schema, fill defaults, then check what a schema cannot express."""
+    config = fill_and_validate(config, schema_path, source)
+    _check_models(config, source)
+    return config
+
+
+def fill_and_validate(instance: dict, schema_path: str | Path, source: str) -> dict:
+    """A copy of `instance` with the schema's defaults filled in, validated; one line on error.
+    (The run config and the organism study's settings each have their schema.)"""
     import jsonschema
 
     schema = load_schema(schema_path)
-    config = fill_defaults(copy.deepcopy(config), schema)
+    instance = fill_defaults(copy.deepcopy(instance), schema)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.message))
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.message))
     if errors:
         raise IcetError(f"{source}: {_one_line(errors[0])}")
-    _check_models(config, source)
-    return config
+    return instance
 
 
 UTILITY_REWARD_KEYS = ("batch_size", "max_length", "input_format")

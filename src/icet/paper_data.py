@@ -8,9 +8,9 @@ the utility check) and XSTest (safe prompts that look unsafe, for over-refusal).
 Each builder writes its whole output folder atomically: the JSONL files, an `images/` folder
 holding every image the rows use (hard links or copies, never symlinks, so a folder can be
 moved or archived as one piece) and `build.json`, the seeded choices and input checksums
-that made it. Rows are checked (icet.toy.datasets.validate_dataset, the one data-set check)
-before anything is renamed into place: a bad input stops the build with one line naming the
-file and the row.
+that made it. Rows are checked (icet.rows.validate_dataset, the one data-set check, with each
+set's own rules) before anything is renamed into place: a bad input stops the build with one
+line naming the file and the row.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from icet.errors import IcetError
 from icet.inputs import check_image, relative_path
 from icet.io import atomic_dir, read_json, sha256_file, write_json, write_jsonl
 from icet.logs import setup_logging
+from icet.rows import validate_dataset
 from icet.seeding import generator
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -210,11 +211,9 @@ def _row(id_: str, prompt: str, kind: str, category: str, source: str, image_src
 
 
 def _validate(jsonl: Path, tmp: Path, out: Path) -> None:
-    """The shared data-set check, run before the rename; errors name the final path."""
-    from icet.toy.datasets import validate_dataset
-
+    """The data-set row contract (icet.rows), run before the rename; errors name the final path."""
     try:
-        validate_dataset(jsonl)
+        validate_dataset(jsonl, testset=jsonl.stem)
     except IcetError as err:
         raise IcetError(str(err).replace(str(tmp), str(out))) from None
 

@@ -16,16 +16,16 @@ import time
 from collections import Counter
 
 from icet.errors import IcetError
-from icet.io import read_jsonl, write_jsonl
+from icet.io import write_jsonl
 from icet.judges.guard import UNPARSEABLE, UNSAFE, GuardJudge
 from icet.judges.keyword import KeywordJudge
 from icet.judges.reward import RewardModel
 from icet.judges.text import clean_response
 from icet.judges.toxicity import ToxicityJudge
 from icet.logs import setup_logging
+from icet.rows import RESPONSE_KEYS, read_responses  # noqa: F401  (the response-row contract)
 from icet.shards import expand
 
-RESPONSE_KEYS = ("id", "prompt", "response", "layer")
 # Defaults for the optional knobs of each judge; the folder/checkpoint paths are required.
 JUDGE_DEFAULTS = {
     "guard": {"batch_size": 8, "max_new_tokens": 20},
@@ -53,24 +53,6 @@ def judge_settings(judges: dict) -> dict:
     if unknown:
         raise IcetError(f"judges: unknown judge(s) {', '.join(unknown)}")
     return settings
-
-
-def read_responses(response_files: list[str]) -> list[dict]:
-    """All response rows, sorted by (layer, id); a duplicate (layer, id) is an error."""
-    rows, seen = [], {}
-    for path in response_files:
-        for number, row in enumerate(read_jsonl(path, required=RESPONSE_KEYS), start=1):
-            if not isinstance(row["layer"], int) or isinstance(row["layer"], bool):
-                raise IcetError(f"{path}: row {number}: layer must be an integer")
-            if not isinstance(row["response"], str) or not isinstance(row["prompt"], str):
-                raise IcetError(f"{path}: row {number}: prompt and response must be strings")
-            key = (row["layer"], str(row["id"]))
-            if key in seen:
-                raise IcetError(f"{path}: row {number}: layer {key[0]} id {key[1]} "
-                                f"already in {seen[key]}")
-            seen[key] = path
-            rows.append(row)
-    return sorted(rows, key=lambda r: (r["layer"], str(r["id"])))
 
 
 def score_responses(response_files: list[str], out: str, judges: dict,

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from icet.errors import IcetError
-from icet.io import read_jsonl
+from icet.rows import VARIANTS, read_scores, score_number
 
 # metric name -> (score-row key, scale): percent for rates, raw for the reward model.
 METRICS: dict[str, tuple[str, float]] = {
@@ -43,9 +43,8 @@ METRICS: dict[str, tuple[str, float]] = {
     "tr": ("reward", 1.0),
     "refusal": ("refusal", 100.0),
 }
-VARIANTS = ("original", "aligned")  # table/plot order: the model before, then after L-PPO
-SCORE_KEYS = ("id", "model", "variant", "testset", "layer", "kind", "unsafe", "toxicity",
-              "reward", "refusal")
+# VARIANTS (table/plot order: the model before, then after L-PPO) lives with the score-row
+# contract, icet.rows, which also checks every row load_scores reads.
 
 DEFAULT_BOOTSTRAP: dict = {
     "n_resamples": 1000,  # percentile CI bounds settle to ~0.1 points by 1000 replicates
@@ -150,17 +149,6 @@ def layer_groups(num_layers: int, groups: dict[str, Sequence[int]]) -> dict[str,
     return expanded
 
 
-def _number(path: Path, number: int, key: str, value, allowed: str, lo=None, hi=None):
-    """Check one optional numeric score field; return it as float or None."""
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
-        raise IcetError(f"{path}: row {number}: key '{key}' must be {allowed}, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise IcetError(f"{path}: row {number}: key '{key}' must be {allowed}, got {value!r}")
-    return float(value)
-
-
 def load_scores(score_files: Iterable[str | os.PathLike],
                 kinds: Sequence[str] | None = None) -> pd.DataFrame:
     """Read and check score JSONL files (docs/contracts.md "Scores") into one table.
@@ -171,42 +159,28 @@ def load_scores(score_files: Iterable[str | os.PathLike],
     """
     records = []
     seen: dict[tuple, str] = {}
-    for path in [Path(p) for p in score_files]:
-        for number, row in enumerate(read_jsonl(path, required=SCORE_KEYS), start=1):
-            layer = row["layer"]
-            if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
-                raise IcetError(f"{path}: row {number}: key 'layer' must be an int >= 0, "
-                                f"got {layer!r}")
-            if row["variant"] not in VARIANTS:
-                raise IcetError(f"{path}: row {number}: key 'variant' must be one of "
-                                f"{', '.join(VARIANTS)}, got {row['variant']!r}")
-            if row["unsafe"] not in (0, 1, None):
-                raise IcetError(f"{path}: row {number}: key 'unsafe' must be 1, 0 or null, "
-                                f"got {row['unsafe']!r}")
-            refusal = row["refusal"]
-            if refusal not in (True, False, None):
-                raise IcetError(f"{path}: row {number}: key 'refusal' must be a bool, "
-                                f"got {refusal!r}")
-            key = (row["model"], row["variant"], row["testset"], layer, row["id"])
-            if key in seen:
-                raise IcetError(f"{path}: row {number}: id {row['id']!r} already scored for "
-                                f"model {key[0]}, variant {key[1]}, testset {key[2]}, "
-                                f"layer {layer} (in {seen[key]})")
-            seen[key] = str(path)
-            if kinds is not None and row["kind"] not in kinds:
-                continue
-            records.append({
-                "id": str(row["id"]), "model": str(row["model"]), "variant": row["variant"],
-                "testset": str(row["testset"]), "layer": layer, "kind": row["kind"],
-                "unsafe": None if row["unsafe"] is None else float(row["unsafe"]),
-                "toxicity": _number(path, number, "toxicity", row["toxicity"],
-                                    "a number in [0, 1] or null", 0.0, 1.0),
-                "reward": _number(path, number, "reward", row["reward"], "a number or null"),
-                "refusal": None if refusal is None else float(refusal),
-                "seed": row.get("seed"),
-                # the bootstrap's resampling unit (module docstring): the prompt text
-                "cluster": str(row["prompt"]) if "prompt" in row else f"id:{row['id']}",
-            })
+    for path, number, row in read_scores(score_files):  # each row checked (icet.rows)
+        layer, refusal = row["layer"], row["refusal"]
+        key = (row["model"], row["variant"], row["testset"], layer, row["id"])
+        if key in seen:
+            raise IcetError(f"{path}: row {number}: id {row['id']!r} already scored for "
+                            f"model {key[0]}, variant {key[1]}, testset {key[2]}, "
+                            f"layer {layer} (in {seen[key]})")
+        seen[key] = str(path)
+        if kinds is not None and row["kind"] not in kinds:
+            continue
+        records.append({
+            "id": str(row["id"]), "model": str(row["model"]), "variant": row["variant"],
+            "testset": str(row["testset"]), "layer": layer, "kind": row["kind"],
+            "unsafe": None if row["unsafe"] is None else float(row["unsafe"]),
+            "toxicity": score_number(path, number, "toxicity", row["toxicity"],
+                                     "a number in [0, 1] or null", 0.0, 1.0),
+            "reward": score_number(path, number, "reward", row["reward"], "a number or null"),
+            "refusal": None if refusal is None else float(refusal),
+            "seed": row.get("seed"),
+            # the bootstrap's resampling unit (module docstring): the prompt text
+            "cluster": str(row["prompt"]) if "prompt" in row else f"id:{row['id']}",
+        })
     columns = ["id", "model", "variant", "testset", "layer", "kind", "unsafe", "toxicity",
                "reward", "refusal", "seed", "cluster"]
     frame = pd.DataFrame.from_records(records, columns=columns)

@@ -19,51 +19,12 @@ from icet.engine import (BATCH_SIZE, MAX_NEW_TOKENS, check_engine, fast_sweep, r
                          supports_fast)
 from icet.runtime import resolve_device
 from icet.errors import IcetError
-from icet.inputs import check_image, relative_path
-from icet.io import read_jsonl, write_jsonl
+from icet.io import write_jsonl
 from icet.logs import setup_logging
 from icet.models.base import VLMAdapter
+from icet.rows import VARIANTS, read_dataset, response_row
 from icet.seeding import seed_everything
 
-DATASET_KEYS = ("id", "prompt", "image", "kind", "category", "answer", "source")
-VARIANTS = ("original", "aligned")
-
-
-def read_dataset(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[Path]]:
-    """The data set rows, checked (unique non-empty ids, images that exist), and image paths.
-
-    Rows keep the data set's `image` (relative to the JSONL's folder), which is what the
-    responses carry on; the second list resolves those paths for loading.
-    """
-    path = Path(path)
-    rows = read_jsonl(path, required=DATASET_KEYS)
-    if not rows:
-        raise IcetError(f"{path}: data set has no rows")
-    seen: set[str] = set()
-    images: list[Path] = []
-    decoded: set[Path] = set()
-    for number, row in enumerate(rows, start=1):
-        row_id = row["id"]
-        if not isinstance(row_id, str) or not row_id:
-            raise IcetError(f"{path}: row {number}: id must be a non-empty string")
-        if row_id in seen:
-            raise IcetError(f"{path}: row {number}: duplicate id {row_id!r}")
-        seen.add(row_id)
-        if not isinstance(row["prompt"], str):
-            raise IcetError(f"{path}: row {number} ({row_id}): prompt must be a string")
-        if not isinstance(row["image"], str) or not row["image"]:
-            raise IcetError(f"{path}: row {number} ({row_id}): image must be a non-empty path")
-        # inside the data set's folder only; decoded in full (icet.inputs): a corrupt image
-        # stops here, before any model is loaded, not mid-sweep
-        image = path.parent / relative_path(row["image"], f"{path}: row {number} ({row_id})")
-        if not image.is_file():
-            raise IcetError(f"{path}: row {number} ({row_id}): image {row['image']} not found "
-                            f"(looked in {path.parent})")
-        if image not in decoded:  # CP shows each image to ten prompts: decode it once
-            check_image(image, f"{path}: row {number} ({row_id}): image {row['image']}")
-            decoded.add(image)
-        images.append(image)
-    return rows, images
 
 
 def check_layer_arg(layer: Any) -> int:
@@ -109,14 +70,9 @@ def with_prompt_suffix(rows: list[dict], suffix: str) -> list[dict]:
 
 def _records(rows: list[dict], responses: list[dict], layer: int, *, model_name: str,
              variant: str, testset: str, seed: int) -> list[dict]:
-    """Data-set rows joined with their ICET-`layer` responses (docs/contracts.md), in order."""
-    shard = []
-    for row, response in zip(rows, responses):
-        record = dict(row)
-        record.update(model=model_name, variant=variant, testset=testset, layer=layer,
-                      seed=int(seed), **response)
-        shard.append(record)
-    return shard
+    """Data-set rows joined with their ICET-`layer` responses (icet.rows.response_row), in order."""
+    return [response_row(row, response, model=model_name, variant=variant, testset=testset,
+                         layer=layer, seed=seed) for row, response in zip(rows, responses)]
 
 
 def _shard_rows(adapter: VLMAdapter, rows: list[dict], images: list[Path], layer: int, *,
@@ -149,7 +105,7 @@ def run_sweep_shard(model_dir: str | os.PathLike, dataset: str | os.PathLike, la
     logger = setup_logging(log, "sweep")
     layer = check_layer_arg(layer)
     _check_settings(variant, max_new_tokens)
-    rows, images = read_dataset(dataset)
+    rows, images = read_dataset(dataset, testset)
     rows = with_prompt_suffix(rows, prompt_suffix)
     seed_everything(seed)
     adapter = _load(model_dir, peft_adapter, device, model_name, [layer], logger, prompting)
@@ -229,7 +185,7 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     layers = [check_layer_arg(layer) for layer in layers]
     _check_settings(variant, max_new_tokens)
     check_engine(engine)
-    rows, images = read_dataset(dataset)
+    rows, images = read_dataset(dataset, testset)
     rows = with_prompt_suffix(rows, prompt_suffix)
     out_dir = Path(index).parent
     settings = shard_settings(model_dir, model_name=model_name, variant=variant, testset=testset,

@@ -75,10 +75,10 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
         # As train_lppo: the frozen base in the loader's dtype (bf16 on a GPU), LoRA in fp32.
         adapter = build_adapter(args.size, str(accelerator.device), resolve_dtype(None, device),
                                 Path(work) / "tokenizer", seed=args.seed)
+        rm = p.reward_settings()
         reward = RewardModel(str(tiny_reward_model(adapter.processor.tokenizer, Path(work) / "reward",
-                                                   p.reward_max_length, args.seed)),
-                             device=str(accelerator.device), batch_size=p.reward_batch_size,
-                             max_length=p.reward_max_length)
+                                                   rm["max_length"], args.seed)),
+                             device=str(accelerator.device), **rm)
     base = adapter.model
     if p.gradient_checkpointing:
         enable_checkpointing(base)

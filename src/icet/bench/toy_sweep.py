@@ -80,7 +80,7 @@ def bench_sweep(args: argparse.Namespace) -> int:
 
     from icet.models.loading import load_adapter
     from icet.runtime import configure
-    from icet.sweep import read_dataset
+    from icet.rows import read_dataset
 
     configure(args.threads)
     os.environ.setdefault("ICET_NO_PROGRESS", "1")

@@ -1,13 +1,18 @@
-"""L-PPO's hyperparameters: one flat, typed record with the reason for each default.
+"""L-PPO's hyperparameters: one flat, typed record, filled from the config schema.
 
-The paper states none of these, so the defaults are the usual PPO-for-LMs values (Ziegler et
-al. 2019; trl's PPO) scaled to the toy organism; the workflow config overrides them.
+The paper states none of these. Their defaults, each with its reason, live in one place: the
+`lppo` block of schema/config.schema.yaml (the usual PPO-for-LMs values, Ziegler et al. 2019
+and trl's PPO, where the paper is silent); the workflow config overrides them. `from_dict`
+fills what a dict leaves out from that schema, so a test or bench that builds LppoParams
+directly gets the values a run gets.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from icet.errors import IcetError
@@ -16,69 +21,95 @@ LAYER_MODES = ("fixed", "uniform", "groups")
 KL_MODES = ("fixed", "adaptive")
 
 
-def _default_lora() -> dict[str, Any]:
-    return {
-        "r": 8,  # rank: enough for a safety behaviour change, small enough to train in minutes
-        "alpha": 16,  # scale alpha/r = 2, the common LoRA choice
-        "dropout": 0.0,  # no dropout: with it the first PPO epoch's ratio would not start at 1
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj",
-                           "gate_proj", "up_proj", "down_proj"],  # the LM's attention + MLP
-    }
+@functools.lru_cache(maxsize=1)
+def _lppo_schema() -> tuple[dict, dict]:
+    """(the schema's `lppo` node, the whole schema: its $refs resolve against it)."""
+    from icet.config import load_schema
+
+    schema = load_schema()
+    return schema["properties"]["lppo"], schema
+
+
+def schema_defaults() -> dict[str, Any]:
+    """Every lppo default of schema/config.schema.yaml (a fresh copy)."""
+    return fill_lppo({})
+
+
+def reward_judge_defaults() -> dict[str, Any]:
+    """The schema's judges.reward defaults: what L-PPO's reward model uses when neither the
+    lppo block nor a judges.reward entry (train_lppo_job) sizes it."""
+    from icet.config import fill_defaults, load_schema
+
+    schema = load_schema()
+    return fill_defaults({}, schema["properties"]["judges"]["properties"]["reward"], schema)
+
+
+def fill_lppo(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with the schema's lppo defaults filled in where absent (lora's keys too)."""
+    from icet.config import fill_defaults
+
+    node, root = _lppo_schema()
+    return fill_defaults(copy.deepcopy(params), node, root)
 
 
 @dataclass
 class LppoParams:
-    steps: int = 100  # PPO iterations (rollout batch -> ppo_epochs of updates)
-    rollout_batch: int = 16  # prompts per rollout, per process
-    minibatch: int = 8  # samples per optimiser step; must divide rollout_batch
-    ppo_epochs: int = 4  # passes over each rollout batch (PPO paper / trl default)
-    lr: float = 1e-4  # LoRA tolerates a larger step than full fine-tuning
-    max_grad_norm: float = 1.0  # clip the global gradient norm, a PPO-for-LMs standard
-    warmup_steps: int = 0  # linear lr warm-up (optimiser steps); constant afterwards
-    eta: float = 0.2  # initial KL coefficient (trl's init_kl_coef)
-    kl_mode: str = "fixed"  # "fixed" is the paper's r - eta*KL; "adaptive" = Ziegler's controller
-    target_kl: float = 6.0  # adaptive mode: target summed KL per response (trl default)
-    kl_horizon: int = 10000  # adaptive mode: controller horizon in samples (Ziegler et al.)
-    gamma: float = 1.0  # no discount: the score is for the whole response
-    lam: float = 0.95  # GAE lambda (trl default)
-    clip: float = 0.2  # PPO ratio clip (Schulman et al. 2017)
-    clip_value: float = 0.2  # value clip around the rollout's values
-    c1: float = 0.1  # value-loss weight (trl's vf_coef)
+    """What each field is; its default and the reason for it: the schema's `lppo` block."""
+
+    steps: int  # PPO iterations (rollout batch -> ppo_epochs of updates)
+    rollout_batch: int  # prompts per rollout, per process
+    minibatch: int  # samples per optimiser step; must divide rollout_batch
+    ppo_epochs: int  # passes over each rollout batch
+    lr: float
+    max_grad_norm: float  # clip of the global gradient norm
+    warmup_steps: int  # linear lr warm-up (optimiser steps); constant afterwards
+    eta: float  # KL coefficient (initial, in adaptive mode)
+    kl_mode: str  # "fixed" is the paper's r - eta*KL; "adaptive" = Ziegler's controller
+    target_kl: float  # adaptive mode: target summed KL per response
+    kl_horizon: int  # adaptive mode: controller horizon in samples
+    gamma: float
+    lam: float  # GAE lambda
+    clip: float  # PPO ratio clip
+    clip_value: float  # value clip around the rollout's values
+    c1: float  # value-loss weight
     # Does the value loss train the LM (a shared backbone, as trl) or only the linear head on
     # its detached hidden state? See rollout.PolicyWithValue and docs/kernel-paths.md.
-    value_trains_lm: bool = False
-    c2: float = 0.0  # entropy bonus weight; 0 as in most PPO-for-LMs recipes
-    whiten_advantages: bool = True  # per-rollout advantage normalisation stabilises the step
-    max_new_tokens: int = 32  # toy responses are short; the sweep uses the same cap
-    temperature: float = 1.0  # sample from the policy itself, as PPO's ratio assumes
-    top_k: int = 0  # 0 = off: truncation would make the sampler differ from the policy
-    layer_mode: str = "fixed"  # "fixed" | "uniform" over 0..N | "groups" (see rollout.sample_layers)
-    layer: int | None = None  # fixed mode: ICET layer l; None = the model's default (N-1)
-    groups: dict[str, list[int]] = field(default_factory=dict)  # groups mode: {name: [lo, hi]}
-    lora: dict[str, Any] = field(default_factory=_default_lora)
-    full_finetune: bool = False  # train every LM weight instead of LoRA (needs a reference copy)
-    gradient_checkpointing: bool = False  # trade compute for memory on large LMs
-    grad_accum: int = 1  # micro-batches per minibatch (memory); the optimiser step is unchanged
-    checkpoint_every: int = 10  # steps between resumable checkpoints (the last step always)
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk
-    reward_batch_size: int = 16  # reward model batch size (reward_model_dir only)
-    reward_max_length: int = 512  # reward model truncation (reward_model_dir only)
+    value_trains_lm: bool
+    c2: float  # entropy bonus weight
+    whiten_advantages: bool  # per-rollout advantage normalisation
+    max_new_tokens: int  # rollout length
+    temperature: float
+    top_k: int  # 0 = off
+    layer_mode: str  # "fixed" | "uniform" over 0..N | "groups" (see rollout.sample_layers)
+    layer: int | None  # fixed mode: ICET layer l; None = the model's default (N-1)
+    groups: dict[str, list[int]]  # groups mode: {name: [lo, hi]}, the model's (models[].groups)
+    lora: dict[str, Any]  # r, alpha, dropout, target_modules
+    full_finetune: bool  # train every LM weight instead of LoRA (needs a reference copy)
+    gradient_checkpointing: bool  # trade compute for memory on large LMs
+    grad_accum: int  # micro-batches per minibatch (memory); the optimiser step is unchanged
+    checkpoint_every: int  # steps between resumable checkpoints (the last step always)
+    keep_checkpoints: int  # newest checkpoints kept on disk
+    reward_batch_size: int | None  # reward model batch size; None = judges.reward's
+    reward_max_length: int | None  # reward model truncation; None = judges.reward's
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "LppoParams":
-        """Build from a config dict; unknown keys and impossible values stop with one line."""
+        """Build from a config's `lppo` block plus the model's `groups` (absent: none); what
+        the block leaves out takes the schema's default. Unknown keys and impossible values
+        stop with one line."""
         params = dict(params or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
             raise IcetError(f"lppo params: unknown key(s) {', '.join(unknown)}")
-        lora = _default_lora()
-        lora_given = params.pop("lora", None) or {}
-        bad = sorted(set(lora_given) - set(lora))
+        lora_keys = set(_lppo_schema()[0]["properties"]["lora"]["properties"])
+        bad = sorted(set(params.get("lora") or {}) - lora_keys)
         if bad:
             raise IcetError(f"lppo params: lora: unknown key(s) {', '.join(bad)}")
-        lora.update(lora_given)
-        out = cls(**params, lora=lora)
+        if params.get("lora") is None:
+            params.pop("lora", None)
+        groups = params.pop("groups", None) or {}  # per model, not an lppo setting
+        out = cls(**fill_lppo(params), groups=groups)
         out.validate()
         return out
 
@@ -90,6 +121,8 @@ class LppoParams:
         for key in ("steps", "rollout_batch", "minibatch", "ppo_epochs", "grad_accum",
                     "checkpoint_every", "keep_checkpoints", "max_new_tokens", "kl_horizon",
                     "reward_batch_size", "reward_max_length"):
+            if key.startswith("reward_") and getattr(self, key) is None:
+                continue  # judges.reward's (reward_settings)
             need(isinstance(getattr(self, key), int) and getattr(self, key) >= 1, key,
                  "must be an integer >= 1")
         need(self.rollout_batch % self.minibatch == 0, "minibatch", "must divide rollout_batch")
@@ -108,6 +141,13 @@ class LppoParams:
             if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2
                     or not all(isinstance(b, int) for b in bounds) or bounds[0] > bounds[1]):
                 raise IcetError(f"lppo params: groups.{name} = {bounds!r}: must be [lo, hi], lo <= hi")
+
+    def reward_settings(self) -> dict[str, int]:
+        """The reward model's batch_size and max_length: these params', else the schema's
+        judges.reward defaults."""
+        judge = reward_judge_defaults()
+        return {"batch_size": self.reward_batch_size or judge["batch_size"],
+                "max_length": self.reward_max_length or judge["max_length"]}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from icet.errors import IcetError
-from icet.lppo.config import LppoParams, layer_ranges
+from icet.lppo.config import LppoParams, layer_ranges, schema_defaults
 from icet.models.base import VLMAdapter
 
 _TEXT_KEYS = ("input_ids", "attention_mask")
@@ -212,10 +212,12 @@ class PolicyWithValue(nn.Module):
     """
 
     def __init__(self, policy: nn.Module, hidden_size: int,
-                 value_trains_lm: bool = LppoParams.value_trains_lm):
+                 value_trains_lm: bool | None = None):
         super().__init__()
         self.policy = policy
-        self.value_trains_lm = value_trains_lm
+        # None: the config schema's lppo.value_trains_lm, the one default
+        self.value_trains_lm = (schema_defaults()["value_trains_lm"] if value_trains_lm is None
+                                else value_trains_lm)
         self.value_head = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)  # values start at 0: no arbitrary first baseline
         nn.init.zeros_(self.value_head.bias)

@@ -180,8 +180,7 @@ def reward_function(reward_fn: RewardFn | None, reward_model_dir: str | None, de
         from icet.judges.reward import RewardModel
 
         reward_fn = RewardModel(str(reward_model_dir), device=device,
-                                batch_size=params.reward_batch_size,
-                                max_length=params.reward_max_length).score
+                                **params.reward_settings()).score
     scorer = reward_fn
 
     def cleaned(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -557,8 +556,8 @@ def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
     torch.set_num_threads(max(1, int(threads)))
     merged = dict(params)
     for key, param in (("batch_size", "reward_batch_size"), ("max_length", "reward_max_length")):
-        if (reward or {}).get(key) is not None:
-            merged.setdefault(param, int(reward[key]))
+        if merged.get(param) is None and (reward or {}).get(key) is not None:
+            merged[param] = int(reward[key])  # null in the lppo block: the judge's
     return train_lppo(model_dir, rt_jsonl, out_dir, merged, seed,
                       reward_model_dir=reward_model_dir, device=device, log=log, prompting=prompting)
 

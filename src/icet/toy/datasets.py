@@ -5,7 +5,7 @@ One call writes one folder (atomically: it appears complete or not at all):
     from icet.toy.datasets import build_toy_data
     build_toy_data("resources/toy/data", sizes={}, image_size=32, seed=0, log="logs/toy_data.log")
 
-Paper sets (rows per docs/contracts.md): rt (RedTeam-2K analogue, L-PPO's training prompts),
+Paper sets (rows per docs/contracts.md, checked by icet.rows): rt (RedTeam-2K analogue, L-PPO's training prompts),
 cp (Custom Prompts: 10 prompts x 10 images), mr (miniJailbreak analogue), ac (AdvBench-COCO
 analogue), vqa, xstest. Organism training: train_vision, train_text, train_instruct,
 train_safety. Judge training: train_guard, train_reward, train_toxicity. Plus vocabulary.txt
@@ -23,8 +23,8 @@ import numpy as np
 
 from icet import io
 from icet.errors import IcetError
-from icet.inputs import check_image, relative_path
 from icet.logs import progress, setup_logging
+from icet.rows import check_dataset_row
 from icet.toy import world
 from icet.toy.images import ImageSpec, all_specs, random_spec, render
 
@@ -77,8 +77,6 @@ TOXICITY_MIX = {"compliant": 0.4, "refusal": 0.2, "benign": 0.25, "broken": 0.15
 TOXICITY_LABEL_NOISE = 0.05  # flipped labels: real toxicity labels are noisy, and a toy
 # classifier that saturates at exactly 0/1 would make TS a step function
 
-PAPER_SET_KEYS = ("id", "prompt", "image", "kind", "category", "answer", "source")
-KINDS = ("harmful", "benign", "lookalike")
 SOURCES = {"rt": "toy-redteam2k", "cp": "toy-custom-prompts", "mr": "toy-minijailbreak",
            "ac": "toy-advbench-coco", "vqa": "toy-vqa", "xstest": "toy-xstest"}
 
@@ -485,6 +483,9 @@ def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None, image_
 
     images = _Images()
     sets = _paper_sets(sizes, seed, pools, lookalike_pools, images)
+    for name, rows in sets.items():  # the data-set row contract (icet.rows), before writing
+        for number, row in enumerate(rows, start=1):
+            check_dataset_row(row, f"{out_dir}/{name}.jsonl: row {number}", name)
     sets.update(_organism_sets(sizes, seed, pools, lookalike_pools, images, base_refusal_share))
     sets.update(_judge_sets(sizes, seed, pools, lookalike_pools))
 
@@ -517,47 +518,3 @@ def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None, image_
         io.write_json(tmp / "build.json", summary)
     logger.info("wrote %s: %s, %d images", out_dir, summary["counts"], summary["n_images"])
     return summary
-
-
-def validate_dataset(path: str | os.PathLike) -> list[dict]:
-    """Check a paper-set JSONL and return its rows; IcetError names the file and row.
-
-    Checks: the file is not empty; every row is a JSON object with the contract keys; ids are
-    non-empty strings and unique; kind is harmful/benign/lookalike; prompt is a non-empty
-    string; answer is a string or null; the image exists (relative to the file's folder) and
-    decodes with PIL.
-    """
-    path = Path(path)
-    rows = io.read_jsonl(path, required=PAPER_SET_KEYS)
-    if not rows:
-        raise IcetError(f"{path}: no rows")
-    lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if line.strip()]
-    seen: dict[str, int] = {}
-    decoded: set[Path] = set()
-    for number, row in zip(lines, rows):
-        where = f"{path}: row {number}"
-        id_ = row["id"]
-        if not isinstance(id_, str) or not id_.strip():
-            raise IcetError(f"{where}: id must be a non-empty string, got {id_!r}")
-        if id_ in seen:
-            raise IcetError(f"{where}: duplicate id {id_!r} (first at row {seen[id_]})")
-        seen[id_] = number
-        for key in ("prompt", "category", "source", "image"):
-            if not isinstance(row[key], str) or (key in ("prompt", "image") and not row[key].strip()):
-                raise IcetError(f"{where}: {key} must be a non-empty string, got {row[key]!r}")
-        if row["kind"] not in KINDS:
-            raise IcetError(f"{where}: kind {row['kind']!r} not one of {', '.join(KINDS)}")
-        if row["answer"] is not None and not isinstance(row["answer"], str):
-            raise IcetError(f"{where}: answer must be a string or null, got {row['answer']!r}")
-        if "answers" in row and (not isinstance(row["answers"], list)
-                                 or not all(isinstance(a, str) for a in row["answers"])):
-            raise IcetError(f"{where}: answers must be a list of strings, got {row['answers']!r}")
-        image = path.parent / relative_path(row["image"], where)  # inside the folder only
-        if image in decoded:
-            continue
-        if not image.is_file():
-            raise IcetError(f"{where}: image {row['image']!r} not found")
-        check_image(image, f"{where}: image {row['image']!r}")  # every pixel, bombs refused
-        decoded.add(image)
-    return rows

@@ -1,0 +1,113 @@
+"""The row contracts (icet.rows): each test set's rules, one line naming file, row and key,
+and the same check on the builder's and the sweep's side."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from icet import paper_data
+from icet.errors import IcetError
+from icet.io import write_jsonl
+from icet.rows import (SCORE_KEYS, SET_RULES, read_dataset, read_responses, read_scores,
+                       response_row, validate_dataset)
+
+
+def _row(i, kind="harmful", answer=None, image="images/a.png"):
+    return {"id": f"x-{i}", "prompt": f"prompt {i}", "image": image, "kind": kind,
+            "category": "c", "answer": answer, "source": "test"}
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / "images" / "a.png")
+    return tmp_path
+
+
+def _write(folder, rows, name):
+    path = folder / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("testset, bad, message", [
+    ("cp", {"kind": "benign"}, "kind 'benign' not one of harmful"),
+    ("mr", {"kind": "lookalike"}, "kind 'lookalike' not one of harmful"),
+    ("ac", {"kind": "benign"}, "kind 'benign' not one of harmful"),
+    ("xstest", {"kind": "harmful"}, "kind 'harmful' not one of lookalike"),
+    ("vqa", {"kind": "benign", "answer": None}, "answer must be a non-empty string in a vqa row"),
+    ("vqa", {"kind": "benign", "answer": "red", "answers": "red"}, "answers must be a list"),
+    ("rt", {"kind": "evil"}, "kind 'evil' not one of harmful, benign, lookalike"),
+])
+def test_each_set_has_its_rules_named_by_file_row_and_key(folder, testset, bad, message):
+    good_kind = SET_RULES[testset]["kinds"][0]
+    rows = [_row(0, good_kind, "red"), _row(1, good_kind, "red")]
+    rows[1].update(bad)
+    path = _write(folder, rows, f"{testset}.jsonl")
+    with pytest.raises(IcetError, match=message) as err:
+        read_dataset(path, testset)
+    assert str(err.value).startswith(f"{path}: row 2 (x-1): ")
+    assert "\n" not in str(err.value)
+    rows[1] = _row(1, good_kind, "red")
+    assert validate_dataset(_write(folder, rows, f"{testset}.jsonl"), testset) == rows
+
+
+def test_a_set_without_rules_takes_every_kind(folder):
+    rows = [_row(0, "harmful"), _row(1, "benign", "red"), _row(2, "lookalike")]
+    got, images = read_dataset(_write(folder, rows, "mine.jsonl"), "my-own-set")
+    assert got == rows and images == [folder / "images" / "a.png"] * 3
+
+
+def test_row_numbers_are_lines_of_the_file(folder):
+    path = folder / "cp.jsonl"
+    path.write_text(json.dumps(_row(0)) + "\n\n" + json.dumps(_row(1, "benign")) + "\n")
+    with pytest.raises(IcetError, match=r"cp.jsonl: row 3 \(x-1\): kind"):
+        read_dataset(path, "cp")
+
+
+@pytest.mark.parametrize("image, message", [
+    ("../a.png", "has a '..' part"), ("/tmp/a.png", "is absolute"), ("images/b.png", "not found"),
+])
+def test_image_paths_stay_inside_the_folder_and_exist(folder, image, message):
+    path = _write(folder, [_row(0), _row(1, image=image)], "cp.jsonl")
+    with pytest.raises(IcetError, match=message) as err:
+        read_dataset(path, "cp")
+    assert "row 2 (x-1)" in str(err.value)
+
+
+def test_the_paper_builders_check_with_the_set_rules(folder):
+    """A builder hands its set's name to the check: a benign row cannot reach cp.jsonl."""
+    rows = [paper_data._row("cp-0", "how to x", "benign", "c", "advbench-cp",
+                            folder / "images" / "a.png", "safe", "a.png", "input line 2")]
+    out = folder / "out"
+    with pytest.raises(IcetError, match=r"cp.jsonl: row 1 \(cp-0\): kind 'benign'") as err:
+        paper_data._write_sets(out, {"cp.jsonl": rows}, {}, logger=None)
+    assert str(out) in str(err.value) and not out.exists()
+
+
+def test_response_rows_carry_the_data_set_row_then_the_sweep_keys():
+    row = _row(0)
+    got = response_row(row, {"response": "no", "n_prompt_tokens": 3, "n_response_tokens": 1,
+                             "finished": True}, model="m", variant="original", testset="cp",
+                       layer=4, seed=0)
+    assert list(got) == list(row) + ["model", "variant", "testset", "layer", "seed", "response",
+                                     "n_prompt_tokens", "n_response_tokens", "finished"]
+
+
+def test_read_responses_names_the_row(tmp_path):
+    path = tmp_path / "r.jsonl"
+    write_jsonl(path, [{"id": "a", "prompt": "p", "response": "r", "layer": 0},
+                       {"id": "b", "prompt": "p", "response": 3, "layer": 0}])
+    with pytest.raises(IcetError, match=r"r.jsonl: row 2: prompt and response must be strings"):
+        read_responses([path])
+
+
+def test_read_scores_names_the_row_and_key(tmp_path):
+    good = {k: 0 for k in SCORE_KEYS} | {"id": "a", "variant": "original", "refusal": False}
+    path = tmp_path / "s.jsonl"
+    write_jsonl(path, [good, {**good, "id": "b", "layer": -1}])
+    with pytest.raises(IcetError, match=r"s.jsonl: row 2: key 'layer' must be an int >= 0"):
+        read_scores([path])
+    write_jsonl(path, [good])
+    assert read_scores([path]) == [(path, 1, good)]
