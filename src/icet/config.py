@@ -125,6 +125,20 @@ def check_config(config: dict, source: str = "config", schema_path: str | Path =
     return config
 
 
+def judge_settings(judges: dict, source: str = "judges", schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """A `judges` block with the schema's defaults filled in and checked: the one place judge
+    defaults come from (icet.score and icet.judges.vqa call this on what rules pass them)."""
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"judges": load_schema(schema_path)["properties"]["judges"]}}
+    config = fill_defaults({"judges": copy.deepcopy(judges)}, schema)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
+                    key=lambda e: (len(e.absolute_path), e.message))
+    if errors:
+        raise IcetError(f"{source}: {_one_line(errors[0])}")
+    return config["judges"]
+
+
 UTILITY_REWARD_KEYS = ("batch_size", "max_length", "input_format")
 
 
