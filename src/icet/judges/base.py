@@ -94,10 +94,14 @@ def judge_class(name: str) -> type[Judge]:
 
 
 def named(judges: dict, roles: tuple[str, ...] = ROLES) -> list[type[Judge]]:
-    """The plug-ins a config's `judges` block names, with a role in `roles`, in registry order."""
+    """The plug-ins a config's `judges` block names, with a role in `roles`, in registry order.
+
+    A block set to false (or null) is switched off: a config merged on top of another (the
+    toy on the paper config) so drops a judge it cannot serve."""
     for name in judges:
         judge_class(name)
-    return [cls for name, cls in registry().items() if name in judges and cls.role in roles]
+    on = {name for name, spec in judges.items() if spec not in (None, False)}
+    return [cls for name, cls in registry().items() if name in on and cls.role in roles]
 
 
 SCORED_ROLES = ("asr", "toxicity", "reward", "refusal")  # the judges of rule score_shard
