@@ -136,7 +136,7 @@ rule train_toy_judge:
     benchmark:
         f"{LOGS}/train_toy_judge/{{judge}}.benchmark.tsv"
     wildcard_constraints:
-        judge="guard|reward|toxicity",
+        judge="|".join(TOY_JUDGES) or "none",
     params:
         params=lambda w: TOY_JUDGE_PARAMS.get(w.judge, {}),
         seed=config["seed"],
