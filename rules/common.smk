@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from icet.config import check_config, model_layers, prompting_of, utility_reward_settings
 from icet.errors import IcetError
+from icet.judges.base import SCORED_ROLES, named as named_judges
 from icet.lppo.launch import processes_for
 from icet.models import registry
 from icet.shards import code_hash
@@ -39,8 +40,13 @@ UTILITY_SETS = list(config["utility_sets"])
 ALL_SETS = SAFETY_SETS + UTILITY_SETS
 IS_TOY = config["data_source"] == "toy"
 TOY_STAGES = list(TOY_STAGE_ORDER)
-TOY_JUDGES = ["guard", "reward", "toxicity"]
-TOY_JUDGE_PATTERN = "|".join(TOY_JUDGES)
+# The judge plug-ins this config names (icet.judges.base), in registry order; the workflow
+# loops over these, so a new judge needs no edit here.
+JUDGES = {cls.name: cls for cls in named_judges(config["judges"])}
+# The toy judge folders this config's toy-sourced judges are served by.
+TOY_JUDGES = sorted({cls.toy for name, cls in JUDGES.items()
+                     if config["judges"][name].get("source") == "toy"})
+TOY_JUDGE_PATTERN = "|".join(TOY_JUDGES) or "none"
 TOY = config.get("toy", {})
 TOY_ARCH = TOY.get("arch", {})
 TOY_STAGE_PARAMS = TOY.get("stages", {})
@@ -111,53 +117,61 @@ def judge_spec(judge):
 
 
 def judge_path(judge):
-    """Folder of a judge: downloaded, local, or the toy judge trained here."""
+    """Folder of a judge: downloaded, local, or the toy judge trained here (the plug-in's
+    `toy` names it: the toy's one reward model serves as the utility reward model too)."""
     spec = judge_spec(judge)
     if spec["source"] == "local":
         return spec["path"]
     if spec["source"] == "toy":
-        # The toy has one reward model; it serves as the utility reward model too.
-        return f"{RES}/toy/judges/{'reward' if judge == 'utility_reward' else judge}"
+        return f"{RES}/toy/judges/{JUDGES[judge].toy}"
     return f"{RES}/judges/{judge}"
 
 
+# Download-only keys: where a judge comes from, not how it scores.
+SOURCE_KEYS = ("source", "repo", "revision", "checkpoint_url", "config_repo")
+
+
 def judges_for_scoring():
-    """The judge settings passed to icet.score, with resolved paths."""
+    """The judges' blocks passed to icet.score, with each model judge's folder as `path`."""
     out = {}
-    for judge in ("guard", "reward"):
-        spec = judge_spec(judge)
-        out[judge] = {k: v for k, v in spec.items() if k not in ("source", "repo", "revision")}
-        out[judge]["path"] = judge_path(judge)
-    tox = judge_spec("toxicity")
-    out["toxicity"] = {
-        "checkpoint": f"{judge_path('toxicity')}/checkpoint.ckpt",
-        "config_dir": f"{judge_path('toxicity')}/config",
-        "batch_size": tox["batch_size"],
-    }
-    out["keyword"] = dict(config["judges"]["keyword"])
+    for judge, cls in JUDGES.items():
+        if cls.role in SCORED_ROLES:
+            out[judge] = {k: v for k, v in judge_spec(judge).items() if k not in SOURCE_KEYS}
+            if cls.download is not None:
+                out[judge]["path"] = judge_path(judge)
     return out
 
 
 def judge_name(judge):
-    """How captions name a judge: its Hub repository, its local folder, or the toy judge."""
-    spec = judge_spec(judge)
-    if spec["source"] == "toy":  # the toy's one reward model is its utility reward model too
-        return f"toy {'reward' if judge == 'utility_reward' else judge}"
+    """How captions name a judge: its Hub repository, its local folder, the toy judge, or
+    (Detoxify, keywords) the plug-in's title."""
+    spec, cls = judge_spec(judge), JUDGES[judge]
+    if cls.download is None:
+        return cls.title
+    if spec["source"] == "toy":
+        return f"toy {cls.toy}"
     if spec["source"] == "local":
         return spec["path"]
-    return "Detoxify original" if judge == "toxicity" else spec["repo"]
+    return cls.title if cls.download == "detoxify" else spec["repo"]
+
+
+def judge_names():
+    """Every judge with a model (a folder), by its caption name."""
+    return {j: judge_name(j) for j, cls in JUDGES.items() if cls.download is not None}
 
 
 def judge_inputs():
-    return [judge_path(j) for j in ("guard", "reward", "toxicity")]
+    """The folders of the judges rule score_shard runs."""
+    return sorted({judge_path(j) for j, cls in JUDGES.items()
+                   if cls.role in SCORED_ROLES and cls.download is not None})
 
 
 def download_paths():
     """Every download this config makes (Hub snapshots, URL files and archives): their
     records go into the manifest and the summary's provenance warnings (icet.provenance)."""
     paths = [f"{RES}/models/{m}" for m, spec in MODELS.items() if spec["source"] == "hub"]
-    paths += [f"{RES}/judges/{j}" for j in ("guard", "reward", "utility_reward", "toxicity")
-              if (config["judges"].get(j) or {}).get("source") == "hub"]
+    paths += [f"{RES}/judges/{j}" for j, cls in JUDGES.items()
+              if cls.download is not None and judge_spec(j).get("source") == "hub"]
     if not IS_TOY:
         paths += [f"{RES}/raw/{name}" for name in ("jailbreakv", "xstest", "coco",
                                                    "vqa_questions", "vqa_annotations")]
@@ -424,7 +438,7 @@ def report_params():
         "bootstrap": {**config["bootstrap"], "seed": config["seed"]},
         "label": config["report"]["label"],
         "seed": config["seed"],
-        "judges": {j: judge_name(j) for j in ("guard", "reward", "utility_reward", "toxicity")},
+        "judges": judge_names(),
     }
 
 
@@ -433,7 +447,7 @@ def chosen_settings():
     metrics our scorers differ on (icet.report.reproduction.run_settings)."""
     from icet.report.reproduction import run_settings
 
-    chosen = run_settings(config, {j: judge_name(j) for j in ("guard", "reward", "toxicity")})
+    chosen = run_settings(config, judge_names())
     chosen["settings"]["system prompt and image preprocessing"] = {
         m: prompting_of(spec) for m, spec in MODELS.items()}
     if not IS_TOY:

@@ -27,14 +27,15 @@ rule download_model:
         "../workflow_scripts/download_snapshot.py"
 
 
-# Why: Llama Guard and the reward models, the judges of every response.
+# Why: the judges that are Hub snapshots (Llama Guard, the reward models, HarmBench's
+# classifier): every plug-in with download "snapshot" (icet.judges.base).
 rule download_judge:
     output:
         directory(f"{RES}/judges/{{judge}}"),
     log:
         f"{LOGS}/download_judge/{{judge}}.log",
     wildcard_constraints:
-        judge="guard|reward|utility_reward",
+        judge="|".join(j for j, cls in JUDGES.items() if cls.download == "snapshot") or "none",
     params:
         repo=lambda w: judge_spec(w.judge)["repo"],
         revision=lambda w: judge_spec(w.judge)["revision"],

@@ -1,6 +1,7 @@
 # Judging: every response gets Llama Guard's verdict (ASR), Detoxify toxicity (TS), the
-# HH-RLHF reward (TR) and the refusal-keyword verdict. One job per (model, variant, test
-# set): the judges load once for all of its layers.
+# HH-RLHF reward (TR), the refusal-keyword verdict and any further judge the config names
+# (the plug-ins of icet.judges.base, e.g. HarmBench's classifier). One job per (model,
+# variant, test set): each judge loads once for all of its layers.
 
 
 # Why: ASR/TS/TR/refusal of every response of one (model, variant, test set).

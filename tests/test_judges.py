@@ -164,12 +164,19 @@ def test_guard_default_max_new_tokens_is_20_in_code_schema_and_config():
     import yaml
 
     from icet.config import load_config
-    from icet.score import JUDGE_DEFAULTS
+    from icet.score import judge_settings
 
     root = Path(__file__).resolve().parents[1]
     schema = yaml.safe_load((root / "schema" / "config.schema.yaml").read_text())
     guard_schema = schema["properties"]["judges"]["properties"]["guard"]["properties"]
-    assert JUDGE_DEFAULTS["guard"]["max_new_tokens"] == 20
+    # the scorer's defaults are the schema's (icet.config.judge_settings), not its own
+    given = {"guard": {"path": "g"}, "reward": {"path": "r"}, "toxicity": {"path": "t"},
+             "keyword": {}}
+    filled = judge_settings(given)
+    assert filled["guard"]["max_new_tokens"] == 20
+    assert filled["reward"]["input_format"] == schema["properties"]["judges"]["properties"][
+        "reward"]["properties"]["input_format"]["default"] == "auto"
+    assert filled["keyword"] == {"mode": "anywhere", "extra_phrases": []}
     assert guard_schema["max_new_tokens"]["default"] == 20
     assert load_config(str(root / "config.yaml"))["judges"]["guard"]["max_new_tokens"] == 20
 

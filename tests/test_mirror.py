@@ -22,6 +22,7 @@ pytest.importorskip("pyarrow", reason="the mirror writes XSTest's parquet with p
 from icet.config import load_yaml, merge  # noqa: E402
 from icet.download import download_snapshot, download_url  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
+from icet.judges.base import named as named_judges  # noqa: E402
 from icet.mirror import hub  # noqa: E402
 from icet.mirror.build import build_mirror  # noqa: E402
 from icet.mirror.data import MirrorSizes  # noqa: E402
@@ -50,8 +51,10 @@ def test_mirror_holds_every_repo_and_url_the_config_names(mirror):
     out, record = mirror
     config = paper_config()
     repos = {r["repo"] for r in record["repos"]}
+    snapshots = [cls.name for cls in named_judges(config["judges"]) if cls.download == "snapshot"]
+    assert "harmbench" in snapshots  # the paper config runs HarmBench's classifier too
     named = {m["repo"] for m in config["models"]} | {
-        config["judges"][j]["repo"] for j in ("guard", "reward", "utility_reward")} | {
+        config["judges"][j]["repo"] for j in snapshots} | {
         config["judges"]["toxicity"]["config_repo"], config["data"]["jailbreakv"]["repo"],
         config["data"]["xstest"]["repo"]}
     assert repos == named

@@ -3,6 +3,7 @@
 import csv
 import math
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -203,3 +204,26 @@ def test_figure1_writes_png_and_pdf(exhibit_scores, tmp_path):
     (tmp_path / "images" / "a.png").unlink()
     with pytest.raises(IcetError, match="not found"):
         figure1(ex, [exhibit_scores], tmp_path, tmp_path / "f2.png")
+
+
+def test_agreement_rows_include_a_further_asr_judge_next_to_the_guard(tmp_path):
+    """HarmBench's verdicts in the scores: pairs with every other judge, after the guard's."""
+    hb = [1, 0, None, 0, 1]  # harmbench_unsafe; row 2 unparseable
+    rows = [{**score_row(i, 0, g, r, t), "harmbench_unsafe": h} for i, (g, r, t, h) in enumerate(
+        [(1, False, 0.9, 1), (1, True, 0.6, 0), (0, True, 0.5, None), (0, True, 0.1, 0),
+         (None, False, 0.2, 1)])]
+    path = tmp_path / "cp.jsonl"
+    write_jsonl(path, rows)
+    got = agreement_rows(load_scores([path]))
+    assert [(r["judge_a"], r["judge_b"]) for r in got] == [
+        ("guard", "harmbench"), ("guard", "keyword"), ("guard", "toxicity"),
+        ("harmbench", "keyword"), ("harmbench", "toxicity"), ("keyword", "toxicity")]
+    gh = got[0]  # both rated: rows 0, 1, 3 -> guard 1 1 0, harmbench 1 0 0
+    assert (gh["n"], gh["positive_a"], gh["positive_b"]) == (3, 2, 1)
+    assert gh["agreement"] == pytest.approx(200 / 3)
+    out = tmp_path / "agreement"
+    write_agreement_table([path], f"{out}.csv", f"{out}.md", judge_names={
+        "harmbench": "cais/HarmBench-Llama-2-13b-cls"})
+    caption = Path(f"{out}.md").read_text().split("\n")[0]
+    assert "harmbench = cais/HarmBench-Llama-2-13b-cls" in caption
+    assert "guard says unsafe / cais/HarmBench-Llama-2-13b-cls says yes /" in caption

@@ -43,8 +43,7 @@ def judges(tmp_path_factory):
                        TINY, 0)
     return {"guard": {"path": str(root / "guard"), "batch_size": 2, "max_new_tokens": 4},
             "reward": {"path": str(root / "reward"), "batch_size": 2, "max_length": 64},
-            "toxicity": {"checkpoint": str(root / "tox" / "checkpoint.ckpt"),
-                         "config_dir": str(root / "tox" / "config"), "batch_size": 2},
+            "toxicity": {"path": str(root / "tox"), "batch_size": 2},
             "keyword": {"mode": "anywhere", "extra_phrases": []}}
 
 

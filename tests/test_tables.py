@@ -1,6 +1,7 @@
 """Table 2, the per-layer table and the figures: shape, hand-computed values, stable bytes."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -162,3 +163,27 @@ def test_table2_shows_unparseable_count_per_cell(tmp_path):
     assert "| unparseable (original / aligned) |" in md.splitlines()[2]
     early = next(line for line in md.splitlines() if "| early |" in line)
     assert early.endswith("| 2 / 0 |")
+
+
+def test_table2_adds_a_column_pair_per_further_asr_judge_and_leaves_the_rest(score_files, tmp_path):
+    """HarmBench's verdicts in the scores: Table 2 gains its AASR beside the guard's; every
+    other cell is what it was without them (the extra metric comes after the paper's)."""
+    write_table2(score_files, GROUPS, tmp_path / "base.csv", tmp_path / "base.md", FAST)
+    with_hb = []
+    for path in score_files:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for row in rows:  # HarmBench says harmful exactly where the guard does not
+            row["harmbench_unsafe"] = None if row["layer"] == 5 else 1 - row["unsafe"]
+        with_hb.append(tmp_path / f"hb-{path.name}")
+        write_jsonl(with_hb[-1], rows)
+    write_table2(with_hb, GROUPS, tmp_path / "hb.csv", tmp_path / "hb.md", FAST)
+    base, hb = read_csv(tmp_path / "base.csv"), read_csv(tmp_path / "hb.csv")
+    extra = ["aasr_harmbench_original", "aasr_harmbench_aligned"]
+    assert list(hb[0]) == TABLE2_COLUMNS + extra + [f"{c}_{e}" for c in extra for e in ("lo", "hi")]
+    assert [{k: r[k] for k in TABLE2_COLUMNS} for r in hb] == base
+    cp = {r["layer_group"]: r for r in hb if r["test_set"] == "CP"}
+    # early 0, middle 50, late: layer 4 only (layer 5 unparseable) 100; average 50
+    assert [cp[g]["aasr_harmbench_original"] for g in ("early", "middle", "late", "average")] == [
+        "0.0000", "50.0000", "100.0000", "50.0000"]
+    header = (tmp_path / "hb.md").read_text().split("\n")[2]
+    assert "AASR (HarmBench classifier) original | AASR (HarmBench classifier) aligned" in header

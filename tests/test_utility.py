@@ -6,7 +6,7 @@ import pytest
 
 from icet.io import write_jsonl
 from icet.report.utility import utility_rows, write_utility_table
-from icet.utility import answer_correct, normalise_answer
+from icet.judges.vqa import answer_correct, normalise_answer
 
 
 @pytest.mark.parametrize("response, answer, expected", [
@@ -61,7 +61,7 @@ def test_utility_rows_hand_computed(tmp_path):
 # --- the standard VQA-v2 accuracy (issue 15) ---------------------------------------------
 
 from icet.errors import IcetError  # noqa: E402
-from icet.utility import accuracy_of, vqa_accuracy, vqa_normalise, vqa_punctuation  # noqa: E402
+from icet.judges.vqa import accuracy_of, vqa_accuracy, vqa_normalise, vqa_punctuation  # noqa: E402
 
 
 @pytest.mark.parametrize("response, answers, expected", [
@@ -114,7 +114,7 @@ def test_today_containment_is_not_the_vqa_accuracy():
 
 
 def test_score_utility_writes_vqa_accuracy_and_stops_before_the_model_without_answers(tmp_path):
-    from icet.utility import score_utility
+    from icet.judges.vqa import score_utility
 
     shard = tmp_path / "layer-00.jsonl"
     write_jsonl(shard, [{"id": "q1", "prompt": "what?", "response": "dog", "layer": 0,

@@ -20,7 +20,7 @@ from icet.errors import IcetError  # noqa: E402
 from icet.io import read_jsonl, write_jsonl  # noqa: E402
 from icet.judges.reward import HH_FORMAT  # noqa: E402
 from icet.toy.tokenizer import build_word_tokenizer  # noqa: E402
-from icet.utility import score_utility  # noqa: E402
+from icet.judges.vqa import score_utility  # noqa: E402
 
 REPO = "OpenAssistant/reward-model-deberta-v3-large-v2"
 # The repository as the Hub serves it: `main` has only the pickled checkpoint; the

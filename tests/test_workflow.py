@@ -56,7 +56,8 @@ def test_paper_plan_covers_models_sets_and_layers(tmp_path):
     # over 5 sets; the aligned re-evaluation for LLaVA-1.5 only.
     # The original variant's sweep (every model) and the aligned one (LLaVA-1.5) in one rule.
     assert counts["sweep_shard"] == (5 + 5 + 7) * 5 + 5 * 5
-    assert counts["download_model"] == 3 and counts["download_judge"] == 3
+    # judges as Hub snapshots: guard, reward, utility reward and HarmBench's classifier
+    assert counts["download_model"] == 3 and counts["download_judge"] == 4
     assert counts["score_shard"] == 3 * 5 + 5
     assert "gpu=1" in result.stdout and "mem_mb=64000" in result.stdout
     # the same tables and figures as the toy: per-layer curves for each of the three models

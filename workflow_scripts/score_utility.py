@@ -1,5 +1,5 @@
 """VQA accuracy and utility reward of one (model, variant).  Rule `score_utility` (rules/score.smk)."""
-from icet.utility import score_utility
+from icet.judges.vqa import score_utility
 
 score_utility(
     list(snakemake.input.shards),

@@ -1,4 +1,4 @@
-"""Judge agreement (guard, keyword, toxicity) per model.  Rule `table_agreement`."""
+"""Judge agreement (guard, keyword, toxicity and any further ASR judge) per model.  Rule `table_agreement`."""
 from icet.report.agreement import write_agreement_table
 
 write_agreement_table(
@@ -6,7 +6,7 @@ write_agreement_table(
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.tex,
-    judge_names={"guard": snakemake.params.report["judges"]["guard"],
+    judge_names={**snakemake.params.report["judges"],
                  "toxicity": f"{snakemake.params.report['judges']['toxicity']} >= "
                              f"{snakemake.params.threshold:g}"},
     toxicity_threshold=snakemake.params.threshold,

@@ -133,11 +133,25 @@ def fill_and_validate(instance: dict, schema_path: str | Path, source: str) -> d
     return instance
 
 
+def judge_settings(judges: dict, source: str = "judges", schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """A `judges` block with the schema's defaults filled in and checked: the one place judge
+    defaults come from (icet.score and icet.judges.vqa call this on what rules pass them)."""
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"judges": load_schema(schema_path)["properties"]["judges"]}}
+    config = fill_defaults({"judges": copy.deepcopy(judges)}, schema)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
+                    key=lambda e: (len(e.absolute_path), e.message))
+    if errors:
+        raise IcetError(f"{source}: {_one_line(errors[0])}")
+    return config["judges"]
+
+
 UTILITY_REWARD_KEYS = ("batch_size", "max_length", "input_format")
 
 
 def utility_reward_settings(config: dict) -> dict:
-    """What icet.utility.score_utility takes from judges.utility_reward (rule score_utility):
+    """What icet.judges.vqa.score_utility takes from judges.utility_reward (rule score_utility):
     batch and length limits, and how a (question, response) pair is written for it."""
     spec = config["judges"]["utility_reward"]
     return {k: spec[k] for k in UTILITY_REWARD_KEYS if k in spec}
@@ -188,9 +202,14 @@ def _check_models(config: dict, source: str) -> None:
             if model.get("lppo") and not 0 <= lppo["layer"] <= model["num_layers"]:
                 raise IcetError(f"{source}: key 'lppo.layer': {lppo['layer']} out of range "
                                 f"0..{model['num_layers']} of models[{i}]")
+    from icet.judges.base import judge_class
+
     for judge, spec in config.get("judges", {}).items():
         if not isinstance(spec, dict):
             continue
+        if spec.get("source") == "toy" and judge_class(judge).toy is None:
+            raise IcetError(f"{source}: key 'judges.{judge}.source': {judge} has no toy judge "
+                            f"(set judges.{judge}: false in a toy config)")
         if spec.get("source") == "local" and not Path(spec.get("path", "")).exists():
             raise IcetError(f"{source}: key 'judges.{judge}.path': {spec.get('path')} not found")
         if spec.get("source") == "hub" and judge != "toxicity" and "repo" not in spec:

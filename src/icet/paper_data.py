@@ -604,7 +604,7 @@ def build_vqa_set(
         rows.append(_row(f"vqa-{qid}", q["question"].strip(), "benign",
                          ann.get("question_type") or "vqa", "vqa-v2-val", image, "coco",
                          image.name, where, answer=answer))
-        # all 10 human answers, as given: the VQA-v2 accuracy (icet.utility) needs them
+        # all 10 human answers, as given: the VQA-v2 accuracy (icet.judges.vqa) needs them
         rows[-1]["answers"] = humans
     build = {
         "builder": "vqa",

@@ -189,6 +189,14 @@ def score_number(path, number: int, key: str, value, allowed: str, lo=None, hi=N
     return float(value)
 
 
+def binary_columns() -> tuple[str, ...]:
+    """The ASR judges' 1 / 0 / null columns (Llama Guard's `unsafe`, and any further ASR
+    judge's the config names: icet.judges.base)."""
+    from icet.judges.base import registry
+
+    return tuple(cls.metric[1] for cls in registry().values() if cls.role == "asr" and cls.metric)
+
+
 def check_score_row(path, number: int, row: dict) -> None:
     """Types of the score-row keys the report reads (the numeric ones: `score_number`)."""
     layer = row["layer"]
@@ -197,9 +205,10 @@ def check_score_row(path, number: int, row: dict) -> None:
     if row["variant"] not in VARIANTS:
         raise IcetError(f"{path}: row {number}: key 'variant' must be one of "
                         f"{', '.join(VARIANTS)}, got {row['variant']!r}")
-    if row["unsafe"] not in (0, 1, None):
-        raise IcetError(f"{path}: row {number}: key 'unsafe' must be 1, 0 or null, "
-                        f"got {row['unsafe']!r}")
+    for column in binary_columns():
+        if row.get(column) not in (0, 1, None):
+            raise IcetError(f"{path}: row {number}: key '{column}' must be 1, 0 or null, "
+                            f"got {row[column]!r}")
     if row["refusal"] not in (True, False, None):
         raise IcetError(f"{path}: row {number}: key 'refusal' must be a bool, "
                         f"got {row['refusal']!r}")

@@ -20,6 +20,11 @@ prompt (cluster bootstrap; the mean is the ratio of drawn sums to drawn counts).
 row has its own prompt (MR, AC) a cluster is one row and the draws, hence the numbers, are
 exactly the row bootstrap's. `unit: row` in the bootstrap settings restores row resampling.
 Score rows without a `prompt` key count as their own cluster (their id).
+
+The metrics come from the judge plug-ins (icet.judges.base): each judge's `metric` names
+its statistic, score column and scale. Every score file has the required judges' columns
+(METRICS); a further judge's metric (e.g. HarmBench's ASR, asr_harmbench) is computed
+wherever its column is in the scores (`metrics_of`), after the required ones.
 """
 
 from __future__ import annotations
@@ -27,24 +32,33 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from icet.errors import IcetError
-from icet.rows import VARIANTS, read_scores, score_number
+from icet.judges.base import SCORED_ROLES, registry
+from icet.rows import SCORE_KEYS, VARIANTS, read_scores, score_number  # noqa: F401 (the score-row contract)
 
-# metric name -> (score-row key, scale): percent for rates, raw for the reward model.
+# metric name -> (score-row key, scale): percent for rates, raw for the reward model. The
+# required judges' (asr: unsafe, ts: toxicity, tr: reward, refusal: refusal) in every file;
+# EXTRA_METRICS: the further scoring judges', used where their column is present.
 METRICS: dict[str, tuple[str, float]] = {
-    "asr": ("unsafe", 100.0),
-    "ts": ("toxicity", 100.0),
-    "tr": ("reward", 1.0),
-    "refusal": ("refusal", 100.0),
-}
-# VARIANTS (table/plot order: the model before, then after L-PPO) lives with the score-row
-# contract, icet.rows, which also checks every row load_scores reads.
+    cls.metric[0]: (cls.metric[1], cls.metric[2]) for cls in registry().values()
+    if cls.required and cls.metric}
+EXTRA_METRICS: dict[str, tuple[str, float]] = {
+    cls.metric[0]: (cls.metric[1], cls.metric[2]) for cls in registry().values()
+    if not cls.required and cls.metric and cls.role in SCORED_ROLES}
+# VARIANTS (table/plot order: the model before, then after L-PPO) and SCORE_KEYS live with
+# the score-row contract, icet.rows, which also checks every row load_scores reads.
+
+
+def metrics_of(frame: pd.DataFrame) -> dict[str, tuple[str, float]]:
+    """The metrics a score table supports: METRICS, then each extra judge's it has a column of."""
+    extra = {m: v for m, v in EXTRA_METRICS.items() if v[0] in frame.columns}
+    return {**METRICS, **extra}
+
 
 DEFAULT_BOOTSTRAP: dict = {
     "n_resamples": 1000,  # percentile CI bounds settle to ~0.1 points by 1000 replicates
@@ -159,6 +173,7 @@ def load_scores(score_files: Iterable[str | os.PathLike],
     """
     records = []
     seen: dict[tuple, str] = {}
+    extra_columns: list[str] = []
     for path, number, row in read_scores(score_files):  # each row checked (icet.rows)
         layer, refusal = row["layer"], row["refusal"]
         key = (row["model"], row["variant"], row["testset"], layer, row["id"])
@@ -181,10 +196,15 @@ def load_scores(score_files: Iterable[str | os.PathLike],
             # the bootstrap's resampling unit (module docstring): the prompt text
             "cluster": str(row["prompt"]) if "prompt" in row else f"id:{row['id']}",
         })
+        for column, _ in EXTRA_METRICS.values():
+            if column in row:
+                records[-1][column] = None if row[column] is None else float(row[column])
+                if column not in extra_columns:
+                    extra_columns.append(column)
     columns = ["id", "model", "variant", "testset", "layer", "kind", "unsafe", "toxicity",
-               "reward", "refusal", "seed", "cluster"]
+               "reward", "refusal", "seed", "cluster"] + extra_columns
     frame = pd.DataFrame.from_records(records, columns=columns)
-    for column in ("unsafe", "toxicity", "reward", "refusal"):
+    for column in ["unsafe", "toxicity", "reward", "refusal"] + extra_columns:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
 
@@ -207,7 +227,7 @@ def layer_metrics(frame: pd.DataFrame, bootstrap: dict | None = None) -> list[di
             row = {"model": model, "variant": variant, "testset": testset, "layer": int(layer),
                    "n": int(len(sub)), "n_unparseable": int(sub["unsafe"].isna().sum())}
             clusters = sub["cluster"].to_numpy() if settings["unit"] == "prompt" else None
-            for name, (key, scale) in METRICS.items():
+            for name, (key, scale) in metrics_of(frame).items():
                 mean, lo, hi = bootstrap_ci(sub[key].to_numpy() * scale,
                                             settings["n_resamples"], settings["ci"],
                                             settings["seed"], clusters=clusters)
@@ -304,7 +324,7 @@ def group_metrics(frame: pd.DataFrame, groups: dict[str, list[int]],
                  if settings["paired"] and ids else None)
         results = {name: {"layers": used[name]} for name in groups}
         results["average"] = {"layers": columns}
-        for metric, (key, scale) in METRICS.items():
+        for metric, (key, scale) in metrics_of(frame).items():
             matrix = (cell.pivot(index="id", columns="layer", values=key)
                       .reindex(index=ids, columns=columns).to_numpy(dtype=float) * scale)
             point = _nanmean(matrix, axis=0) if columns else np.zeros(0)

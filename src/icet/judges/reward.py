@@ -27,9 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from icet.errors import IcetError
+from icet.judges.base import Judge, register
 from icet.judges.text import encode_rendered, render_chat
 
 HH_FORMAT = "\n\nHuman: {prompt}\n\nAssistant: {response}"
@@ -150,18 +149,51 @@ class RewardModel:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         return self.score_with_truncation(prompts, responses)[0]
 
-    @torch.no_grad()
     def score_with_truncation(self, prompts: list[str], responses: list[str]
                               ) -> tuple[list[float], list[str | None]]:
         """(scores, cut per pair: None, CUT_PROMPT or CUT_RESPONSE; see `fit_prompt`)."""
         if len(prompts) != len(responses):
             raise IcetError(f"reward: {len(prompts)} prompts but {len(responses)} responses")
+        import torch
+
         prompts, cuts = fit_prompts(self.tokenizer, list(prompts), list(responses),
                                     self.input_format, self.max_length)
         scores: list[float] = []
-        for start in range(0, len(prompts), self.batch_size):
-            batch = self.encode(prompts[start:start + self.batch_size],
-                                responses[start:start + self.batch_size]).to(self.device)
-            logits = self.model(**batch).logits
-            scores.extend(float(v) for v in logits[:, 0].float().cpu())
+        with torch.no_grad():
+            for start in range(0, len(prompts), self.batch_size):
+                batch = self.encode(prompts[start:start + self.batch_size],
+                                    responses[start:start + self.batch_size]).to(self.device)
+                logits = self.model(**batch).logits
+                scores.extend(float(v) for v in logits[:, 0].float().cpu())
         return scores, cuts
+
+
+@register
+class Reward(Judge):
+    """TR: the HH-RLHF reward model's score, and what had to be cut to fit it (`fit_prompt`)."""
+
+    name, title, order = "reward", "reward model", 30
+    required = True
+    columns = ("reward", "reward_truncated")
+    role, metric, toy = "reward", ("tr", "reward", 1.0), "reward"
+
+    def __init__(self, model: RewardModel):
+        self.model = model
+
+    @classmethod
+    def load(cls, spec: dict, device: str = "cpu") -> "Reward":
+        return cls(RewardModel(spec["path"], device, spec["batch_size"], spec["max_length"],
+                               spec["input_format"]))
+
+    def score(self, prompts: list[str], responses: list[str]) -> dict[str, list]:
+        scores, cuts = self.model.score_with_truncation(prompts, responses)
+        n_prompt, n_response = cuts.count(CUT_PROMPT), cuts.count(CUT_RESPONSE)
+        if n_prompt or n_response:
+            import logging
+
+            logging.getLogger("icet.score").warning(
+                "reward: %d of %d distinct pairs over max_length %d: prompt cut from the "
+                "left, response whole in %d; response cut too (longer than max_length "
+                "alone) in %d", n_prompt + n_response, len(cuts), self.model.max_length,
+                n_prompt, n_response)
+        return {"reward": scores, "reward_truncated": cuts}

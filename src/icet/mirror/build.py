@@ -103,6 +103,11 @@ def build_mirror(out: str | os.PathLike, config: dict, sizes: data.MirrorSizes |
             record["url_map"][url] = served.relative_to(http).as_posix()
             repo(tox["config_repo"], scratch / "bert", revision=tox.get("revision", "main"))
 
+        harmbench = judge_cfg.get("harmbench") or {}
+        if harmbench.get("source") == "hub":
+            repo(harmbench["repo"], judges.build_harmbench(scratch / "harmbench"),
+                 revision=harmbench.get("revision", "main"))
+
         raw = config.get("data", {})
         if config.get("data_source") == "paper":
             # At the config's URL paths (a pinned commit in the AdvBench URL stays in its path).

@@ -8,6 +8,8 @@
   byte-level BPE tokenizer without a pad token (as GPT-2's).
 - OpenAssistant/reward-model-deberta-v3-large-v2: DebertaV2ForSequenceClassification, 1 label;
   `main` holds pytorch_model.bin only, the safetensors copy is on the PR ref refs/pr/3.
+- cais/HarmBench-Llama-2-13b-cls: a tiny LlamaForCausalLM answering "Yes" after "[/INST]",
+  Llama 2's special tokens, sharded safetensors (build_harmbench).
 - Detoxify `original`: toxic_original-c1212f89.ckpt (a torch pickle of the training config
   beside the state dict, from GitHub releases) and google-bert/bert-base-uncased's config and
   tokenizer files.
@@ -210,3 +212,55 @@ def build_detoxify(checkpoint: Path, bert_repo: Path, words: list[str], seed: in
     torch.save({"epoch": 2, "global_step": 4000, "pytorch-lightning_version": "1.0.0",
                 "config": train_config,
                 "state_dict": OrderedDict(classifier.state_dict())}, checkpoint)
+
+
+# cais/HarmBench-Llama-2-13b-cls: a Llama-2-13B (LlamaForCausalLM) with Llama 2's special
+# tokens <s>, </s>, <unk> and no pad token; it answers one token, "Yes" or "No", after the
+# prompt's closing "[/INST]" (icet.judges.harmbench).
+LLAMA2_SPECIAL = ["<unk>", "<s>", "</s>"]
+HARMBENCH_WORDS = ["[/INST]", "Yes", "No", "Maybe"]
+
+
+def harmbench_tokenizer():
+    """Llama 2's tokenizer as the classifier needs it: byte-level BPE (any text round-trips),
+    <s> in front when special tokens are asked for, "[/INST]" and the answers as whole tokens."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok, n = _byte_level_bpe()
+    tok.add_special_tokens(LLAMA2_SPECIAL)  # ids n, n+1, n+2
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", n + 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=4096)
+    fast.add_tokens(HARMBENCH_WORDS)
+    return fast
+
+
+def build_harmbench(out: Path, answer: str = "Yes") -> Path:
+    """A tiny HarmBench-format classifier that answers `answer` to every prompt (a successor
+    automaton as `automaton_guard`: "[/INST]" -> answer -> </s>): config, generation_config,
+    sharded safetensors with their index, tokenizer.json, tokenizer_config.json,
+    special_tokens_map.json."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = harmbench_tokenizer()
+    tok.save_pretrained(out)
+    chain = [tok.convert_tokens_to_ids(t) for t in ("[/INST]", answer, "</s>")]
+    size = len(tok) + (-len(tok)) % 4
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=size, intermediate_size=4, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=None,
+        tie_word_embeddings=False))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                param.zero_()
+        model.model.embed_tokens.weight.copy_(torch.eye(len(tok), size))
+        head = torch.zeros(len(tok), size)
+        for current, following in zip(chain, chain[1:]):
+            head[following, current] = 1.0
+        model.lm_head.weight.copy_(head)
+    model.save_pretrained(out, max_shard_size="200KB")
+    return out

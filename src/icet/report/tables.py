@@ -15,8 +15,8 @@ from icet.errors import IcetError
 from icet.io import write_csv, write_text
 from icet.logs import setup_logging
 from icet.report.latex import write_latex
-from icet.stats import (bootstrap_settings, group_metrics, layer_groups, layer_metrics,
-                        load_scores)
+from icet.stats import (METRICS, bootstrap_settings, group_metrics, layer_groups,
+                        layer_metrics, load_scores, metrics_of)
 
 TABLE2_VALUES = ["aasr_original", "aasr_aligned", "ats_original", "ats_aligned",
                  "atr_original", "atr_aligned"]
@@ -27,6 +27,8 @@ TABLE2_COLUMNS = (["train_set", "test_set", "layer_group"] + TABLE2_VALUES
 LAYER_COLUMNS = ["model", "variant", "testset", "layer", "n", "n_unparseable",
                  "asr", "asr_lo", "asr_hi", "ts", "ts_lo", "ts_hi", "tr", "tr_lo", "tr_hi",
                  "refusal", "refusal_lo", "refusal_hi"]
+# Further ASR judges (plug-ins of icet.judges.base beside the guard, e.g. asr_harmbench):
+# Table 2 gets "a<metric>_<variant>" columns for each the scores carry, after the paper's.
 NOT_RUN = "not run"  # aligned cells when no L-PPO scores exist for that test set
 DEFAULT_TESTSET_NAMES = {"cp": "CP", "mr": "MR", "ac": "AC"}  # the paper's test-set labels
 
@@ -126,6 +128,15 @@ def write_layer_table(score_files: Iterable[str | os.PathLike], out_csv: str | o
     return rows
 
 
+def extra_asr_metrics(frame) -> dict[str, str]:
+    """{metric: judge title} of the further ASR judges whose column the scores carry."""
+    from icet.judges.base import registry
+
+    titles = {cls.metric[0]: cls.title for cls in registry().values()
+              if cls.role == "asr" and cls.metric}
+    return {m: titles[m] for m in metrics_of(frame) if m not in METRICS and m in titles}
+
+
 def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Sequence[int]],
                  out_csv: str | os.PathLike, out_md: str | os.PathLike,
                  bootstrap: dict | None = None, train_set: str = "RT",
@@ -153,6 +164,9 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
     expanded = layer_groups(top, dict(groups))
     stats = {(r["variant"], r["testset"], r["group"]): r
              for r in group_metrics(frame, expanded, settings)}
+    extra = extra_asr_metrics(frame)
+    extra_values = [f"a{m}_{v}" for m in extra for v in ("original", "aligned")]
+    columns = TABLE2_COLUMNS + extra_values + [f"{c}_{e}" for c in extra_values for e in ("lo", "hi")]
     testsets = set(frame["testset"].unique())
     order = [t for t in names if t in testsets] + sorted(testsets - set(names))
     rows = []
@@ -166,7 +180,7 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
                                          if ("original", testset, group) in stats else [])}
             for variant in ("original", "aligned"):
                 source = stats.get((variant, testset, group), {})
-                for metric in ("asr", "ts", "tr"):
+                for metric in ("asr", "ts", "tr", *extra):
                     for end in ("", "_lo", "_hi"):
                         row[f"a{metric}_{variant}{end}"] = source.get(f"{metric}{end}", math.nan)
                 # guard verdicts left out of the cell's ASR (unparseable): shown beside it
@@ -180,14 +194,15 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
                                    _layer_span(missing), _layer_span(used))
             rows.append(row)
     logger.info("table 2: %d rows, %d test sets, model %s", len(rows), len(order), models[0])
-    write_csv(out_csv, [_csv_row(r, TABLE2_COLUMNS) for r in rows], TABLE2_COLUMNS)
+    write_csv(out_csv, [_csv_row(r, columns) for r in rows], columns)
     header = ["train set", "test set", "layer group", "layers", "AASR original",
-              "AASR aligned", "ATS original", "ATS aligned", "ATR original", "ATR aligned",
-              "unparseable (original / aligned)"]
+              "AASR aligned", "ATS original", "ATS aligned", "ATR original", "ATR aligned"]
+    header += [f"AASR ({title}) {v}" for title in extra.values() for v in ("original", "aligned")]
+    header.append("unparseable (original / aligned)")
     body = []
     for r in rows:
         cells = [r["train_set"], r["test_set"], r["layer_group"], r["layers"]]
-        for metric in ("aasr", "ats", "atr"):
+        for metric in ["aasr", "ats", "atr"] + [f"a{m}" for m in extra]:
             cells.append(_with_ci(r, f"{metric}_original"))
             cells.append(_with_ci(r, f"{metric}_aligned")
                          if r["aligned_status"] == "ok" else NOT_RUN)
@@ -198,7 +213,9 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
                    judge, label, settings,
                    " AASR/ATS/ATR = mean over a group's layers of per-layer ASR %, "
                    "toxicity x 100, reward; average = mean of the groups. AASR excludes "
-                   "unparseable guard verdicts; their count is in the last column.", grouped=True)
+                   "unparseable guard verdicts; their count is in the last column."
+                   + "".join(f" AASR ({title}): the same from {title}'s verdicts (unparseable "
+                             f"ones excluded)." for title in extra.values()), grouped=True)
     write_text(out_md, text + "\n\n" + _pipe_table(header, body))
     write_latex(out_tex, header, body, text)
     return rows

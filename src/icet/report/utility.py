@@ -1,6 +1,6 @@
 """Utility and over-refusal per encoder layer: what alignment must not cost.
 
-VQA: answer accuracy (icet.utility: the standard VQA-v2 accuracy, or the toy's "reference
+VQA: answer accuracy (icet.judges.vqa: the standard VQA-v2 accuracy, or the toy's "reference
 answer contained") and the utility reward model's score. XSTest: the share of safe-but-scary
 prompts refused (keyword judge), the paper's over-refusal measure.
 
@@ -27,7 +27,7 @@ from icet.report.tables import NOT_RUN, fmt
 from icet.stats import VARIANTS, bootstrap_ci, bootstrap_settings, layer_groups
 
 ACCURACY_TEXT = {"vqa": "standard VQA-v2 accuracy (10 human answers, leave-one-out, official "
-                        "normalisation; icet.utility)",
+                        "normalisation; icet.judges.vqa)",
                  "contains": "reference answer contained in the response"}
 TABLE3_VALUES = [f"{m}_{v}" for m in ("vqa_accuracy", "utility_reward") for v in VARIANTS]
 TABLE3_COLUMNS = (["model", "layer_group", "layers"] + TABLE3_VALUES

@@ -309,7 +309,7 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
     from icet.seeding import seed_everything
     from icet.stats import bootstrap_ci, bootstrap_settings
     from icet.engine import sweep_layers
-    from icet.utility import answer_correct
+    from icet.judges.vqa import answer_correct
 
     configure(threads)
     s = _settings(settings, "eval", "organism study eval")

@@ -1,5 +1,5 @@
-"""Utility on VQA: is the answer right, and what does the utility reward model
-(DeBERTa-v3-large-v2 in the paper run) think of it.
+"""The VQA utility judge: is the answer right, and what does the utility reward model
+(DeBERTa-v3-large-v2 in the paper run; plug-in `utility_reward`) think of it.
 
 Two accuracy measures (config `utility.vqa_metric`):
 
@@ -32,6 +32,7 @@ from typing import Sequence
 
 from icet.errors import IcetError
 from icet.io import read_jsonl, write_jsonl
+from icet.judges.base import Judge, register
 from icet.logs import setup_logging
 from icet.shards import expand
 
@@ -138,38 +139,61 @@ def accuracy_of(row: dict, response: str, metric: str, where: str) -> float | bo
     return vqa_accuracy(response, answers)
 
 
+@register
+class UtilityReward(Judge):
+    """Table 3's utility reward of a VQA answer; run by rule score_utility, not icet.score."""
+
+    name, title, order = "utility_reward", "utility reward model", 60
+    columns = ("utility_reward",)
+    role, toy = "utility", "reward"  # the toy's one reward model serves as both
+
+    def __init__(self, model):
+        self.model = model
+
+    @classmethod
+    def load(cls, spec: dict, device: str = "cpu") -> "UtilityReward":
+        from icet.judges.reward import RewardModel
+
+        return cls(RewardModel(spec["path"], device=device, batch_size=spec["batch_size"],
+                               max_length=spec["max_length"], input_format=spec["input_format"]))
+
+    def score(self, prompts: list[str], responses: list[str]) -> dict[str, list]:
+        return {"utility_reward": [float(v) for v in self.model.score(prompts, responses)]}
+
+
 def score_utility(response_files: list[str], out: str, reward_path: str, *,
-                  metric: str = "vqa", batch_size: int = 16, max_length: int = 512,
-                  input_format: str = "pair", device: str = "cpu", threads: int | None = None,
-                  log: str | None = None) -> None:
+                  metric: str = "vqa", device: str = "cpu", threads: int | None = None,
+                  log: str | None = None, **reward: object) -> None:
     """Add `correct` (accuracy under `metric`, see the module docstring) and
     `utility_reward` to every VQA response; write one JSONL.
 
     `response_files` are shard files or sweep indexes (icet.shards) standing for them.
-    `input_format` is how the reward model reads (question, response) (icet.judges.reward);
-    "pair" = `tokenizer(question, answer)`, as OpenAssistant's DeBERTa reward model card
-    calls it (huggingface.co/OpenAssistant/reward-model-deberta-v3-large-v2, "How to use").
+    `reward` holds judges.utility_reward's knobs (batch_size, max_length, input_format); the
+    schema fills what it lacks. `input_format` is how the reward model reads (question,
+    response) (icet.judges.reward); "pair" = `tokenizer(question, answer)`, as
+    OpenAssistant's DeBERTa reward model card calls it
+    (huggingface.co/OpenAssistant/reward-model-deberta-v3-large-v2, "How to use").
     """
-    from icet.judges.reward import RewardModel
+    from icet.config import judge_settings
     from icet.judges.text import clean_response
     from icet.runtime import configure, resolve_device
 
     configure(threads)
     device = resolve_device(device)
     logger = setup_logging(log, "utility")
+    spec = judge_settings({"utility_reward": {**reward, "path": reward_path}})["utility_reward"]
     rows = [row for path in expand(response_files) for row in read_jsonl(path)]
     rows.sort(key=lambda r: (r["layer"], r["id"]))
     responses = [clean_response(r["response"]) for r in rows]
     # accuracy first: a row without its answers stops before the reward model loads
     correct = [accuracy_of(r, text, metric, f"VQA responses: row id {r.get('id')!r}, layer "
                                             f"{r.get('layer')}") for r, text in zip(rows, responses)]
-    model = RewardModel(reward_path, device=device, batch_size=batch_size, max_length=max_length,
-                        input_format=input_format)
-    rewards = model.score([r["prompt"] for r in rows], responses)
-    for row, accuracy, reward in zip(rows, correct, rewards):
+    judge = UtilityReward.load(spec, device)
+    rewards = judge.score([r["prompt"] for r in rows], responses)["utility_reward"]
+    for row, accuracy, reward_value in zip(rows, correct, rewards):
         row["correct"] = accuracy
         row["accuracy_metric"] = metric
-        row["utility_reward"] = float(reward)
+        row["utility_reward"] = reward_value
     write_jsonl(out, rows)
     logger.info("scored %d VQA responses from %d shards (accuracy: %s)", len(rows),
                 len(response_files), metric)
