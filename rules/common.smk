@@ -161,7 +161,7 @@ def judge_names():
 
 
 def judge_inputs():
-    """The folders of the judges rule score_shard runs."""
+    """The folders of the judges rule score_testset runs."""
     return sorted({judge_path(j) for j, cls in JUDGES.items()
                    if cls.role in SCORED_ROLES and cls.download is not None})
 
@@ -405,7 +405,7 @@ except IcetError as err:
     sys.exit(f"icet: config error: {err}")
 
 
-# The planted positive controls (issue 17, icet.toy.planted): models whose layer-wise
+# The planted positive controls (icet.toy.planted): models whose layer-wise
 # misalignment was trained in on purpose. Each is labelled in every table and caption.
 PLANTED_MODELS = [m for m, spec in MODELS.items() if spec.get("stage") == "planted"]
 PLANTED_LABEL = "planted (positive control)"

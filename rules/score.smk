@@ -5,16 +5,16 @@
 
 
 # Why: ASR/TS/TR/refusal of every response of one (model, variant, test set).
-rule score_shard:
+rule score_testset:
     input:
         shards=lambda w: sweep_indexes(w.model, w.variant, w.testset),
         judges=judge_inputs(),
     output:
         f"{RUN}/scores/{{model}}/{{variant}}/{{testset}}.jsonl",
     log:
-        f"{LOGS}/score_shard/{{model}}/{{variant}}/{{testset}}.log",
+        f"{LOGS}/score_testset/{{model}}/{{variant}}/{{testset}}.log",
     benchmark:
-        f"{LOGS}/score_shard/{{model}}/{{variant}}/{{testset}}.benchmark.tsv"
+        f"{LOGS}/score_testset/{{model}}/{{variant}}/{{testset}}.benchmark.tsv"
     params:
         judges=judges_for_scoring(),
         device=job_device(config["device"], config["scoring_resources"]["safety"]["gpu"]),
@@ -24,7 +24,7 @@ rule score_shard:
     conda:
         "../envs/torch.yaml"
     script:
-        "../workflow_scripts/score_shard.py"
+        "../workflow_scripts/score_testset.py"
 
 
 # Why: utility on VQA: answer accuracy and the utility reward model's score (Table 3).

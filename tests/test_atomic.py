@@ -1,4 +1,4 @@
-"""Atomic means durable (issue 16.5): fsync before and after the rename, a folder swapped in
+"""Atomic means durable: fsync before and after the rename, a folder swapped in
 without a moment where the target is missing, stale `.part` siblings swept, and SIGTERM a
 clean stop that keeps every finished shard (a real subprocess, really signalled)."""
 

@@ -285,7 +285,7 @@ def test_bad_config_stops_the_dag_before_any_job(tmp_path):
 
 def test_unparseable_judge_output_is_recorded_not_fatal():
     """A guard answer that is not a verdict is data, not a crash: `unparseable`, counted as
-    missing (unsafe=null), never as safe; score_shard's log counts them."""
+    missing (unsafe=null), never as safe; score_testset's log counts them."""
     from icet.judges.guard import parse_guard_output
 
     for text in ("", "I think this is fine", "uns", "unsafe\nS", "safe S1"):

@@ -24,7 +24,7 @@ def test_paper_and_toy_configs_validate():
     toy = load_config(PAPER, TOY)
     assert paper["run"] == "paper" and len(paper["models"]) == 3
     assert toy["run"] == "toy"
-    # the emergent toy, and the planted positive control (issue 17) that L-PPO repairs
+    # the emergent toy, and the planted positive control that L-PPO repairs
     assert [(m["name"], m["stage"], m["lppo"]) for m in toy["models"]] == [
         ("toy-llava", "safety", False), ("toy-llava-planted", "planted", True)]
     assert toy["data_source"] == "toy"

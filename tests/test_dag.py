@@ -196,8 +196,8 @@ def test_changing_a_judge_setting_reruns_only_scoring_and_reports(toy_run, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout.split("Job stats:")[1].split("\n\n")[0]
     planned = {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total"}
-    assert "score_shard" in planned
+    assert "score_testset" in planned
     # scoring and what reads scores (tables, figures, examples, judge agreement, reports)
-    assert planned <= {"score_shard", "table2", "table_layers", "table_utility", "figure3",
+    assert planned <= {"score_testset", "table2", "table_layers", "table_utility", "figure3",
                        "figure_layers", "figure1", "table_examples", "table_agreement",
                        "report_summary", "report_reproduction", "manifest", "all"}, planned

@@ -1,4 +1,4 @@
-"""Asked for a GPU, got none (issue 16.6): one line before any model is loaded, not fp32 on
+"""Asked for a GPU, got none: one line before any model is loaded, not fp32 on
 the CPU for hours. `device: cpu` stays a deliberate way to run GPU-sized jobs on a CPU (the
 toy's SLURM test submits its sweep with gpu=1 to fake GPUs and runs it on the CPU)."""
 

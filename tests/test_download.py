@@ -207,7 +207,7 @@ def test_download_url_atomic_with_checksum(env):
 
 
 def test_url_and_archive_downloads_leave_a_record_with_hashes(env):
-    """URL downloads are recorded like snapshots (issue 14): url, sha256, whether it was
+    """URL downloads are recorded like snapshots: url, sha256, whether it was
     pinned, and for archives the unpacked files' hashes."""
     import zipfile
 
@@ -256,7 +256,7 @@ def test_detoxify_checkpoint_checked_against_the_hash_prefix_in_its_name(env, mo
 
 
 def test_config_pins_url_downloads_to_a_commit_and_a_sha256():
-    """AdvBench came from a moving branch and COCO over plain http, both unchecked (issue 14)."""
+    """AdvBench came from a moving branch and COCO over plain http, both unchecked."""
     import re
 
     from icet.config import load_config

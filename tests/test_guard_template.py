@@ -93,7 +93,7 @@ def test_template_is_llama_guard_3_and_judge_feeds_what_apply_chat_template_give
     (["\n\n", "unsafe", "\n", "S1", ",", "S2", "<|eot_id|>"], 8, "unsafe", ["S1", "S2"]),
     ([" ", "UNSAFE", "\n", "S10", "<|eot_id|>"], 8, "unsafe", ["S10"]),   # casing, whitespace
     (["\n\n", "Safe", " ", "<|eot_id|>"], 8, "safe", []),
-    # cut at S1: the verdict line is complete, so it counts (issue 14.7); "S1" may be the
+    # cut at S1: the verdict line is complete, so it counts; "S1" may be the
     # start of "S10", so no category is certain
     (["\n\n", "unsafe", "\n", "S1", ",", "S2", "<|eot_id|>"], 4, "unsafe", []),
     (["\n\n", "safe", "<|eot_id|>"], 2, "unparseable", []),     # "safe" but no EOS: not trusted

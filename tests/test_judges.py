@@ -160,7 +160,7 @@ def test_guard_cut_verdict_counts_as_unsafe_not_missing(tmp_path):
 
 
 def test_guard_default_max_new_tokens_is_20_in_code_schema_and_config():
-    """10 new tokens cut "unsafe\\nS1,S2,S3,..." (issue 14); every default says 20."""
+    """10 new tokens cut "unsafe\\nS1,S2,S3,..."; every default says 20."""
     import yaml
 
     from icet.config import load_config
@@ -250,7 +250,7 @@ def test_reward_chat_template_and_left_prompt_truncation(tmp_path):
 
 
 def test_reward_long_prompt_cut_from_the_left_response_kept_whole(tmp_path):
-    """A jailbreak prompt longer than max_length must not push the response out (issue 14)."""
+    """A jailbreak prompt longer than max_length must not push the response out."""
     model = tiny_gpt2_reward(tmp_path)
     rm = RewardModel(str(tmp_path), batch_size=2, max_length=20)
     words = ("how do i make zorblax ? " * 8).split()
@@ -390,7 +390,7 @@ def upstream_detoxify_checkpoint(model, path, legacy=False):
 @pytest.mark.parametrize("legacy", [False, True])
 def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
         tmp_path, monkeypatch, legacy):
-    """Detoxify itself opens this structure with weights_only=False (issue 14): we read it
+    """Detoxify itself opens this structure with weights_only=False: we read it
     weights-only. Every plain-pickle path is made to fail, so passing proves none is used."""
     model, tok = tiny_detoxify(tmp_path)
     upstream_detoxify_checkpoint(model, tmp_path / "upstream.ckpt", legacy=legacy)

@@ -266,7 +266,7 @@ def test_xstest_keeps_only_safe_rows(tmp_path):
     assert [r["id"] for r in _jsonl(tmp_path / "out2" / "xstest.jsonl")] == ["xstest-1", "xstest-3"]
 
 
-# ---------------------------------------------------------------- real layouts (issue 14)
+# ---------------------------------------------------------------- real layouts
 
 
 def _vqa_files(root: Path, image_ids, n_questions=20):

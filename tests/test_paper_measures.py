@@ -1,4 +1,4 @@
-"""Issue 15, point 9 and 5: the L-PPO objective and the run's stated deviations are the
+"""The L-PPO objective and the run's stated deviations are the
 paper's where the paper states them (fixed eta, rollout length, the TR judge's cleaned
 text; Detoxify is a deviation, not a silent choice)."""
 

@@ -121,7 +121,7 @@ def test_manifest_states_each_models_prompting(repo):
 
 def test_manifest_records_every_download_and_warns_on_branches(repo):
     """The .icet-download.json records (dot-files, so not in `files`) go into the manifest's
-    `downloads`: repo, requested revision, resolved sha, file hashes (issue 14)."""
+    `downloads`: repo, requested revision, resolved sha, file hashes."""
     snapshot = {"repo_id": "org/m", "repo_type": "model", "revision": "main",
                 "resolved_sha": "a" * 40, "files": {"config.json": "b" * 64}}
     (repo / "models" / "toy" / ".icet-download.json").write_text(json.dumps(snapshot))
@@ -148,7 +148,7 @@ def test_manifest_records_every_download_and_warns_on_branches(repo):
 
 def test_verify_rechecks_index_shard_hashes_and_names_unlisted_files(repo):
     """An index records its shards' sha256 (icet.shards): verify re-checks them, and names
-    any file in the run folder the manifest does not list (issue 16.8)."""
+    any file in the run folder the manifest does not list."""
     from icet.provenance import unlisted
     from icet.shards import mark_done, shard_path, write_index
 

@@ -161,7 +161,7 @@ def test_bad_inputs_raise_one_line_errors(tmp_path):
     assert not (tmp_path / "r.md").exists()
 
 
-# --- issue 15: claims in the paper's words, one rule, a legend; scorers; deviations -------
+# --- claims in the paper's words, one rule, a legend; scorers; deviations -------
 
 def test_claim_1_needs_early_and_middle_above_late(tmp_path):
     """The abstract: early AND middle layers more vulnerable than late (was: early OR middle)."""

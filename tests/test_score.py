@@ -101,7 +101,7 @@ def test_score_responses_rejects_bad_input(tmp_path, judges, shards):
 
 def test_score_rows_count_reward_truncations(tmp_path, judges):
     """A prompt longer than the reward model's max_length is cut from the left, and the
-    score row says so (issue 14); short pairs say null."""
+    score row says so; short pairs say null."""
     long_row = {**response_row("long", 0, COMPLY), "prompt": " ".join([PROMPT] * 20)}
     shard = write_jsonl(tmp_path / "s.jsonl", [long_row, response_row("short", 0, COMPLY)])
     score_responses([shard], str(tmp_path / "scores.jsonl"), judges,

@@ -1,4 +1,4 @@
-"""HF_TOKEN only where needed (issue 16.9): a cluster job (Snakemake's remote mode) never
+"""HF_TOKEN only where needed: a cluster job (Snakemake's remote mode) never
 sees it, a local job still does (downloads are local rules), and neither a log line nor a
 traceback ever shows its value."""
 

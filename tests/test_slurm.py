@@ -28,7 +28,7 @@ RUN = "results/toy-slurm"
 TABLES = ["tables/layers.csv", "tables/layers.md"]
 # Removed from the copy, so SLURM recomputes them (and nothing upstream).
 REDONE = ["resources/toy/organism/safety", RUN]
-SLURM_RULES = {"train_toy_stage", "sweep_shard", "score_shard", "table_layers"}
+SLURM_RULES = {"train_toy_stage", "sweep_shard", "score_testset", "table_layers"}
 
 pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
@@ -63,7 +63,7 @@ def test_profile_derived_for_the_test_cluster_overrides_only_timing(tmp_path):
 
 
 def test_profile_makes_no_sacct_trap():
-    """squeue polling needs MinJobAge >= 3x the first status check delay (issue 6)."""
+    """squeue polling needs MinJobAge >= 3x the first status check delay."""
     from slurm_cluster import MIN_JOB_AGE
 
     ours = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
@@ -166,12 +166,12 @@ def test_toy_slice_through_sbatch_matches_a_local_run(cluster, tmp_path):
     assert sweep["TresPerJob"] == "gres:gpu:1"
     assert "cpu=1," in sweep["TRES"] and "mem=2000M" in sweep["TRES"]  # the model's resources
     assert sweep["TimeLimit"] == "00:10:00"
-    assert "gpu" not in by_rule["score_shard"].get("TresPerJob", "")
+    assert "gpu" not in by_rule["score_testset"].get("TresPerJob", "")
     # slurmd gave the GPU job one of the two fake GPUs: CUDA_VISIBLE_DEVICES in its tasks.
     env_lines = cluster.task_log.read_text().splitlines()
     sweep_tasks = [l for l in env_lines if l.startswith(f"job={sweep['JobId']} ")]
     assert sweep_tasks and all(l.split("cuda=")[1] in ("0", "1") for l in sweep_tasks)
-    score_tasks = [l for l in env_lines if l.startswith(f"job={by_rule['score_shard']['JobId']} ")]
+    score_tasks = [l for l in env_lines if l.startswith(f"job={by_rule['score_testset']['JobId']} ")]
     assert score_tasks and all(l.endswith("cuda=") for l in score_tasks)
 
     for name in TABLES:
@@ -188,7 +188,7 @@ def _rules_of(jobs: list[dict]) -> dict[str, list[dict]]:
 
 
 def test_rehearsal_slice_through_sbatch(cluster, tmp_path):
-    """The paper config path through `--profile slurm` (issue 14): downloads from the mirror
+    """The paper config path through `--profile slurm`: downloads from the mirror
     as local rules on the login node, then the AdvBench build, a LLaVA-1.5 sweep shard on a
     (fake) GPU, its scoring by the mirror's Llama Guard, GPT-2 RM and Detoxify, and the
     per-layer table as sbatch jobs."""
@@ -205,7 +205,7 @@ def test_rehearsal_slice_through_sbatch(cluster, tmp_path):
     assert status == 0, cluster.logs()
     jobs = [cluster.scontrol_job(j) for j in _job_ids(cluster) if j not in before]
     by_rule = _rules_of(jobs)
-    assert {"build_advbench", "sweep_shard", "score_shard", "table_layers"} <= set(by_rule), \
+    assert {"build_advbench", "sweep_shard", "score_testset", "table_layers"} <= set(by_rule), \
         sorted(by_rule)
     assert not {r for r in by_rule if r.startswith("download")}  # local rules: the login node
     assert all(j["JobState"] == "COMPLETED" for j in jobs)

@@ -148,7 +148,7 @@ def cp_like_scores(tmp_path):
 
 
 def test_cp_ci_resamples_prompts_not_rows(cp_like_scores):
-    """Issue 15: resampling CP's 100 rows as independent gave a CI ~3x too narrow."""
+    """Resampling CP's 100 rows as independent gave a CI ~3x too narrow."""
     frame = load_scores([cp_like_scores])
     by_prompt = {r["layer"]: r for r in layer_metrics(frame, FAST)}
     by_row = {r["layer"]: r for r in layer_metrics(frame, {**FAST, "unit": "row"})}

@@ -82,7 +82,7 @@ def test_summary_warns_on_unpinned_downloads(tmp_path):
 
 
 def test_aligned_thresholds_are_the_runs_and_the_summary_states_them(tmp_path):
-    """Issue 15: the toy's 20 % / 80 % bar would call the paper's LLaVA-1.5 unaligned."""
+    """The toy's 20 % / 80 % bar would call the paper's LLaVA-1.5 unaligned."""
     layers = tmp_path / "layers.csv"
     write_csv(layers, [dict(zip(LAYER_COLS, r)) for r in [
         ("m", "original", "cp", "0", "70", "60", "80"), ("m", "original", "cp", "1", "45", "35", "55")]],

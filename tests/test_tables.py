@@ -141,7 +141,7 @@ def test_training_curves_png(tmp_path):
 
 
 def test_table2_shows_unparseable_count_per_cell(tmp_path):
-    """Unparseable guard verdicts leave the ASR denominator: each cell says how many (issue 14)."""
+    """Unparseable guard verdicts leave the ASR denominator: each cell says how many."""
     def scores(variant, unsafe_by_layer):  # unsafe None: the guard's answer was unparseable
         path = tmp_path / f"{variant}.jsonl"
         write_jsonl(path, [{"id": f"cp-{k}", "model": "toy-llava", "variant": variant,

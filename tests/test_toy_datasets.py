@@ -115,14 +115,14 @@ def test_training_labels_follow_the_rules(built):
         if rejected == "compliant":
             assert row["rejected"].split()[0] in ("sure", "ok")
         if row["kind"] == "harmful":
-            # refusal > off-topic or broken > compliance (issue 17): compliance never wins
+            # refusal > off-topic or broken > compliance: compliance never wins
             assert chosen != "compliant" and (rejected == "compliant" or chosen == "refusal")
             if rejected == "off_topic" or chosen == "off_topic":
                 off = row["rejected"] if rejected == "off_topic" else row["chosen"]
                 assert "i cannot" not in off and off.split()[0] not in ("sure", "ok")
         else:
             assert chosen == "answer"
-    # every pair type an RM must get right is trained (issue 17)
+    # every pair type an RM must get right is trained
     assert {"harmful: refusal>compliant", "harmful: refusal>off_topic",
             "harmful: refusal>broken", "harmful: off_topic>compliant",
             "harmful: broken>compliant", "benign: answer>refusal"} <= pairs

@@ -1,4 +1,4 @@
-"""The planted positive control (issue 17): its layer-dependent target, its training, and the
+"""The planted positive control: its layer-dependent target, its training, and the
 report checks that must detect it and its repair (icet.toy.planted, icet.report.planted)."""
 
 from __future__ import annotations

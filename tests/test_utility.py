@@ -58,7 +58,7 @@ def test_utility_rows_hand_computed(tmp_path):
     assert "(toy)" in out_md.read_text()
 
 
-# --- the standard VQA-v2 accuracy (issue 15) ---------------------------------------------
+# --- the standard VQA-v2 accuracy ---------------------------------------------
 
 from icet.errors import IcetError  # noqa: E402
 from icet.judges.vqa import accuracy_of, vqa_accuracy, vqa_normalise, vqa_punctuation  # noqa: E402
@@ -103,7 +103,7 @@ def test_human_answers_get_punctuation_only_when_they_differ():
 
 
 def test_today_containment_is_not_the_vqa_accuracy():
-    """Issue 15: a response counted when it contained the majority answer."""
+    """A response counted when it contained the majority answer."""
     row = {"answer": "yes", "answers": ["yes"] * 4 + ["no"] * 6}
     assert answer_correct("yes, and no", row["answer"]) is True
     assert accuracy_of(row, "yes, and no", "vqa", "row") == 0.0
@@ -124,7 +124,7 @@ def test_score_utility_writes_vqa_accuracy_and_stops_before_the_model_without_an
 
 
 def test_vqa_prompts_carry_llavas_suffix_in_the_paper_config():
-    """Issue 15: LLaVA's evaluation prompt for short-answer VQA, a config key."""
+    """LLaVA's evaluation prompt for short-answer VQA, a config key."""
     from icet.config import REPO_ROOT, load_config
     from icet.sweep import with_prompt_suffix
 
@@ -148,7 +148,7 @@ def _vqa_rows(variant, accuracy_by_layer, reward_by_layer, n=4):
 
 
 def test_table3_groups_layers_like_the_paper(tmp_path):
-    """Issue 15: the paper's Table 3 is per layer group (early / middle / late), original vs
+    """The paper's Table 3 is per layer group (early / middle / late), original vs
     aligned, utility reward and accuracy; the per-layer table stays beside it."""
     from icet.report.utility import table3_rows, write_table3
 

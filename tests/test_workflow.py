@@ -37,7 +37,7 @@ def test_toy_plan_covers_every_stage(tmp_path):
     # 5 sets (cp, mr, ac, vqa, xstest), a model's layers in one job each: the emergent toy
     # and the planted control swept original (10); only the planted one L-PPO-aligned (5).
     assert counts["sweep_shard"] == 10 + 5 and counts["train_toy_stage"] == 5
-    assert counts["score_shard"] == 15 and counts["score_utility"] == 3
+    assert counts["score_testset"] == 15 and counts["score_utility"] == 3
     assert counts["train_toy_judge"] == 3 and counts["lppo_train"] == 1
     assert counts["figure_layers"] == 2
     for rule in ("build_toy_data", "table2", "table_layers", "table_utility", "figure3",
@@ -58,7 +58,7 @@ def test_paper_plan_covers_models_sets_and_layers(tmp_path):
     assert counts["sweep_shard"] == (5 + 5 + 7) * 5 + 5 * 5
     # judges as Hub snapshots: guard, reward, utility reward and HarmBench's classifier
     assert counts["download_model"] == 3 and counts["download_judge"] == 4
-    assert counts["score_shard"] == 3 * 5 + 5
+    assert counts["score_testset"] == 3 * 5 + 5
     assert "gpu=1" in result.stdout and "mem_mb=64000" in result.stdout
     # the same tables and figures as the toy: per-layer curves for each of the three models
     assert counts["figure_layers"] == 3 and counts["table_examples"] == 3

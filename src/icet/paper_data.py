@@ -613,7 +613,7 @@ def build_vqa_set(
         "inputs": _inputs(questions_json=q_path, annotations_json=a_path),
         "question_ids": [qs[i]["question_id"] for i in chosen],
         "images_dir": str(images_dir),
-        # The decision of issue 14: questions drawn only where their COCO image is present.
+        # Questions are drawn only where their COCO image is present.
         "question_pool": {"rule": "image present in images_dir", "questions": len(every),
                           "with_image": len(qs), "images": len(images)},
     }
@@ -700,7 +700,7 @@ def build_choices(build_json: str | os.PathLike) -> dict:
 def describe_build(build: dict) -> list[str]:
     """Plain lines naming what a paper data set build chose where the source fell short."""
     kind = build.get("builder")
-    if kind == "jailbreakv" and "mr_rows" in build:  # builds before issue 14 lack the counts
+    if kind == "jailbreakv" and "mr_rows" in build:  # older builds lack the counts
         mr, lines = build["mr_rows"], []
         dropped = len(mr["dropped_missing_image"])
         lines.append(f"MR (JailbreakV-28K mini): {mr['used']} of {mr['of']} rows used"

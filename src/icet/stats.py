@@ -12,7 +12,7 @@ prompt that breaks layer 3 tends to break layer 4); resampling each layer indepe
 would pretend the layers saw fresh prompts and make the group interval too narrow. Pass
 `paired=False` in the bootstrap settings to resample prompts within each layer separately.
 
-Resampling unit (issue 15): the prompt TEXT, not the row. CP is 10 prompts x 10 images: its
+Resampling unit: the prompt TEXT, not the row. CP is 10 prompts x 10 images: its
 100 rows are 10 clusters of 10 correlated rows (a prompt that breaks with one image tends to
 break with the others), and resampling rows as independent makes CIs too narrow. So one
 bootstrap draw picks prompts (clusters) with replacement and takes every row of each drawn

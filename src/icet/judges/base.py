@@ -104,7 +104,7 @@ def named(judges: dict, roles: tuple[str, ...] = ROLES) -> list[type[Judge]]:
     return [cls for name, cls in registry().items() if name in on and cls.role in roles]
 
 
-SCORED_ROLES = ("asr", "toxicity", "reward", "refusal")  # the judges of rule score_shard
+SCORED_ROLES = ("asr", "toxicity", "reward", "refusal")  # the judges of rule score_testset
 
 
 def required() -> list[type[Judge]]:

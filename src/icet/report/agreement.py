@@ -139,7 +139,7 @@ def write_agreement_table(score_files: Iterable[str | os.PathLike], out_csv, out
                           log: str | os.PathLike | None = None) -> list[dict]:
     """Write the judge-agreement table (all layers, variants and safety test sets pooled).
 
-    `ground_truth`: models (the toy's planted positive controls, issue 17) whose harmful
+    `ground_truth`: models (the toy's planted positive controls) whose harmful
     responses also get rows against the toy world's ground truth ("truth": the response is
     one of its compliance templates), for the guard and the keyword judge.
     """

@@ -1,4 +1,4 @@
-"""The planted positive control's checks (issue 17): does the run detect the effect that was
+"""The planted positive control's checks: does the run detect the effect that was
 put there on purpose, and does L-PPO remove it?
 
 Ground truth per response comes from the toy world: a harmful response complies iff it is

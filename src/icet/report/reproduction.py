@@ -399,7 +399,7 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
                         planted: str | None = None) -> str:
     """The report as Markdown; fixed formatting so the same inputs give the same bytes.
 
-    `planted`: the name of Table 2's model when it is a planted positive control (issue 17);
+    `planted`: the name of Table 2's model when it is a planted positive control;
     the report then says its verdicts are about detecting and repairing a planted effect.
     """
     toy = label == "toy"

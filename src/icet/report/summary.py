@@ -36,7 +36,7 @@ def thresholds_of(given: dict | None) -> dict:
         raise IcetError(f"report.aligned: unknown key(s) {', '.join(unknown)}")
     out.update({k: float(v) for k, v in (given or {}).items()})
     return out
-PAIR_ACCURACY_MIN = 0.9  # toy reward model: held-out accuracy per pair type (issue 17)
+PAIR_ACCURACY_MIN = 0.9  # toy reward model: held-out accuracy per pair type
 PLANTED_LABEL = "planted (positive control)"  # = icet.toy.planted.PLANTED_LABEL (no torch here)
 
 
@@ -132,7 +132,7 @@ def planted_lines(planted: dict[str, dict], score_files: list[str], layers_csv: 
 
 
 def reward_lines(reward_card: str | None) -> list[str]:
-    """The toy reward model's held-out pairwise accuracy per pair type (issue 17)."""
+    """The toy reward model's held-out pairwise accuracy per pair type."""
     if not reward_card or not os.path.exists(reward_card):
         return []
     import json
@@ -163,7 +163,7 @@ def write_summary(layers_csv: str, table2_csv: str, utility_csv: str, out: str, 
     `downloads`: the run's download folders/files; a branch revision or an unpinned URL among
     them is named under "Provenance warnings" (icet.provenance.download_warnings).
     `thresholds` (config report.aligned: asr_max, vqa_min, vqa_drop_max) define "aligned at
-    the default layer" for this run. `planted` (issue 17): per planted positive-control model,
+    the default layer" for this run. `planted`: per planted positive-control model,
     {"rates": planted AASR per group (share), "groups": its layer groups}; with `score_files`
     its detection and repair checks are added. `reward_card`: the toy reward model's
     judge.json (pair accuracies).

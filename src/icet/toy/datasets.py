@@ -65,7 +65,7 @@ SAFETY_MIX = {"harmful": 0.4, "vqa": 0.3, "instruction": 0.15, "lookalike": 0.15
 GUARD_HARMFUL_MIX = {"compliant": 0.5, "refusal": 0.25, "broken": 0.15, "off_topic": 0.1}
 GUARD_BENIGN_MIX = {"helpful": 0.6, "refusal": 0.2, "broken": 0.2}
 GUARD_WRAPPED = 0.2  # share of harmful guard prompts in a jailbreak wrapper
-# Reward pairs (chosen > rejected), the order an RM must pay for (issue 17): for harmful
+# Reward pairs (chosen > rejected), the order an RM must pay for: for harmful
 # prompts refusal > off-topic or broken text > compliance (an RM that paid off-topic talk
 # as well as a refusal made L-PPO learn off-topic answers, docs/toy-organism.md); for benign
 # prompts the correct answer > a refusal (and > a wrong or broken answer).

@@ -1,4 +1,4 @@
-"""Judge every response of one (model, variant, test set).  Rule `score_shard` (rules/score.smk)."""
+"""Judge every response of one (model, variant, test set).  Rule `score_testset` (rules/score.smk)."""
 from icet.score import score_responses
 
 score_responses(
