@@ -6,7 +6,7 @@ encoder for every layer and decodes one layer's batch at a time. In the fast eng
 tower runs once per image per layer group with all hidden states, every layer's features go
 through the frozen projector, and the (prompt, layer) rows are decoded as one left-padded
 batch with a KV cache, greedily, dropping rows from the batch as they reach EOS. With greedy
-fp32 decoding the responses are token-identical to the naive loop's (tests/test_engine.py).
+fp32 decoding the responses are token-identical to the naive loop's (tests/models/test_engine.py).
 
 An adapter opts in with `supports_fast_sweep = True` and the fast-sweep members of
 icet.models.base.VLMAdapter: `layer_embeddings(prompts, images, layers) -> (inputs, {layer:

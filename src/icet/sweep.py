@@ -125,7 +125,7 @@ def shard_settings(model_dir: str | os.PathLike, *, model_name: str, variant: st
     The hash of the sweep's library code (shards.SWEEP_CODE), the torch/transformers (and
     peft, with an adapter) versions, the resolved device and dtype and the image processor's
     class and backend. On CPU in fp32 the fast and naive engines and every batch size give
-    the same tokens (tests/test_sweep.py), so they are left out and switching them keeps
+    the same tokens (tests/models/test_sweep.py), so they are left out and switching them keeps
     shards; anywhere else (bf16 on a GPU) padding and kernel choice move logits, so the
     engine and its batch size setting are in. "auto" is recorded as "auto": the rows it
     resolves to depend on free GPU memory, which no fingerprint can pin.

@@ -23,7 +23,7 @@ from typing import Any
 
 GIB = 2**30
 
-# toy/toy.yaml's lppo block (tests/test_bench_gpu.py keeps the two in step).
+# toy/toy.yaml's lppo block (tests/workflow/test_bench_gpu.py keeps the two in step).
 TOY_LPPO: dict[str, Any] = {
     "rollout_batch": 16, "minibatch": 8, "ppo_epochs": 2, "lr": 2.0e-4, "eta": 0.1,
     "kl_mode": "fixed", "target_kl": 4.0, "max_new_tokens": 24,

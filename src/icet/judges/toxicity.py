@@ -6,7 +6,7 @@ a checkpoint file can never run code; Detoxify itself would load it with weights
 Its release checkpoints hold only plain containers: Detoxify's convert_weights.py saves
 {"state_dict": OrderedDict[str, Tensor], "config": the training config JSON (dicts, lists,
 str, numbers, bool, None)}, which the weights-only unpickler reads in both torch file formats
-(tests/test_judges.py builds one exactly so and fails on any plain-pickle load).
+(tests/judges/test_judges.py builds one exactly so and fails on any plain-pickle load).
 
 Detoxify 0.5.4 also cannot build a model offline: `get_model_and_tokenizer` always calls
 `<Config>.from_pretrained(model_type)` ("bert-base-uncased", a Hub download) even when

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 # meta-llama/Llama-Guard-3-8B tokenizer_config.json `chat_template`, as quoted verbatim by
-# two independent public repositories (tests/test_guard_template.py has the provenance).
+# two independent public repositories (tests/judges/test_guard_template.py has the provenance).
 LLAMA_GUARD_3_TEMPLATE = (
     "{% if messages|length % 2 == 0 %}{% set role = 'Agent' %}{% else %}{% set role = 'User' %}{% endif %}"
     "{{ \" <|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"

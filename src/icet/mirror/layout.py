@@ -3,7 +3,7 @@
 README.md states, with its sources, what each real repository or URL serves; its
 ```layout``` block restates that as rows `source | file | kind | expected` that this module
 checks, so a mirror file that drifts from what README says the source serves fails a test
-(tests/test_mirror.py). Sources: `hub:<model|dataset>:<org/name>@<revision>` (the snapshot
+(tests/datasets/test_mirror.py). Sources: `hub:<model|dataset>:<org/name>@<revision>` (the snapshot
 that revision points to), `http` (the URL files, `<host>/<path>`) or `by-hand` (the mirror's
 folders of what a user fetches by hand). A file `a.zip!m` is
 member m of a zip; a `*` in the file's path matches one path part (e.g. a pinned commit).

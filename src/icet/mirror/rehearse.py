@@ -80,7 +80,7 @@ def rehearse(workdir: str | os.PathLike = ".", configfiles: list[str | os.PathLi
     """Build/serve the mirror, run the DAG (and `icet verify`); the exit status of the first failure.
 
     `profile` (default: rehearsal/) is the Snakemake profile, e.g. a slurm one, so the paper
-    config path is rehearsed through sbatch (tests/test_slurm.py); `env` is added to the
+    config path is rehearsed through sbatch (tests/workflow/test_slurm.py); `env` is added to the
     jobs' environment (a test cluster's SLURM_CONF and PATH)."""
     workdir = Path(workdir).resolve()
     overlays = [Path(p).resolve() for p in (configfiles or [OVERLAY])]

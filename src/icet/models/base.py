@@ -237,7 +237,7 @@ class VLMAdapter(abc.ABC):
 
     # ---- Fast sweep (icet.engine) -----------------------------------------------------------
     # An adapter that sets `supports_fast_sweep` implements the first three members; the
-    # engine decodes greedily with them, token-identical to `generate` (tests/test_engine.py).
+    # engine decodes greedily with them, token-identical to `generate` (tests/models/test_engine.py).
     supports_fast_sweep: ClassVar[bool] = False
 
     def layer_embeddings(self, prompts: list[str], images: list[Any], layers: list[int]

@@ -330,7 +330,7 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
     all_rows = [r for rows_, _ in sets.values() for r in rows_]
     every_layer = list(range(adapter.num_layers + 1))
     # Harmful prompts at every layer; look-alike and VQA prompts where utility is measured.
-    # The fast engine gives the naive loop's tokens (tests/test_engine.py) in a fraction of the time.
+    # The fast engine gives the naive loop's tokens (tests/models/test_engine.py) in a fraction of the time.
     runs = [([i for i, k in enumerate(kinds) if k == "harmful"], every_layer),
             ([i for i, k in enumerate(kinds) if k != "harmful"],
              every_layer if s["utility_layers"] == "all" else [adapter.default_layer])]

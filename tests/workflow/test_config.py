@@ -1,0 +1,150 @@
+"""Config loading and validation: every bad config stops with one line naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from icet.config import check_config, fill_defaults, load_config, load_schema, merge, model_layers
+from icet.errors import IcetError
+
+ROOT = Path(__file__).resolve().parents[2]
+PAPER = ROOT / "config.yaml"
+TOY = ROOT / "toy" / "toy.yaml"
+
+
+def _with(tmp_path, text):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(text)
+    return load_config(PAPER, TOY, extra)
+
+
+def test_paper_and_toy_configs_validate():
+    paper = load_config(PAPER)
+    toy = load_config(PAPER, TOY)
+    assert paper["run"] == "paper" and len(paper["models"]) == 3
+    assert toy["run"] == "toy"
+    # the emergent toy, and the planted positive control that L-PPO repairs
+    assert [(m["name"], m["stage"], m["lppo"]) for m in toy["models"]] == [
+        ("toy-llava", "safety", False), ("toy-llava-planted", "planted", True)]
+    assert toy["data_source"] == "toy"
+
+
+def test_merge_replaces_lists_and_merges_mappings():
+    merged = merge({"a": {"x": 1, "y": 2}, "l": [1, 2]}, {"a": {"y": 3}, "l": [9]})
+    assert merged == {"a": {"x": 1, "y": 3}, "l": [9]}
+
+
+def test_defaults_are_filled_from_schema():
+    config = check_config({"run": "r", "testsets": ["cp"], "models": [
+        {"name": "m", "source": "toy", "architecture": "llava", "num_layers": 4,
+         "groups": {"a": [1, 2]}}], "data_source": "toy"})
+    assert config["seed"] == 0
+    assert config["generation"]["max_new_tokens"] == 128
+    assert config["models"][0]["layers"] == "all"
+    assert config["models"][0]["resources"]["gpu"] == 0
+
+
+def test_every_top_level_key_is_described():
+    schema = load_schema()
+    top = schema["properties"]
+    missing = [k for k, v in top.items() if "description" not in v]
+    assert missing == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("foo: 1", "unknown key 'foo'"),
+    ("seed: abc", "key 'seed'"),
+    ("generation: {max_new_tokens: x}", "key 'generation.max_new_tokens'"),
+    ("judges: {guard: {sourc: toy}}", "unknown key 'sourc' in judges.guard"),
+    ("device: tpu", "key 'device'"),
+    ("testsets: [cp, zz]", "key 'testsets[1]'"),
+])
+def test_bad_values_name_the_key(tmp_path, text, expected):
+    with pytest.raises(IcetError) as err:
+        _with(tmp_path, text)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_layer_out_of_range_names_model_and_layer(tmp_path):
+    with pytest.raises(IcetError, match=r"models\[0\]\.layers.*layer 13 out of range 0\.\.12"):
+        _with(tmp_path, yaml.safe_dump({"models": [{
+            "name": "toy-llava", "source": "toy", "architecture": "llava", "num_layers": 12,
+            "layers": [0, 13], "groups": {"early": [1, 4]}}]}))
+
+
+def test_group_out_of_range_and_overlap(tmp_path):
+    base = {"name": "t", "source": "toy", "architecture": "llava", "num_layers": 12}
+    with pytest.raises(IcetError, match=r"groups\.late.*out of range"):
+        _with(tmp_path, yaml.safe_dump({"models": [{**base, "groups": {"late": [9, 24]}}]}))
+    with pytest.raises(IcetError, match="overlaps group 'a'"):
+        _with(tmp_path, yaml.safe_dump({"models": [{**base, "groups": {"a": [1, 5], "b": [5, 8]}}]}))
+
+
+def test_missing_local_model_folder_is_named(tmp_path):
+    with pytest.raises(IcetError, match="model folder /no/such/model not found"):
+        _with(tmp_path, yaml.safe_dump({"data_source": "paper", "models": [{
+            "name": "m", "source": "local", "path": "/no/such/model", "architecture": "llava",
+            "num_layers": 24, "groups": {"a": [1, 8]}}]}))
+
+
+def test_broken_yaml_names_file_and_line(tmp_path):
+    with pytest.raises(IcetError, match=r"extra\.yaml: line \d+: broken YAML"):
+        _with(tmp_path, "seed: 1\nrun: [toy\n")
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(IcetError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_fixed_layer_mode_needs_a_layer(tmp_path):
+    with pytest.raises(IcetError, match="lppo.layer"):
+        _with(tmp_path, "lppo: {layer_mode: fixed}")
+
+
+def test_model_layers_all_and_list():
+    assert model_layers({"num_layers": 3, "layers": "all"}) == [0, 1, 2, 3]
+    assert model_layers({"num_layers": 3, "layers": [3, 1, 1]}) == [1, 3]
+
+
+def test_fill_defaults_follows_refs():
+    schema = {"$defs": {"d": {"type": "object", "properties": {"k": {"default": 5}}}},
+              "properties": {"a": {"$ref": "#/$defs/d", "default": {}}}}
+    assert fill_defaults({}, schema) == {"a": {"k": 5}}
+
+
+def test_prompting_keys_paper_choices_and_toy_unchanged(tmp_path):
+    """The paper run gives LLaVA-1.5 its training input (Vicuna system prompt, padding),
+    LLaVA-NeXT the Vicuna prompt and Mllama none; the toy keeps the template and processor."""
+    from icet.config import prompting_of
+    from icet.models.base import VICUNA_SYSTEM_PROMPT
+
+    paper = {m["name"]: prompting_of(m) for m in load_config(PAPER)["models"]}
+    assert paper["llava-1.5-7b"] == {"system_prompt": VICUNA_SYSTEM_PROMPT, "image_preprocessing": "pad"}
+    assert paper["llava-next-7b"] == {"system_prompt": VICUNA_SYSTEM_PROMPT,
+                                      "image_preprocessing": "processor"}
+    assert paper["llama-3.2-11b-vision"] == {"system_prompt": None, "image_preprocessing": "processor"}
+    toy = load_config(PAPER, TOY)["models"][0]
+    assert prompting_of(toy) == {"system_prompt": None, "image_preprocessing": "processor"}
+    with pytest.raises(IcetError, match=r"models\[0\]\.image_preprocessing.*pad is LLaVA-1\.5's"):
+        _with(tmp_path, yaml.safe_dump({"models": [{
+            "name": "t", "source": "toy", "architecture": "llava_next", "num_layers": 12,
+            "groups": {"early": [1, 4]}, "image_preprocessing": "pad"}]}))
+
+
+def test_lppo_processes_default_to_one_per_gpu_and_can_be_set(tmp_path):
+    from icet.lppo.launch import processes_for
+
+    paper, toy = load_config(PAPER), load_config(PAPER, TOY)
+    assert [processes_for(m["resources"]) for m in paper["models"]] == [1, 1, 1]
+    assert processes_for(toy["models"][0]["resources"]) == 1  # gpu: 0 -> one CPU process
+    two_gpus = dict(paper["models"][0]["resources"], gpu=2)
+    assert processes_for(two_gpus) == 2
+    model = dict(toy["models"][0], resources={"gpu": 0, "processes": 2})
+    rehearsal = _with(tmp_path, yaml.safe_dump({"models": [model]}))
+    assert processes_for(rehearsal["models"][0]["resources"]) == 2
+    model["resources"]["processes"] = 0
+    with pytest.raises(IcetError, match="processes"):
+        _with(tmp_path, yaml.safe_dump({"models": [model]}))
