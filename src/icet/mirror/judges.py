@@ -91,17 +91,28 @@ def automaton_guard(tok, answer_ids: list[int]):
     Attention and MLP outputs are zero, so the last hidden state is the last token's one-hot
     embedding, and lm_head maps each token to its chosen successor: generation, EOS handling,
     decoding and parsing run exactly as with a trained guard."""
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     chain = [tok.convert_tokens_to_ids("<|end_header_id|>")] + list(answer_ids)
     if len(set(chain)) != len(chain):
         raise ValueError("an automaton token can have one successor only")
-    size = len(tok) + (-len(tok)) % 4  # 2 heads of even width (RoPE)
     eos = [tok.convert_tokens_to_ids(t) for t in ("<|end_of_text|>", "<|eot_id|>")]
+    model = successor_llama(tok, chain, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+    model.generation_config.eos_token_id = eos
+    return model
+
+
+def successor_llama(tok, chain: list[int], *, eos_token_id, pad_token_id):
+    """A 1-layer LlamaForCausalLM whose greedy successor of chain[i] is chain[i+1].
+
+    Attention and MLP outputs are zero, so the last hidden state is the last token's one-hot
+    embedding, and lm_head maps each chain token to the next one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    size = len(tok) + (-len(tok)) % 4  # 2 heads of even width (RoPE)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tok), hidden_size=size, intermediate_size=4, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
         tie_word_embeddings=False))
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -112,7 +123,6 @@ def automaton_guard(tok, answer_ids: list[int]):
         for current, following in zip(chain, chain[1:]):
             head[following, current] = 1.0
         model.lm_head.weight.copy_(head)
-    model.generation_config.eos_token_id = eos
     return model
 
 
@@ -242,25 +252,10 @@ def build_harmbench(out: Path, answer: str = "Yes") -> Path:
     automaton as `automaton_guard`: "[/INST]" -> answer -> </s>): config, generation_config,
     sharded safetensors with their index, tokenizer.json, tokenizer_config.json,
     special_tokens_map.json."""
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = harmbench_tokenizer()
     tok.save_pretrained(out)
     chain = [tok.convert_tokens_to_ids(t) for t in ("[/INST]", answer, "</s>")]
-    size = len(tok) + (-len(tok)) % 4
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=size, intermediate_size=4, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=None,
-        tie_word_embeddings=False))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight")):
-                param.zero_()
-        model.model.embed_tokens.weight.copy_(torch.eye(len(tok), size))
-        head = torch.zeros(len(tok), size)
-        for current, following in zip(chain, chain[1:]):
-            head[following, current] = 1.0
-        model.lm_head.weight.copy_(head)
+    model = successor_llama(tok, chain, eos_token_id=tok.eos_token_id, pad_token_id=None)
     model.save_pretrained(out, max_shard_size="200KB")
     return out

@@ -105,6 +105,28 @@ class VLMAdapter(abc.ABC):
     system_prompt: str | None = None  # a system turn before the user's, or none
     image_preprocessing: str = "processor"  # IMAGE_PREPROCESSING
 
+    def _bind(self, model: Any, processor: Any, *, name: str, model_type: str, num_layers: int,
+              configured: int | None, what: str, info: dict[str, Any] | None,
+              checkpoint_config: Any = None, **details: Any) -> None:
+        """What every adapter's constructor sets: the model and processor, N (checked against
+        the config's count of `what`), the default layer (icet.models.registry), left padding
+        (generation appends on the right) and the info record (`details` added to it)."""
+        from icet.models import registry
+
+        self.name, self.model, self.processor, self.model_type = name, model, processor, model_type
+        self.num_layers = num_layers
+        if configured is not None and num_layers != configured:
+            raise IcetError(f"{name}: {what} has {num_layers} layers but its config says "
+                            f"{configured}")
+        self.default_layer = registry.default_layer(model_type, num_layers, checkpoint_config,
+                                                    where=name)
+        if getattr(processor, "chat_template", None) is None:
+            raise IcetError(f"{name}: the processor has no chat template")
+        processor.tokenizer.padding_side = "left"
+        self.info = dict(info or {})
+        self.info.update(model_type=model_type, num_layers=num_layers,
+                         default_layer=self.default_layer, **details)
+
     def check_layer(self, layer: int) -> int:
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= self.num_layers:
             raise IcetError(f"{self.name}: layer {layer!r} out of range 0..{self.num_layers}")

@@ -58,19 +58,9 @@ class LlavaAdapter(VLMAdapter):
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise IcetError(f"{self.name}: model_type {model_type!r} is not one of "
                             f"{', '.join(SUPPORTED_MODEL_TYPES)}")
-        self.model = model
-        self.processor = processor
-        self.model_type = model_type
-        self.num_layers = vision_num_layers(model)
-        self.default_layer = registry.default_layer(model_type, self.num_layers, base.config,
-                                                    where=self.name)
-        if getattr(processor, "chat_template", None) is None:
-            raise IcetError(f"{self.name}: the processor has no chat template")
-        # Generation appends on the right, so prompts must be padded on the left.
-        processor.tokenizer.padding_side = "left"
-        self.info = dict(info or {})
-        self.info.update(model_type=model_type, num_layers=self.num_layers,
-                         default_layer=self.default_layer)
+        self._bind(model, processor, name=self.name, model_type=model_type,
+                   num_layers=vision_num_layers(model), configured=None, what="the vision tower",
+                   info=info, checkpoint_config=base.config)
 
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         return {"vision_feature_layer": self.check_layer(layer) - (self.num_layers + 1)}

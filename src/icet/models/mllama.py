@@ -64,7 +64,6 @@ from transformers.conversion_mapping import (get_checkpoint_conversion_mapping,
                                              register_checkpoint_conversion_mapping)
 
 from icet.errors import IcetError
-from icet.models import registry
 from icet.models.base import VLMAdapter, base_model_of, early_exit, load_image  # noqa: F401
 
 ICET_KWARG = "icet_layer"
@@ -209,26 +208,16 @@ class MllamaAdapter(VLMAdapter):
         if not isinstance(base, IcetMllamaForConditionalGeneration):
             raise IcetError(f"{self.name}: expected an IcetMllamaForConditionalGeneration, "
                             f"got {type(base).__name__}")
-        self.model = model
-        self.processor = processor
-        self.model_type = "mllama"
-        self.num_layers = len(local_layers(model))
-        configured = int(base.config.vision_config.num_hidden_layers)
-        if self.num_layers != configured:
-            raise IcetError(f"{self.name}: local vision encoder has {self.num_layers} layers but "
-                            f"vision_config.num_hidden_layers is {configured}")
-        self.default_layer = registry.default_layer("mllama", self.num_layers)  # N: the unmodified model
-        if getattr(processor, "chat_template", None) is None:
-            raise IcetError(f"{self.name}: the processor has no chat template")
-        processor.tokenizer.padding_side = "left"
-        self.info = dict(info or {})
-        self.info.update(model_type="mllama", num_layers=self.num_layers,
-                         default_layer=self.default_layer,
-                         intermediate_layers_indices=list(base.config.vision_config.intermediate_layers_indices),
-                         num_global_layers=int(base.config.vision_config.num_global_layers),
-                         icet_definition="local encoder exits after layer l",
-                         taps="state before block i (Meta's reference; transformers >= 4.56 "
-                              "reads the state after it)")
+        vision = base.config.vision_config
+        self._bind(model, processor, name=self.name, model_type="mllama",
+                   num_layers=len(local_layers(model)),
+                   configured=int(vision.num_hidden_layers), what="the local vision encoder",
+                   info=info,
+                   intermediate_layers_indices=list(vision.intermediate_layers_indices),
+                   num_global_layers=int(vision.num_global_layers),
+                   icet_definition="local encoder exits after layer l",
+                   taps="state before block i (Meta's reference; transformers >= 4.56 "
+                        "reads the state after it)")
 
     # Llama 3.2's processor takes a list of images per prompt (one each here), and puts a BOS
     # in front of any text that lacks one while the Llama 3 tokenizer would add another:

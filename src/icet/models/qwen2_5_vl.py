@@ -190,26 +190,15 @@ class Qwen25VLAdapter(VLMAdapter):
         if not isinstance(base, IcetQwen2_5_VLForConditionalGeneration):
             raise IcetError(f"{self.name}: expected an IcetQwen2_5_VLForConditionalGeneration, "
                             f"got {type(base).__name__}")
-        self.model = model
-        self.processor = processor
-        self.model_type = "qwen2_5_vl"
-        self.num_layers = len(vision_blocks(model))
-        configured = registry.checkpoint_num_layers("qwen2_5_vl", base.config)
-        if self.num_layers != configured:
-            raise IcetError(f"{self.name}: the ViT has {self.num_layers} blocks but "
-                            f"vision_config.depth is {configured}")
-        self.default_layer = registry.default_layer("qwen2_5_vl", self.num_layers)  # N: unmodified
-        if getattr(processor, "chat_template", None) is None:
-            raise IcetError(f"{self.name}: the processor has no chat template")
-        processor.tokenizer.padding_side = "left"
         vision = base.config.vision_config
-        self.info = dict(info or {})
-        self.info.update(model_type="qwen2_5_vl", num_layers=self.num_layers,
-                         default_layer=self.default_layer,
-                         fullatt_block_indexes=list(vision.fullatt_block_indexes),
-                         window_size=int(vision.window_size),
-                         icet_definition="ViT exits after block l, then the patch merger and "
-                                         "the reverse window permutation")
+        self._bind(model, processor, name=self.name, model_type="qwen2_5_vl",
+                   num_layers=len(vision_blocks(model)),
+                   configured=registry.checkpoint_num_layers("qwen2_5_vl", base.config),
+                   what="the ViT", info=info,
+                   fullatt_block_indexes=list(vision.fullatt_block_indexes),
+                   window_size=int(vision.window_size),
+                   icet_definition="ViT exits after block l, then the patch merger and "
+                                   "the reverse window permutation")
 
     def feature_kwargs(self, layer: int) -> dict[str, Any]:
         return {ICET_KWARG: self.check_layer(layer)}
