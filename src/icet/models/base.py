@@ -105,6 +105,17 @@ class VLMAdapter(abc.ABC):
     system_prompt: str | None = None  # a system turn before the user's, or none
     image_preprocessing: str = "processor"  # IMAGE_PREPROCESSING
 
+    @staticmethod
+    def _checked_base(model: Any, name: str | None, expected: type | None = None
+                      ) -> tuple[Any, str]:
+        """The transformers model under any peft wrapper, and the adapter's name (given, else
+        the checkpoint's); IcetError when the model is not an `expected`."""
+        base = base_model_of(model)
+        name = name or str(getattr(base.config, "name_or_path", "") or type(base).__name__)
+        if expected is not None and not isinstance(base, expected):
+            raise IcetError(f"{name}: expected an {expected.__name__}, got {type(base).__name__}")
+        return base, name
+
     def _bind(self, model: Any, processor: Any, *, name: str, model_type: str, num_layers: int,
               configured: int | None, what: str, info: dict[str, Any] | None,
               checkpoint_config: Any = None, **details: Any) -> None:

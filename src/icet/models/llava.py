@@ -52,9 +52,8 @@ class LlavaAdapter(VLMAdapter):
 
     def __init__(self, model: Any, processor: Any, name: str | None = None,
                  info: dict[str, Any] | None = None):
-        base = base_model_of(model)
+        base, self.name = self._checked_base(model, name)
         model_type = getattr(base.config, "model_type", None)
-        self.name = name or str(getattr(base.config, "name_or_path", "") or type(base).__name__)
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise IcetError(f"{self.name}: model_type {model_type!r} is not one of "
                             f"{', '.join(SUPPORTED_MODEL_TYPES)}")

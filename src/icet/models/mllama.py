@@ -203,11 +203,7 @@ class MllamaAdapter(VLMAdapter):
 
     def __init__(self, model: Any, processor: Any, name: str | None = None,
                  info: dict[str, Any] | None = None):
-        base = base_model_of(model)
-        self.name = name or str(getattr(base.config, "name_or_path", "") or type(base).__name__)
-        if not isinstance(base, IcetMllamaForConditionalGeneration):
-            raise IcetError(f"{self.name}: expected an IcetMllamaForConditionalGeneration, "
-                            f"got {type(base).__name__}")
+        base, self.name = self._checked_base(model, name, IcetMllamaForConditionalGeneration)
         vision = base.config.vision_config
         self._bind(model, processor, name=self.name, model_type="mllama",
                    num_layers=len(local_layers(model)),

@@ -185,11 +185,7 @@ class Qwen25VLAdapter(VLMAdapter):
 
     def __init__(self, model: Any, processor: Any, name: str | None = None,
                  info: dict[str, Any] | None = None):
-        base = base_model_of(model)
-        self.name = name or str(getattr(base.config, "name_or_path", "") or type(base).__name__)
-        if not isinstance(base, IcetQwen2_5_VLForConditionalGeneration):
-            raise IcetError(f"{self.name}: expected an IcetQwen2_5_VLForConditionalGeneration, "
-                            f"got {type(base).__name__}")
+        base, self.name = self._checked_base(model, name, IcetQwen2_5_VLForConditionalGeneration)
         vision = base.config.vision_config
         self._bind(model, processor, name=self.name, model_type="qwen2_5_vl",
                    num_layers=len(vision_blocks(model)),
