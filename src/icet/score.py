@@ -26,7 +26,6 @@ from icet.rows import RESPONSE_KEYS, read_responses  # noqa: F401  (the response
 from icet.shards import expand
 
 
-
 def judge_settings(judges: dict) -> dict:
     """The scoring judges' blocks, schema defaults filled (icet.config.judge_settings), every
     judge Table 2 needs present and every model judge given its folder (`path`)."""
