@@ -29,6 +29,11 @@ STUDY_PLAN = plan_study(STUDY, config.get("toy", {}).get("stages", {}),
 STUDY_EVAL = STUDY.get("eval", {})
 
 
+def study_name(wildcards):
+    """The plan's name of a derived file (test sets carry a 'study-' prefix)."""
+    return wildcards.name if wildcards.name in STUDY_PLAN["data"] else f"study-{wildcards.name}"
+
+
 # The study's one table and figure: `snakemake --profile toy organism_study`.
 rule organism_study:
     input:
@@ -40,7 +45,7 @@ rule organism_study:
 # Why: a variant's training file (e.g. harmful text dialogues ending in refusals).
 rule study_data:
     input:
-        lambda w: f"{RES}/toy/data/{STUDY_PLAN['data'][w.name]['source']}.jsonl",
+        lambda w: f"{RES}/toy/data/{STUDY_PLAN['data'][study_name(w)]['source']}.jsonl",
     output:
         f"{STUDY_DIR}/data/{{name}}.jsonl",
     log:
@@ -48,13 +53,24 @@ rule study_data:
     wildcard_constraints:
         name="[^/]+",
     params:
-        transform=lambda w: STUDY_PLAN["data"][w.name]["transform"],
+        transform=lambda w: STUDY_PLAN["data"][study_name(w)]["transform"],
         seed=config["seed"],
     threads: 1
     conda:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/study_data.py"
+
+
+# Why: a variant's own test set (compositional harm), beside the toy's test sets so that its
+# image paths stay inside its folder.
+use rule study_data as study_test_set with:
+    output:
+        f"{RES}/toy/data/study-{{name}}.jsonl",
+    log:
+        f"{LOGS}/study_data/study-{{name}}.log",
+    wildcard_constraints:
+        name="[^/]+",
 
 
 # Why: one training stage of one variant x seed, at the default encoder layer only.

@@ -118,10 +118,13 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
     guards: dict[str, dict] = {}
     eval_settings = {**EVAL_DEFAULTS, **(study.get("eval") or {})}
 
-    def derived(source: str, transform: dict) -> str:
-        name = f"{source}-{_hash(transform)}"
+    def derived(source: str, transform: dict, test_set: bool = False) -> str:
+        # A test set lies beside the toy's own (study-<name>.jsonl): the sweep's reader
+        # accepts image paths inside a set's folder only (no '..').
+        name = f"{'study-' if test_set else ''}{source}-{_hash(transform)}"
+        folder = data_dir if test_set else f"{study_dir}/data"
         data[name] = {"source": source, "transform": transform,
-                      "path": f"{study_dir}/data/{name}.jsonl"}
+                      "path": f"{folder}/{name}.jsonl"}
         return data[name]["path"]
 
     for name, variant in variants.items():
@@ -143,8 +146,10 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
         if world_name == "compositional":
             for source in COMPOSITIONAL_TRAIN:  # applied before the file's other transforms
                 transforms[source] = {**(transforms.get(source) or {}), "compositional": "train"}
-            sets = [derived(eval_settings["harmful_set"], {"compositional": "harmful_test"}),
-                    derived(eval_settings["lookalike_set"], {"compositional": "benign_test"}),
+            sets = [derived(eval_settings["harmful_set"], {"compositional": "harmful_test"},
+                            test_set=True),
+                    derived(eval_settings["lookalike_set"], {"compositional": "benign_test"},
+                            test_set=True),
                     sets[2]]
             guard_data = derived("train_guard", {"compositional": "guard"})
             guard_id = f"compositional-{_hash([guard_data, guard_params or {}])}"
