@@ -212,6 +212,7 @@ def test_round2_study_file_dry_run_job_count(tmp_path):
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
     # 3 variants x 3 seeds x 4 stages, each seed's pipeline its own (upstream_seed null).
     assert counts["study_stage"] == 36 and counts["study_eval"] == 9
-    # compositional_harm: 3 training files, 2 test sets, 1 guard file; its own guard.
-    assert counts["study_data"] == 6 and counts["study_guard"] == 1
+    # compositional_harm: 3 training files and 1 guard file, 2 test sets; its own guard.
+    assert counts["study_data"] == 4 and counts["study_test_set"] == 2
+    assert counts["study_guard"] == 1
     assert "results/toy/organism_study_round2/summary.md" in result.stdout
