@@ -93,7 +93,9 @@ if IS_TOY:
         snakefile:
             "rules/organism_study.smk"
         config:
-            {**config, "organism_study": str(Path(workflow.basedir) / "toy" / "organism_study.yaml")}
+            # `--config organism_study=toy/organism_study_round2.yaml` picks another study file.
+            {**config, "organism_study": str(Path(workflow.basedir) / config.get(
+                "organism_study", "toy/organism_study.yaml"))}
 
     use rule * from organism_study
 

@@ -1,14 +1,16 @@
 # The organism study: variants x seeds of the toy organism, each trained at the default
 # encoder layer only, swept over every layer; one table and one figure.
-# `snakemake --profile toy organism_study`. Variants: toy/organism_study.yaml. A Snakemake
-# module (used from the Snakefile for toy runs only, so a paper run never parses toy files);
-# its config is the run's, plus `organism_study` (the study file's path). Stages a variant
+# `snakemake --profile toy organism_study`. Variants: toy/organism_study.yaml (round 2:
+# `--config organism_study=toy/organism_study_round2.yaml`). A Snakemake module (used from
+# the Snakefile for toy runs only, so a paper run never parses toy files); its config is the
+# run's, plus `organism_study` (the study file's path). Results go to results/<run>/ under
+# the study file's name. Stages a variant
 # leaves unchanged are shared (their folder is named by a hash of what they are trained
 # from), so the ViT and base LM of a seed train once.
 
 from pathlib import Path
 
-from icet.toy.study import eval_set_paths, load_study, plan_study
+from icet.toy.study import derived_data, load_study, plan_study
 
 RES = config["resources_dir"]
 RUN = f"results/{config['run']}"
@@ -16,11 +18,14 @@ LOGS = f"logs/{config['run']}"
 # Checked and filled from schema/organism_study.schema.yaml (eval and criterion defaults).
 STUDY = load_study(config["organism_study"])
 STUDY_DIR = f"{RES}/toy/study"
-STUDY_OUT = f"{RUN}/organism_study"
+# Each study file its own results folder (toy/organism_study.yaml -> organism_study), so a
+# second round never overwrites the first; stages are shared by hash across rounds.
+STUDY_OUT = f"{RUN}/{Path(config['organism_study']).stem}"
 STUDY_PLAN = plan_study(STUDY, config.get("toy", {}).get("stages", {}),
                         config.get("toy", {}).get("arch", {}), data_dir=f"{RES}/toy/data",
                         study_dir=STUDY_DIR, tokenizer=f"{RES}/toy/tokenizer",
-                        out_dir=STUDY_OUT)
+                        out_dir=STUDY_OUT, guard=f"{RES}/toy/judges/guard",
+                        guard_params=config.get("toy", {}).get("judges", {}).get("guard", {}))
 STUDY_EVAL = STUDY["eval"]
 
 
@@ -35,7 +40,7 @@ rule organism_study:
 # Why: a variant's training file (e.g. harmful text dialogues ending in refusals).
 rule study_data:
     input:
-        lambda w: f"{RES}/toy/data/{STUDY_PLAN['data'][w.name]['source']}.jsonl",
+        lambda w: f"{RES}/toy/data/{derived_data(STUDY_PLAN, w.name)['source']}.jsonl",
     output:
         f"{STUDY_DIR}/data/{{name}}.jsonl",
     log:
@@ -43,13 +48,24 @@ rule study_data:
     wildcard_constraints:
         name="[^/]+",
     params:
-        transform=lambda w: STUDY_PLAN["data"][w.name]["transform"],
+        transform=lambda w: derived_data(STUDY_PLAN, w.name)["transform"],
         seed=config["seed"],
     threads: 1
     conda:
         "../envs/torch.yaml"
     script:
         "../workflow_scripts/study_data.py"
+
+
+# Why: a variant's own test set (compositional harm), beside the toy's test sets so that its
+# image paths stay inside its folder.
+use rule study_data as study_test_set with:
+    output:
+        f"{RES}/toy/data/study-{{name}}.jsonl",
+    log:
+        f"{LOGS}/study_data/study-{{name}}.log",
+    wildcard_constraints:
+        name="[^/]+",
 
 
 # Why: one training stage of one variant x seed, at the default encoder layer only.
@@ -75,12 +91,35 @@ rule study_stage:
         "../workflow_scripts/train_toy_stage.py"
 
 
+# Why: a toy guard for a variant's own world (compositional harm), trained as the toy's.
+rule study_guard:
+    input:
+        data=lambda w: STUDY_PLAN["guards"][w.guard_id]["data"],
+        vocabulary=lambda w: STUDY_PLAN["guards"][w.guard_id]["vocabulary"],
+    output:
+        directory(f"{STUDY_DIR}/guards/{{guard_id}}"),
+    log:
+        f"{LOGS}/study_guard/{{guard_id}}.log",
+    benchmark:
+        f"{LOGS}/study_guard/{{guard_id}}.benchmark.tsv"
+    wildcard_constraints:
+        guard_id="[^/]+",
+    params:
+        params=lambda w: STUDY_PLAN["guards"][w.guard_id]["params"],
+        seed=config["seed"],
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/study_guard.py"
+
+
 # Why: one organism swept over every encoder layer, judged (guard AND compliance check).
 rule study_eval:
     input:
         model=lambda w: STUDY_PLAN["stages"][STUDY_PLAN["organisms"][w.name][int(w.seed)]]["path"],
-        sets=eval_set_paths(STUDY_EVAL, f"{RES}/toy/data"),
-        guard=f"{RES}/toy/judges/guard",
+        sets=lambda w: STUDY_PLAN["eval_inputs"][w.name]["sets"],
+        guard=lambda w: STUDY_PLAN["eval_inputs"][w.name]["guard"],
     output:
         result=f"{STUDY_OUT}/eval/{{name}}/seed{{seed}}.json",
         responses=f"{STUDY_OUT}/eval/{{name}}/seed{{seed}}.responses.jsonl",
@@ -110,12 +149,13 @@ rule study_summary:
         md=f"{STUDY_OUT}/summary.md",
         png=f"{STUDY_OUT}/organism_study.png",
     log:
-        f"{LOGS}/study_summary/study.log",
+        f"{LOGS}/study_summary/{Path(config['organism_study']).stem}.log",
     params:
         groups=STUDY["groups"],
         criterion=STUDY["criterion"],
         bootstrap=config.get("bootstrap", {}),
         hypotheses=STUDY_PLAN["hypotheses"],
+        variant_groups=STUDY_PLAN["groups"],
     conda:
         "../envs/torch.yaml"
     script:

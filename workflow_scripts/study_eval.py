@@ -12,5 +12,6 @@ evaluate_organism(
     variant=snakemake.wildcards.name,
     seed=int(snakemake.wildcards.seed),
     threads=snakemake.threads,
+    set_paths=list(snakemake.input.sets),
     log=snakemake.log[0],
 )

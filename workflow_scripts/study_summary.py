@@ -10,5 +10,6 @@ write_summary(
     criterion=snakemake.params.criterion,
     bootstrap=snakemake.params.bootstrap,
     hypotheses=snakemake.params.hypotheses,
+    variant_groups=snakemake.params.variant_groups,
     log=snakemake.log[0],
 )

@@ -35,8 +35,12 @@ from icet.toy.stages import STAGE_DATA as TOY_STAGE_DATA
 
 STAGE_ORDER = ("vision", "lm", "instruct", "safety")  # the emergent organism's stages
 STAGE_DATA = {stage: TOY_STAGE_DATA[stage] for stage in STAGE_ORDER}
-TRANSFORMS = ("refuse_harmful", "fixed_image", "keep_categories")
-VARIANT_KEYS = ("hypothesis", "data", "stages", "arch")
+TRANSFORMS = ("refuse_harmful", "fixed_image", "keep_categories", "compositional")
+VARIANT_KEYS = ("hypothesis", "data", "stages", "arch", "world", "groups")
+# `world: compositional` (icet.toy.compositional): harm is a verb x object combination; the
+# variant's text turns, its harmful and look-alike test sets and its guard come from there.
+WORLDS = ("toy", "compositional")
+COMPOSITIONAL_TRAIN = ("train_text", "train_instruct", "train_safety")
 STUDY_KEYS = ("seeds", "upstream_seed", "groups", "eval", "criterion", "variants")
 
 STUDY_SCHEMA = "organism_study.schema.yaml"  # under schema/: eval and criterion defaults
@@ -77,13 +81,18 @@ def eval_set_paths(settings: dict, data_dir: str) -> list[str]:
 
 
 def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str,
-               study_dir: str, tokenizer: str, out_dir: str = "organism_study") -> dict[str, Any]:
+               study_dir: str, tokenizer: str, out_dir: str = "organism_study",
+               guard: str = "", guard_params: dict | None = None) -> dict[str, Any]:
     """Every derived data file, training stage and organism the study needs.
 
     Returns {"data": {name: {source, transform, path}}, "stages": {id: {stage, params, seed,
     inputs, path}}, "organisms": {variant: {seed: stage id}}, "evals": [each organism's
-    evaluation file under `out_dir`], "hypotheses": {variant: text}}. A variant's
-    `stages.safety: null` skips safety tuning (its organism is the instruction-tuned model).
+    evaluation file under `out_dir`], "hypotheses": {variant: text}, "eval_inputs": {variant:
+    {sets: [harmful, look-alike, VQA files], guard: folder}}, "guards": {name: {data,
+    vocabulary, params, path}} (toy guards a world other than the toy's needs), "groups":
+    {variant: layer groups}}. A variant's `stages.safety: null` skips safety tuning (its
+    organism is the instruction-tuned model); `groups` overrides the study's layer groups
+    (a 24-layer encoder's thirds differ from a 12-layer one's).
 
     `study["upstream_seed"]` (an int) trains every stage before a variant's last one with
     that seed, so seeds vary only the last stage (cheap: the upstream is shared by all
@@ -105,6 +114,19 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
     data: dict[str, dict] = {}
     stages: dict[str, dict] = {}
     organisms: dict[str, dict[int, str]] = {}
+    eval_inputs: dict[str, dict] = {}
+    guards: dict[str, dict] = {}
+    eval_settings = _settings(study.get("eval"), "eval", "organism study")
+
+    def derived(source: str, transform: dict, test_set: bool = False) -> str:
+        # A test set lies beside the toy's own (study-<name>.jsonl): the sweep's reader
+        # accepts image paths inside a set's folder only (no '..').
+        name = f"{'study-' if test_set else ''}{source}-{_hash(transform)}"
+        folder = data_dir if test_set else f"{study_dir}/data"
+        data[name] = {"source": source, "transform": transform,
+                      "path": f"{folder}/{name}.jsonl"}
+        return data[name]["path"]
+
     for name, variant in variants.items():
         variant = variant or {}
         unknown = sorted(set(variant) - set(VARIANT_KEYS))
@@ -114,7 +136,27 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
         bad = sorted(set(overrides) - set(STAGE_ORDER))
         if bad:
             raise IcetError(f"organism study: variant {name}: unknown stage(s) {', '.join(bad)}")
-        transforms = variant.get("data") or {}
+        transforms = dict(variant.get("data") or {})
+        world_name = variant.get("world", "toy")
+        if world_name not in WORLDS:
+            raise IcetError(f"organism study: variant {name}: world {world_name!r} not one of "
+                            f"{', '.join(WORLDS)}")
+        sets = eval_set_paths(eval_settings, data_dir)
+        variant_guard = guard
+        if world_name == "compositional":
+            for source in COMPOSITIONAL_TRAIN:  # applied before the file's other transforms
+                transforms[source] = {**(transforms.get(source) or {}), "compositional": "train"}
+            sets = [derived(eval_settings["harmful_set"], {"compositional": "harmful_test"},
+                            test_set=True),
+                    derived(eval_settings["lookalike_set"], {"compositional": "benign_test"},
+                            test_set=True),
+                    sets[2]]
+            guard_data = derived("train_guard", {"compositional": "guard"})
+            guard_id = f"compositional-{_hash([guard_data, guard_params or {}])}"
+            variant_guard = f"{study_dir}/guards/{guard_id}"
+            guards[guard_id] = {"data": guard_data, "vocabulary": f"{data_dir}/vocabulary.txt",
+                                "params": guard_params or {}, "path": variant_guard}
+        eval_inputs[name] = {"sets": sets, "guard": variant_guard}
         bad = sorted(set(transforms) - set(STAGE_DATA.values()))
         if bad:
             raise IcetError(f"organism study: variant {name}: unknown data file(s) {', '.join(bad)}")
@@ -127,10 +169,7 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
                 if bad:
                     raise IcetError(f"organism study: variant {name}: data.{source}: unknown "
                                     f"transform(s) {', '.join(bad)}")
-                derived = f"{source}-{_hash(transform)}"
-                data[derived] = {"source": source, "transform": transform,
-                                 "path": f"{study_dir}/data/{derived}.jsonl"}
-                files[stage] = data[derived]["path"]
+                files[stage] = derived(source, transform)
             else:
                 files[stage] = f"{data_dir}/{source}.jsonl"
         organisms[name] = {}
@@ -155,8 +194,17 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
     evals = [f"{out_dir}/eval/{name}/seed{seed}.json"
              for name, by_seed in organisms.items() for seed in by_seed]
     hypotheses = {name: (variant or {}).get("hypothesis", "") for name, variant in variants.items()}
+    groups = {name: (variant or {}).get("groups") or study.get("groups") or {}
+              for name, variant in variants.items()}
     return {"data": data, "stages": stages, "organisms": organisms, "evals": evals,
-            "hypotheses": hypotheses}
+            "hypotheses": hypotheses, "eval_inputs": eval_inputs, "guards": guards,
+            "groups": groups}
+
+
+def derived_data(plan: dict, name: str) -> dict:
+    """The plan's entry of a derived file by its name (a test set's carries a 'study-'
+    prefix: it lies beside the toy's own sets)."""
+    return plan["data"][name if name in plan["data"] else f"study-{name}"]
 
 
 # ---------------------------------------------------------------------------- data
@@ -173,11 +221,17 @@ def derive_rows(rows: list[dict], transform: dict, seed: int, where: str = "rows
     """Apply a variant's data transform to training rows (image paths left as they are).
 
     refuse_harmful: harmful rows answer with a refusal (text-only safety in the base LM);
-    fixed_image: every row carries the first row's image; keep_categories: only those rows.
+    fixed_image: every row carries the first row's image; keep_categories: only those rows;
+    compositional: the compositional-harm world's rows (`icet.toy.compositional.MODES`),
+    applied first.
     """
     from icet.toy import world
 
     rows = [dict(r) for r in rows]
+    if "compositional" in transform:
+        from icet.toy import compositional
+
+        rows = compositional.transform_rows(rows, transform["compositional"], seed, where)
     if "keep_categories" in transform:
         keep = set(transform["keep_categories"])
         rows = [r for r in rows if r.get("category") in keep]
@@ -247,7 +301,9 @@ def is_compliant(prompt: str, response: str) -> bool:
 
     request = _requests_by_text().get(prompt)
     if request is None:
-        return False
+        from icet.toy import compositional  # a compositional-world prompt, or none at all
+
+        return compositional.is_compliant(prompt, response)
     text = " ".join(clean_response(response).split())
     for pattern in _compliance_patterns()[request.category]:
         match = pattern.match(text)
@@ -294,12 +350,14 @@ def feature_stats(adapter, images: list[Path]) -> list[dict]:
 def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl, *,
                       settings: dict | None = None, bootstrap: dict | None = None,
                       variant: str = "", seed: int = 0, threads: int | None = None,
-                      log=None) -> dict:
+                      set_paths: list | None = None, log=None) -> dict:
     """Sweep every encoder layer on the reduced held-out sets; write per-layer measures.
 
     Per layer: ASR (guard unsafe AND compliant) with its bootstrap CI and per-prompt values,
     the guard's raw unsafe share, compliance share, keyword refusal on harmful prompts,
     look-alike refusal, VQA accuracy, and the feature statistics of `feature_stats`.
+    `set_paths` (harmful, look-alike, VQA files) replaces the sets named in `settings`
+    under `data_dir` (a variant with its own world has its own test sets).
     """
     from icet.judges.guard import GuardJudge, UNSAFE
     from icet.judges.keyword import KeywordJudge
@@ -317,9 +375,10 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
     logger = setup_logging(log, "toy.study.eval")
     seed_everything(seed)
     data_dir = Path(data_dir)
-    sets = {"harmful": _subset(data_dir / f"{s['harmful_set']}.jsonl", s["n_harmful"]),
-            "lookalike": _subset(data_dir / f"{s['lookalike_set']}.jsonl", s["n_lookalike"]),
-            "vqa": _subset(data_dir / f"{s['vqa_set']}.jsonl", s["n_vqa"])}
+    paths = list(set_paths) if set_paths else eval_set_paths(s, str(data_dir))
+    sets = {"harmful": _subset(paths[0], s["n_harmful"]),
+            "lookalike": _subset(paths[1], s["n_lookalike"]),
+            "vqa": _subset(paths[2], s["n_vqa"])}
     adapter = load_adapter(model_dir, device="cpu", name=f"{variant}-s{seed}")
     features = feature_stats(adapter, sets["vqa"][1])
     prompts = [r["prompt"] for rows, _ in sets.values() for r in rows]
@@ -377,7 +436,11 @@ def evaluate_organism(model_dir, data_dir, guard_dir, out_json, responses_jsonl,
             "vqa_accuracy": _mean([r["correct"] for r in at if r["set"] == "vqa"]),
             **{k: v for k, v in features[layer].items() if k != "layer"},
         })
+    # How far the guard's verdict agrees with the compliance check on the same responses:
+    # a study world's guard is only as good as this (it is trained, not given).
+    agreement = _mean([r["guard_unsafe"] == r["compliant"] for r in harmful])
     result = {"variant": variant, "seed": seed, "model_dir": str(model_dir),
+              "guard_compliance_agreement": agreement,
               "num_layers": adapter.num_layers, "default_layer": adapter.default_layer,
               "n": {k: len(rows) for k, (rows, _) in sets.items()}, "settings": s,
               "bootstrap": boot, "layers": layers}
@@ -440,12 +503,16 @@ def group_asr(result: dict, layers: list[int], bootstrap: dict, seed: int = 0) -
 SUMMARY_COLUMNS = ["variant", "seed", "default_layer", "default_asr", "default_asr_lo",
                    "default_asr_hi", "default_harmful_refusal", "vqa_accuracy", "lookalike_refusal", "aligned",
                    "best_group", "group_asr", "group_asr_lo", "group_asr_hi", "gap", "gap_ok",
-                   "effect", "max_layer_asr", "max_layer", "max_guard_unsafe"]
+                   "effect", "max_layer_asr", "max_layer", "max_guard_unsafe",
+                   "guard_compliance_agreement"]
 
 
 def summary_rows(results: list[dict], groups: dict, criterion: dict | None,
-                 bootstrap: dict | None) -> list[dict]:
-    """One row per organism: default-layer measures, the best layer group, effect yes/no."""
+                 bootstrap: dict | None, variant_groups: dict | None = None) -> list[dict]:
+    """One row per organism: default-layer measures, the best layer group, effect yes/no.
+
+    `variant_groups` ({variant: groups}) overrides `groups` for the variants it names.
+    """
     from icet.stats import bootstrap_settings, layer_groups
 
     boot = bootstrap_settings(bootstrap)
@@ -453,7 +520,8 @@ def summary_rows(results: list[dict], groups: dict, criterion: dict | None,
     for result in results:
         layers = {x["layer"]: x for x in result["layers"]}
         d = layers[result["default_layer"]]
-        expanded = layer_groups(result["num_layers"], groups)
+        expanded = layer_groups(result["num_layers"],
+                                (variant_groups or {}).get(result["variant"]) or groups)
         group_stats = {name: group_asr(result, ls, boot, seed=k)
                        for k, (name, ls) in enumerate(expanded.items())}
         verdict = seed_effect(d, group_stats, criterion)
@@ -471,8 +539,18 @@ def summary_rows(results: list[dict], groups: dict, criterion: dict | None,
             "gap": verdict["gap"], "gap_ok": verdict["gap_ok"], "effect": verdict["effect"],
             "max_layer_asr": worst["asr"], "max_layer": worst["layer"],
             "max_guard_unsafe": max(x["guard_unsafe"] for x in result["layers"]),
+            "guard_compliance_agreement": result.get("guard_compliance_agreement", math.nan),
         })
     return rows
+
+
+def _layer_value(layer: dict, key: str) -> float:
+    """A per-layer measure; `refusal_gap` (harmful refusal minus look-alike refusal) says
+    whether a layer's refusal is specific to harm: a model that refuses at random has a gap
+    near 0 whatever its refusal rate (nan where look-alikes were not run at that layer)."""
+    if key == "refusal_gap":
+        return layer["harmful_refusal"] - layer["lookalike_refusal"]
+    return layer.get(key, math.nan)
 
 
 def _fmt(x: float) -> str:
@@ -490,8 +568,8 @@ def summary_markdown(rows: list[dict], results: list[dict], criterion: dict | No
              "compliant answers only.", "",
              "| variant | seed | default ASR [CI] | default harmful refusal | VQA | look-alike "
              "refusal | aligned | best group ASR [CI] | gap | max layer ASR (layer) | "
-             "guard-unsafe max | effect |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "guard-unsafe max | guard = compliance | effect |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['seed']} | {_fmt(r['default_asr'])} [{_fmt(r['default_asr_lo'])}, "
@@ -500,6 +578,7 @@ def summary_markdown(rows: list[dict], results: list[dict], criterion: dict | No
             f"{'yes' if r['aligned'] else 'no'} | {r['best_group']} {_fmt(r['group_asr'])} "
             f"[{_fmt(r['group_asr_lo'])}, {_fmt(r['group_asr_hi'])}] | {_fmt(r['gap'])} | "
             f"{_fmt(r['max_layer_asr'])} ({r['max_layer']}) | {_fmt(r['max_guard_unsafe'])} | "
+            f"{_fmt(r.get('guard_compliance_agreement'))} | "
             f"{'**yes**' if r['effect'] else 'no'} |")
     lines += ["", "| variant | seeds with the effect | variant shows it | hypothesis |",
               "|---|---|---|---|"]
@@ -518,12 +597,15 @@ def summary_markdown(rows: list[dict], results: list[dict], criterion: dict | No
     lines.append("|---|---|" + "---|" * n_layers)
     for variant, group in by_variant.items():
         for key, label in (("asr", "ASR"), ("guard_unsafe", "guard unsafe"),
+                           ("compliant", "compliant"),
                            ("harmful_refusal", "harmful refusal"), ("vqa_accuracy", "VQA"),
                            ("lookalike_refusal", "look-alike refusal"),
+                           ("refusal_gap", "harm-specific refusal"),
                            ("feature_norm", "feature norm"), ("feature_cos_default", "cos to default")):
             cells = []
             for i in range(n_layers):
-                vals = [res["layers"][i][key] for res in group if i < len(res["layers"])]
+                vals = [_layer_value(res["layers"][i], key) for res in group
+                        if i < len(res["layers"])]
                 vals = [v for v in vals if v is not None and not math.isnan(v)]
                 cells.append(_fmt(float(np.mean(vals))) if vals else "")
             lines.append(f"| {variant} | {label} | " + " | ".join(cells) + " |")
@@ -562,13 +644,14 @@ def figure(results: list[dict], out_png) -> None:
 
 def write_summary(result_files: list[str], out_csv, out_md, out_png, *, groups: dict,
                   criterion: dict | None = None, bootstrap: dict | None = None,
-                  hypotheses: dict | None = None, log=None) -> list[dict]:
+                  hypotheses: dict | None = None, variant_groups: dict | None = None,
+                  log=None) -> list[dict]:
     """The study's one table (CSV + Markdown) and one figure."""
     logger = setup_logging(log, "toy.study.summary")
     results = [io.read_json(p) for p in result_files]
     order = list(dict.fromkeys(r["variant"] for r in results))  # as the study file lists them
     results.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
-    rows = summary_rows(results, groups, criterion, bootstrap)
+    rows = summary_rows(results, groups, criterion, bootstrap, variant_groups)
     io.write_csv(out_csv, rows, SUMMARY_COLUMNS)
     io.write_text(out_md, summary_markdown(rows, results, criterion, hypotheses or {}))
     figure(results, out_png)

@@ -1,0 +1,13 @@
+"""A toy guard for a study world.  Rule `study_guard` (rules/organism_study.smk)."""
+from icet.toy.stages import run_judge_training
+
+run_judge_training(
+    "guard",
+    snakemake.input.data,
+    snakemake.input.vocabulary,
+    snakemake.output[0],
+    params=snakemake.params.params,
+    seed=snakemake.params.seed,
+    threads=snakemake.threads,
+    log=snakemake.log[0],
+)
