@@ -105,13 +105,14 @@ rule study_guard:
     wildcard_constraints:
         guard_id="[^/]+",
     params:
+        judge="guard",
         params=lambda w: STUDY_PLAN["guards"][w.guard_id]["params"],
         seed=config["seed"],
     threads: 1
     conda:
         "../envs/torch.yaml"
     script:
-        "../workflow_scripts/study_guard.py"
+        "../workflow_scripts/train_toy_judge.py"
 
 
 # Why: one organism swept over every encoder layer, judged (guard AND compliance check).

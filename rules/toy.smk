@@ -42,6 +42,7 @@ rule train_toy_judge:
     wildcard_constraints:
         judge=TOY_JUDGE_PATTERN,
     params:
+        judge=lambda w: w.judge,
         params=lambda w: TOY_JUDGE_PARAMS.get(w.judge, {}),
         seed=config["seed"],
     threads: 1

@@ -1,8 +1,9 @@
-"""One toy judge (guard, reward model or toxicity).  Rule `train_toy_judge` (rules/toy.smk)."""
+"""One toy judge (guard, reward model or toxicity).  Rules `train_toy_judge` (rules/toy.smk)
+and `study_guard` (rules/organism_study.smk)."""
 from icet.toy.stages import run_judge_training
 
 run_judge_training(
-    snakemake.wildcards.judge,
+    snakemake.params.judge,
     snakemake.input.data,
     snakemake.input.vocabulary,
     snakemake.output[0],
