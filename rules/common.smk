@@ -321,8 +321,8 @@ def utility_score_files(testset):
     """Every model x variant's scores of a utility set (VQA: the utility judge's file)."""
     if testset not in UTILITY_SETS:
         return []
-    suffix = ".utility.jsonl" if testset == "vqa" else ".jsonl"
-    return [f"{RUN}/scores/{m}/{v}/{testset}{suffix}" for m in MODELS for v in variants(m)]
+    files = [score_file(m, v, testset) for m in MODELS for v in variants(m)]
+    return [str(Path(f).with_suffix(".utility.jsonl")) for f in files] if testset == "vqa" else files
 
 
 def planted_score_files():

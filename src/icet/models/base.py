@@ -303,6 +303,18 @@ class VLMAdapter(abc.ABC):
         return 0
 
 
+def hook_block_inputs(blocks: Any, states: list) -> list:
+    """Forward pre-hooks that store block j's input in `states[j]` on every call (the state
+    after j blocks); returns their handles, for the caller to remove."""
+    def block_input(index):
+        def hook(module, args, kwargs):
+            states[index] = args[0] if args else kwargs["hidden_states"]
+        return hook
+
+    return [block.register_forward_pre_hook(block_input(j), with_kwargs=True)
+            for j, block in enumerate(blocks)]
+
+
 @contextmanager
 def early_exit(layers: Any, layer: int | None) -> Iterator[None]:
     """While inside: the blocks after the first `layer` (None = all run) return their input.

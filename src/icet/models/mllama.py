@@ -64,7 +64,7 @@ from transformers.conversion_mapping import (get_checkpoint_conversion_mapping,
                                              register_checkpoint_conversion_mapping)
 
 from icet.errors import IcetError
-from icet.models.base import VLMAdapter, base_model_of, early_exit, load_image  # noqa: F401
+from icet.models.base import VLMAdapter, base_model_of, early_exit, hook_block_inputs, load_image  # noqa: F401
 
 ICET_KWARG = "icet_layer"
 _CLASS_NAME = "IcetMllamaForConditionalGeneration"
@@ -94,17 +94,11 @@ def reference_taps(encoder: Any) -> Iterator[list]:
     layers = encoder.layers
     states: list = [None] * (len(layers) + 1)
 
-    def block_input(index):
-        def hook(module, args, kwargs):
-            states[index] = args[0] if args else kwargs["hidden_states"]
-        return hook
-
     def report(module, args, kwargs, output):
         states[-1] = output.last_hidden_state
         return type(output)(last_hidden_state=output.last_hidden_state, hidden_states=tuple(states[:-1]))
 
-    handles = [block.register_forward_pre_hook(block_input(j), with_kwargs=True)
-               for j, block in enumerate(layers)]
+    handles = hook_block_inputs(layers, states)
     handles.append(encoder.register_forward_hook(report, with_kwargs=True))
     try:
         yield states

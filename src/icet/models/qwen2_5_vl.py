@@ -59,7 +59,7 @@ from transformers.conversion_mapping import (get_checkpoint_conversion_mapping,
 
 from icet.errors import IcetError
 from icet.models import registry
-from icet.models.base import VLMAdapter, base_model_of, early_exit
+from icet.models.base import VLMAdapter, base_model_of, early_exit, hook_block_inputs
 
 ICET_KWARG = "icet_layer"
 _CLASS_NAME = "IcetQwen2_5_VLForConditionalGeneration"
@@ -95,16 +95,10 @@ def exit_states(visual: Any, pixel_values: torch.Tensor, grid_thw: torch.Tensor
     blocks = visual.blocks
     states: list = [None] * (len(blocks) + 1)
 
-    def block_input(index):
-        def hook(module, args, kwargs):
-            states[index] = args[0] if args else kwargs["hidden_states"]
-        return hook
-
     def last_output(module, args, kwargs, output):
         states[-1] = output
 
-    handles = [block.register_forward_pre_hook(block_input(j), with_kwargs=True)
-               for j, block in enumerate(blocks)]
+    handles = hook_block_inputs(blocks, states)
     handles.append(blocks[-1].register_forward_hook(last_output, with_kwargs=True))
     try:
         pooled = visual(pixel_values.type(visual.dtype), grid_thw=grid_thw).pooler_output
