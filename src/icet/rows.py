@@ -6,8 +6,9 @@ Three kinds of rows travel through the DAG (docs/contracts.md has the tables):
   sweep (and L-PPO, the organism study): `read_dataset` / `check_dataset_row`;
 - response rows, written by the sweep (`response_row`) and read by the scorers:
   `read_responses`;
-- score rows, written by the scorers and read by the report (icet.stats.load_scores):
-  `check_score_row`.
+- score rows, written by the scorers and read by the report: `read_scores` (safety scores:
+  icet.stats.load_scores, the examples exhibit, XSTest over-refusal) and
+  `read_utility_scores` (VQA utility scores: icet.report.utility).
 
 Why one module: the data-set rules used to be checked twice (a builder-side and a sweep-side
 check, with different wording), and every reader named its own required keys. A bad row stops
@@ -214,11 +215,36 @@ def check_score_row(path, number: int, row: dict) -> None:
                         f"got {row['refusal']!r}")
 
 
-def read_scores(score_files: Iterable[str | os.PathLike]) -> list[tuple[Path, int, dict]]:
-    """(file, line number, row) of every score row, each checked by `check_score_row`."""
+def read_scores(score_files: Iterable[str | os.PathLike],
+                also: Iterable[str] = ()) -> list[tuple[Path, int, dict]]:
+    """(file, line number, row) of every score row, each checked by `check_score_row`;
+    `also`: further keys the reader needs (e.g. the response text)."""
+    required = SCORE_KEYS + tuple(k for k in also if k not in SCORE_KEYS)
     out = []
     for path in [Path(p) for p in score_files]:
-        for number, row in numbered_rows(path, required=SCORE_KEYS):
+        for number, row in numbered_rows(path, required=required):
             check_score_row(path, number, row)
             out.append((path, number, row))
+    return out
+
+
+def read_utility_scores(score_files: Iterable[str | os.PathLike]) -> list[dict]:
+    """Every VQA utility score row (icet.judges.vqa writes them), checked: its cell keys, and
+    `correct` (a share in [0, 1], a bool, or null) and `utility_reward` (a number or null)."""
+    out = []
+    for path in [Path(p) for p in score_files]:
+        for number, row in numbered_rows(path, required=UTILITY_SCORE_KEYS):
+            layer = row["layer"]
+            if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
+                raise IcetError(f"{path}: row {number}: key 'layer' must be an int >= 0, "
+                                f"got {layer!r}")
+            if row["variant"] not in VARIANTS:
+                raise IcetError(f"{path}: row {number}: key 'variant' must be one of "
+                                f"{', '.join(VARIANTS)}, got {row['variant']!r}")
+            if not isinstance(row.get("correct"), bool):
+                score_number(path, number, "correct", row.get("correct"),
+                             "a share in [0, 1], a bool or null", 0.0, 1.0)
+            score_number(path, number, "utility_reward", row.get("utility_reward"),
+                         "a number or null")
+            out.append(row)
     return out

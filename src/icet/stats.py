@@ -29,6 +29,7 @@ wherever its column is in the scores (`metrics_of`), after the required ones.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -60,23 +61,33 @@ def metrics_of(frame: pd.DataFrame) -> dict[str, tuple[str, float]]:
     return {**METRICS, **extra}
 
 
-DEFAULT_BOOTSTRAP: dict = {
-    "n_resamples": 1000,  # percentile CI bounds settle to ~0.1 points by 1000 replicates
-    "ci": 0.95,  # the usual 95% interval
-    "seed": 0,  # bootstrap draws are seeded so tables are byte-identical on rerun
-    "paired": True,  # group CIs draw prompts once for all layers (see module docstring)
-    "unit": "prompt",  # resample prompts (clusters of rows sharing a prompt text), or "row"
-}
 UNITS = ("prompt", "row")
+# The order settings are recorded in (the organism study's eval files hold them).
+BOOTSTRAP_KEYS = ("n_resamples", "ci", "seed", "paired", "unit")
+
+
+@functools.lru_cache(maxsize=1)
+def _bootstrap_schema() -> tuple[dict, dict, int]:
+    """(the schema's `bootstrap` node, the whole schema, the run seed's default)."""
+    from icet.config import load_schema
+
+    schema = load_schema()
+    return schema["properties"]["bootstrap"], schema, schema["properties"]["seed"]["default"]
 
 
 def bootstrap_settings(bootstrap: dict | None) -> dict:
-    """Fill in defaults and reject unknown or out-of-range settings."""
-    settings = dict(DEFAULT_BOOTSTRAP)
-    unknown = sorted(set(bootstrap or {}) - set(settings))
+    """`bootstrap` with the schema's defaults filled in (the config's `bootstrap` block; the
+    seed is the run's, as the workflow passes it); unknown or out-of-range settings stop."""
+    from icet.config import fill_defaults
+
+    node, schema, run_seed = _bootstrap_schema()
+    given = dict(bootstrap or {})
+    unknown = sorted(set(given) - set(BOOTSTRAP_KEYS))
     if unknown:
         raise IcetError(f"bootstrap settings: unknown key(s) {', '.join(unknown)}")
-    settings.update(bootstrap or {})
+    given.setdefault("seed", run_seed)
+    filled = fill_defaults(given, node, schema)
+    settings = {key: filled[key] for key in BOOTSTRAP_KEYS}
     if not isinstance(settings["n_resamples"], int) or settings["n_resamples"] < 1:
         raise IcetError(f"bootstrap settings: n_resamples must be a positive int, "
                         f"got {settings['n_resamples']!r}")

@@ -10,7 +10,7 @@ from icet import paper_data
 from icet.errors import IcetError
 from icet.io import write_jsonl
 from icet.rows import (SCORE_KEYS, SET_RULES, read_dataset, read_responses, read_scores,
-                       response_row, validate_dataset)
+                       read_utility_scores, response_row, validate_dataset)
 
 
 def _row(i, kind="harmful", answer=None, image="images/a.png"):
@@ -111,3 +111,32 @@ def test_read_scores_names_the_row_and_key(tmp_path):
         read_scores([path])
     write_jsonl(path, [good])
     assert read_scores([path]) == [(path, 1, good)]
+
+
+def test_read_scores_asks_for_the_readers_further_keys(tmp_path):
+    row = {k: 0 for k in SCORE_KEYS} | {"id": "a", "variant": "original", "refusal": False}
+    path = tmp_path / "s.jsonl"
+    write_jsonl(path, [row])
+    with pytest.raises(IcetError, match=r"s.jsonl: row 1: missing key\(s\) response"):
+        read_scores([path], also=("response", "layer"))
+    write_jsonl(path, [row | {"response": "r"}])
+    assert read_scores([path], also=("response",)) == [(path, 1, row | {"response": "r"})]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"layer": "3"}, "key 'layer' must be an int >= 0"),
+    ({"variant": "tuned"}, "key 'variant' must be one of original, aligned"),
+    ({"correct": 1.5}, "key 'correct' must be a share in \\[0, 1\\], a bool or null"),
+    ({"utility_reward": "high"}, "key 'utility_reward' must be a number or null"),
+])
+def test_read_utility_scores_names_the_row_and_key(tmp_path, bad, message):
+    good = [{"id": "q1", "model": "m", "variant": "original", "layer": 0, "correct": True,
+             "utility_reward": None},
+            {"id": "q2", "model": "m", "variant": "aligned", "layer": 2, "correct": 0.6,
+             "utility_reward": -1.5}]
+    path = tmp_path / "u.jsonl"
+    write_jsonl(path, good)
+    assert read_utility_scores([path]) == good
+    write_jsonl(path, good + [good[1] | bad])
+    with pytest.raises(IcetError, match=f"u.jsonl: row 3: {message}"):
+        read_utility_scores([path])

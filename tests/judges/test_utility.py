@@ -28,7 +28,11 @@ def test_normalise_drops_articles_and_punctuation():
 
 
 def _rows(model, variant, layer, values, key):
-    return [{"model": model, "variant": variant, "layer": layer, "id": f"q{i}", key: v,
+    """VQA utility score rows (key "correct"), or XSTest safety score rows (key "refusal"),
+    with the keys each contract in icet.rows requires."""
+    extra = ({"utility_reward": None} if key == "correct" else
+             {"testset": "xstest", "kind": "lookalike", "unsafe": 0, "toxicity": 0.0, "reward": 0.0})
+    return [{"model": model, "variant": variant, "layer": layer, "id": f"q{i}", **extra, key: v,
              **({"utility_reward": float(i)} if key == "correct" else {})}
             for i, v in enumerate(values)]
 

@@ -187,3 +187,15 @@ def test_bootstrap_unit_is_checked():
     from icet.stats import bootstrap_settings
     with pytest.raises(IcetError, match="unit"):
         bootstrap_settings({"unit": "image"})
+
+
+def test_bootstrap_defaults_are_the_schemas():
+    """A direct call gets what a run gets: the config's filled `bootstrap` block and its seed."""
+    from icet.config import REPO_ROOT, load_config
+    from icet.stats import bootstrap_settings
+
+    config = load_config(REPO_ROOT / "config.yaml")
+    assert bootstrap_settings({}) == bootstrap_settings({**config["bootstrap"], "seed": config["seed"]})
+    assert bootstrap_settings({"paired": False})["paired"] is False
+    with pytest.raises(IcetError, match="unknown key.*resamples"):
+        bootstrap_settings({"resamples": 10})

@@ -31,9 +31,10 @@ import re
 from typing import Sequence
 
 from icet.errors import IcetError
-from icet.io import read_jsonl, write_jsonl
+from icet.io import write_jsonl
 from icet.judges.base import Judge, register
 from icet.logs import setup_logging
+from icet.rows import read_responses
 from icet.shards import expand
 
 VQA_METRICS = ("vqa", "contains")
@@ -182,8 +183,9 @@ def score_utility(response_files: list[str], out: str, reward_path: str, *,
     device = resolve_device(device)
     logger = setup_logging(log, "utility")
     spec = judge_settings({"utility_reward": {**reward, "path": reward_path}})["utility_reward"]
-    rows = [row for path in expand(response_files) for row in read_jsonl(path)]
-    rows.sort(key=lambda r: (r["layer"], r["id"]))
+    # The response-row contract's check (icet.rows); the files' own order stays (layer, id) as
+    # the ids are, not as strings, as these score files have always been written.
+    rows = sorted(read_responses(expand(response_files)), key=lambda r: (r["layer"], r["id"]))
     responses = [clean_response(r["response"]) for r in rows]
     # accuracy first: a row without its answers stops before the reward model loads
     correct = [accuracy_of(r, text, metric, f"VQA responses: row id {r.get('id')!r}, layer "

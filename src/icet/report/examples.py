@@ -26,12 +26,13 @@ import seaborn as sns  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from icet.errors import IcetError  # noqa: E402
-from icet.io import read_jsonl, write_csv, write_text  # noqa: E402
+from icet.io import write_csv, write_text  # noqa: E402
 from icet.logs import setup_logging  # noqa: E402
 from icet.report.exhibits import resolve_exhibit, scale_layer  # noqa: E402,F401
 from icet.report.figures import _save  # noqa: E402
 from icet.report.latex import write_latex  # noqa: E402
 from icet.report.tables import _pipe_table  # noqa: E402
+from icet.rows import read_scores  # noqa: E402
 
 EXAMPLE_COLUMNS = ["exhibit", "model", "testset", "id", "variant", "layer", "paper_layer",
                    "prompt", "image", "response", "guard_verdict", "refusal", "masked"]
@@ -49,13 +50,8 @@ def mask_response(text: str, show: bool = False, shown_words: int = 4) -> str:
 
 
 def _rows_by_key(score_files: Iterable[str | os.PathLike]) -> dict[tuple, dict]:
-    rows = {}
-    for path in score_files:
-        for row in read_jsonl(path, required=("id", "model", "variant", "testset", "layer",
-                                              "response", "prompt", "image", "kind")):
-            rows[(row["model"], row["variant"], row["testset"], int(row["layer"]),
-                  str(row["id"]))] = row
-    return rows
+    return {(row["model"], row["variant"], row["testset"], row["layer"], str(row["id"])): row
+            for _, _, row in read_scores(score_files, also=("response", "prompt", "image"))}
 
 
 def pick_prompt(rows: dict[tuple, dict], exhibit: dict) -> str:

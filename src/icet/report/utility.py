@@ -14,16 +14,15 @@ unit: the question (each VQA question has its own image and its own answers).
 from __future__ import annotations
 
 import math
-
-import os
 from typing import Iterable
 
 import numpy as np
 
-from icet.io import read_jsonl, write_csv, write_text
+from icet.io import write_csv, write_text
 from icet.logs import setup_logging
 from icet.report.latex import write_latex
 from icet.report.tables import NOT_RUN, fmt
+from icet.rows import read_scores, read_utility_scores
 from icet.stats import VARIANTS, bootstrap_ci, bootstrap_settings, layer_groups
 
 ACCURACY_TEXT = {"vqa": "standard VQA-v2 accuracy (10 human answers, leave-one-out, official "
@@ -39,11 +38,10 @@ UTILITY_COLUMNS = ["model", "variant", "layer", "vqa_n", "vqa_accuracy", "vqa_ac
                    "xstest_n", "xstest_refusal", "xstest_refusal_lo", "xstest_refusal_hi"]
 
 
-def _by_cell(files: Iterable[str | os.PathLike]) -> dict[tuple, list[dict]]:
+def _by_cell(rows: Iterable[dict]) -> dict[tuple, list[dict]]:
     cells: dict[tuple, list[dict]] = {}
-    for path in files:
-        for row in read_jsonl(path, required=("model", "variant", "layer")):
-            cells.setdefault((row["model"], row["variant"], int(row["layer"])), []).append(row)
+    for row in rows:
+        cells.setdefault((row["model"], row["variant"], row["layer"]), []).append(row)
     return cells
 
 
@@ -51,7 +49,8 @@ def utility_rows(vqa_files: Iterable, xstest_files: Iterable, bootstrap: dict | 
     """One row per (model, variant, layer): VQA accuracy %, utility reward, XSTest refusal %."""
     settings = bootstrap_settings(bootstrap)
     boot = (settings["n_resamples"], settings["ci"], settings["seed"])
-    vqa, xstest = _by_cell(vqa_files), _by_cell(xstest_files)
+    vqa = _by_cell(read_utility_scores(vqa_files))
+    xstest = _by_cell(row for _, _, row in read_scores(xstest_files))
     keys = sorted(set(vqa) | set(xstest), key=lambda k: (k[0], VARIANTS.index(k[1]), k[2]))
     rows = []
     for model, variant, layer in keys:
@@ -127,9 +126,8 @@ def table3_rows(vqa_files: Iterable, groups: dict[str, dict[str, list[int]]],
     n, ci = settings["n_resamples"], settings["ci"]
     alpha = (1.0 - ci) / 2.0
     by_model: dict[tuple[str, str], list[dict]] = {}
-    for path in vqa_files:
-        for row in read_jsonl(path, required=("model", "variant", "layer", "id")):
-            by_model.setdefault((row["model"], row["variant"]), []).append(row)
+    for row in read_utility_scores(vqa_files):
+        by_model.setdefault((row["model"], row["variant"]), []).append(row)
     out = []
     for model in sorted({m for m, _ in by_model}):
         if model not in groups:
