@@ -198,14 +198,19 @@ def binary_columns() -> tuple[str, ...]:
     return tuple(cls.metric[1] for cls in registry().values() if cls.role == "asr" and cls.metric)
 
 
-def check_score_row(path, number: int, row: dict) -> None:
-    """Types of the score-row keys the report reads (the numeric ones: `score_number`)."""
+def _check_cell(path, number: int, row: dict) -> None:
+    """The keys that place a score row in a table cell: its layer and variant."""
     layer = row["layer"]
     if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
         raise IcetError(f"{path}: row {number}: key 'layer' must be an int >= 0, got {layer!r}")
     if row["variant"] not in VARIANTS:
         raise IcetError(f"{path}: row {number}: key 'variant' must be one of "
                         f"{', '.join(VARIANTS)}, got {row['variant']!r}")
+
+
+def check_score_row(path, number: int, row: dict) -> None:
+    """Types of the score-row keys the report reads (the numeric ones: `score_number`)."""
+    _check_cell(path, number, row)
     for column in binary_columns():
         if row.get(column) not in (0, 1, None):
             raise IcetError(f"{path}: row {number}: key '{column}' must be 1, 0 or null, "
@@ -234,13 +239,7 @@ def read_utility_scores(score_files: Iterable[str | os.PathLike]) -> list[dict]:
     out = []
     for path in [Path(p) for p in score_files]:
         for number, row in numbered_rows(path, required=UTILITY_SCORE_KEYS):
-            layer = row["layer"]
-            if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
-                raise IcetError(f"{path}: row {number}: key 'layer' must be an int >= 0, "
-                                f"got {layer!r}")
-            if row["variant"] not in VARIANTS:
-                raise IcetError(f"{path}: row {number}: key 'variant' must be one of "
-                                f"{', '.join(VARIANTS)}, got {row['variant']!r}")
+            _check_cell(path, number, row)
             if not isinstance(row.get("correct"), bool):
                 score_number(path, number, "correct", row.get("correct"),
                              "a share in [0, 1], a bool or null", 0.0, 1.0)
