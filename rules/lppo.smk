@@ -24,6 +24,7 @@ rule lppo_train:
         device=lambda w: model_device(w.model),
         workdir=lambda w: f"{RUN}/lppo/{w.model}",
         prompting=lambda w: prompting_of(MODELS[w.model]),
+        num_layers=lambda w: MODELS[w.model]["num_layers"],
         processes=lambda w: lppo_processes(w.model),
     threads: 1
     resources:

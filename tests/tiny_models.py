@@ -255,3 +255,65 @@ def build_tiny_qwen2_5_vl(out_dir: str | os.PathLike, seed: int = 0, words=TINY_
     processor = ImageOnlyQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                              chat_template=QWEN_CHAT_TEMPLATE)
     return _save(Qwen2_5_VLForConditionalGeneration, config, processor, tokenizer, out_dir, seed)
+
+
+# What Qwen/Qwen2.5-VL-7B-Instruct's config.json holds in its vision_config (docs/qwen2_5_vl.md
+# names the copies read): only these keys, every other ViT number (depth 32,
+# fullatt_block_indexes [7, 15, 23, 31], window_size 112, patch_size 14, spatial_merge_size 2,
+# temporal_patch_size 2, out_hidden_size 3584, intermediate_size 3420, num_heads 16) is left
+# to transformers' Qwen2_5_VLVisionConfig defaults. The text model's keys sit at the top level
+# (no text_config), with rope_scaling {mrope_section, rope_type, type} and rope_theta.
+QWEN_HUB_VISION_KEYS = {"hidden_size": 1280, "in_chans": 3, "model_type": "qwen2_5_vl",
+                        "spatial_patch_size": 14, "tokens_per_second": 2, "torch_dtype": "bfloat16"}
+# preprocessor_config.json as the Qwen2.5-VL repos carry it (copies named in docs/qwen2_5_vl.md).
+QWEN_HUB_PREPROCESSOR = {
+    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+    "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"}
+QWEN_HUB_DEPTH = 32  # transformers' default, which the 7B's config.json relies on
+
+
+def build_tiny_qwen2_5_vl_hub_layout(out_dir: str | os.PathLike, seed: int = 0,
+                                     words=TINY_WORDS) -> Path:
+    """A tiny random Qwen2.5-VL in the released 7B's file layout: flat config.json whose
+    vision_config has the 7B's keys only (so depth, full-attention blocks, window and patch
+    sizes are transformers' defaults: 32 blocks) plus the widths that keep it tiny
+    (hidden_size 16 for 1280; intermediate_size, num_heads, out_hidden_size), the 7B's
+    preprocessor_config.json, chat_template.json, tokenizer files; no processor_config.json."""
+    import json
+
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from icet.toy.tokenizer import build_word_tokenizer
+
+    out_dir = Path(out_dir)
+    tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out_dir,
+                                     chat_template=QWEN_CHAT_TEMPLATE,
+                                     extra_special_tokens=["<|im_start|>", "<|im_end|>"])
+    vision = {**QWEN_HUB_VISION_KEYS, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2,
+              "out_hidden_size": 32, "initializer_range": 0.2}
+    text = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                intermediate_size=64, vocab_size=len(tokenizer), max_position_embeddings=256,
+                rms_norm_eps=1e-6, rope_theta=10000.0, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                initializer_range=0.2, tie_word_embeddings=False, use_sliding_window=False,
+                rope_scaling={"mrope_section": [2, 3, 3], "rope_type": "default", "type": "default"})
+    flat = {"architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
+            **text, "image_token_id": tokenizer.convert_tokens_to_ids("<image>"),
+            "video_token_id": tokenizer.unk_token_id, "vision_config": vision,
+            "torch_dtype": "float32"}
+    torch.manual_seed(seed)
+    config = Qwen2_5_VLConfig.from_dict(flat)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir)
+    (out_dir / "config.json").write_text(json.dumps(flat, indent=2))  # the Hub's flat file
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(QWEN_HUB_PREPROCESSOR, indent=2))
+    (out_dir / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_CHAT_TEMPLATE}))
+    tokenizer_config = json.loads((out_dir / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)  # the template lives in chat_template.json
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    (out_dir / "chat_template.jinja").unlink(missing_ok=True)
+    return out_dir

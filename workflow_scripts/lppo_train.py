@@ -12,6 +12,7 @@ run_lppo_job(
     device=snakemake.params.device,
     threads=snakemake.threads,
     prompting=snakemake.params.prompting,
+    num_layers=snakemake.params.num_layers,
     processes=snakemake.params.processes,
     log=snakemake.log[0],
 )

@@ -125,6 +125,21 @@ def test_download_snapshot_reads_the_mirror_offline_with_pr_ref(mirror, tmp_path
         download_snapshot("nobody/absent", "main", tmp_path / "absent")
 
 
+def test_a_revision_pinned_to_a_commit_sha_downloads_that_snapshot_offline(mirror, tmp_path,
+                                                                            monkeypatch):
+    """huggingface_hub reads snapshots/<sha> for a sha revision (no refs/ lookup): the mirror
+    keeps the pinned HarmBench classifier there, tokenizer.model and no tokenizer.json."""
+    out, record = mirror
+    monkeypatch.setenv("HF_HOME", str(out / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = paper_config()["judges"]["harmbench"]
+    assert len(spec["revision"]) == 40  # config.yaml pins a commit
+    got = download_snapshot(spec["repo"], spec["revision"], tmp_path / "harmbench")
+    assert got["resolved_sha"] == spec["revision"]
+    assert "tokenizer.model" in got["files"] and "tokenizer.json" not in got["files"]
+
+
 def test_local_server_serves_the_url_files_then_stops(mirror, tmp_path):
     out, _ = mirror
     url = paper_config()["data"]["advbench"]["url"]

@@ -357,6 +357,29 @@ def test_resume_refuses_other_inputs_and_steps_below_the_checkpoint(world, tmp_p
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
 
 
+def test_num_layers_that_disagree_with_the_checkpoint_stop_before_any_step(world, tmp_path):
+    """The config's N for the model goes through the sweep's load check: a wrong one stops
+    with that check's one line, before any rollout, reward or checkpoint."""
+    calls = []
+
+    def reward(prompts, responses):
+        calls.append(len(prompts))
+        return [0.0] * len(prompts)
+
+    with pytest.raises(IcetError) as sweep_err:
+        load_adapter(world["model"], num_layers=N_LAYERS + 1)
+    out = tmp_path / "run"
+    with pytest.raises(IcetError) as err:
+        train_lppo(world["model"], world["rt"], str(out), {**FAST, "steps": 1}, 0,
+                   reward_fn=reward, num_layers=N_LAYERS + 1)
+    assert str(err.value) == str(sweep_err.value)
+    assert f"config num_layers is {N_LAYERS + 1}" in str(err.value) and "\n" not in str(err.value)
+    assert calls == [] and not (out / "checkpoints").exists() and not (out / "metrics.csv").exists()
+    train_lppo(world["model"], world["rt"], str(out), {**FAST, "steps": 1}, 0,
+               reward_fn=reward, num_layers=N_LAYERS)  # the checkpoint's N: trains
+    assert calls and (out / "metrics.csv").is_file()
+
+
 def test_nan_reward_stops_with_one_line_naming_step_and_sample(world, tmp_path):
     def nan_for_second(prompts, responses):
         return [0.0, float("nan")] + [0.0] * (len(prompts) - 2)

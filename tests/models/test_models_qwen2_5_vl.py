@@ -16,7 +16,8 @@ import torch
 from icet.engine import fast_sweep, respond  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
 from icet.models import load_adapter, registry  # noqa: E402
-from tiny_models import PROMPTS, QWEN_FULLATT, QWEN_LAYERS, build_tiny_qwen2_5_vl, noise_image  # noqa: E402
+from tiny_models import (PROMPTS, QWEN_FULLATT, QWEN_HUB_DEPTH, QWEN_LAYERS, build_tiny_qwen2_5_vl,  # noqa: E402
+                         build_tiny_qwen2_5_vl_hub_layout, noise_image)
 
 IMAGES = [noise_image(i) for i in range(len(PROMPTS))]
 
@@ -135,3 +136,37 @@ def test_fast_engine_matches_the_naive_loop_token_for_token(adapter):
 def test_icet_layer_out_of_range_stops(adapter):
     with pytest.raises(IcetError, match="out of range"):
         adapter.generate(PROMPTS[:1], IMAGES[:1], layer=QWEN_LAYERS + 1)
+
+
+@pytest.fixture(scope="module")
+def hub_layout_dir(tmp_path_factory):
+    return build_tiny_qwen2_5_vl_hub_layout(tmp_path_factory.mktemp("tiny-qwen-hub"))
+
+
+def test_the_released_file_layout_loads_with_transformers_defaults(hub_layout_dir):
+    """The 7B's config.json leaves depth, full-attention blocks and window to transformers'
+    defaults and keeps the text keys flat; its processor is preprocessor_config.json
+    (min/max_pixels) plus chat_template.json. The parse-time check cannot see N there (it
+    passes any num_layers); the load-time check sees the default 32 and stops a wrong one."""
+    from icet.io import read_json
+
+    config = read_json(hub_layout_dir / "config.json")
+    assert "text_config" not in config and "depth" not in config["vision_config"]
+    assert registry.checkpoint_num_layers("qwen2_5_vl", config) is None
+    registry.check_checkpoint("qwen2_5_vl", "hub-qwen", 24, hub_layout_dir)  # cannot tell yet
+    with pytest.raises(IcetError, match=rf"hub-qwen: config num_layers is 24 but .* has {QWEN_HUB_DEPTH} "):
+        load_adapter(hub_layout_dir, num_layers=24, name="hub-qwen")
+    adapter = load_adapter(hub_layout_dir, num_layers=QWEN_HUB_DEPTH, name="hub-qwen")
+    assert (adapter.num_layers, adapter.default_layer) == (QWEN_HUB_DEPTH, QWEN_HUB_DEPTH)
+    assert adapter.info["fullatt_block_indexes"] == [7, 15, 23, 31]
+    assert adapter.info["window_size"] == 112 and adapter.model.model.visual.patch_size == 14
+    assert adapter.processor.chat_template  # read from chat_template.json
+    images = [noise_image(i, 224, 224) for i in range(2)]  # 16x16 patches, four 112 px windows
+    inputs = adapter.prepare(PROMPTS[:2], images)
+    assert inputs["image_grid_thw"].tolist() == [[1, 16, 16]] * 2
+    image_id = adapter.model.model.config.image_token_id
+    assert (inputs["input_ids"] == image_id).sum(dim=1).tolist() == [64, 64]
+    layers = [0, 8, QWEN_HUB_DEPTH]  # 8: just after the first full-attention block
+    fast = fast_sweep(adapter, PROMPTS[:2], images, layers, max_new_tokens=4, batch_size=2)
+    for layer in layers:
+        assert fast[layer] == respond(adapter, PROMPTS[:2], images, layer, max_new_tokens=4, batch_size=2)

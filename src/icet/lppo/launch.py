@@ -52,12 +52,14 @@ def write_job(path: str | os.PathLike, **job: Any) -> Path:
 def run_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
                  reward_model_dir: str, reward: dict | None = None, seed: int = 0,
                  device: str = "auto", threads: int = 1, processes: int = 1,
-                 prompting: dict | None = None, log: str | None = None) -> None:
+                 prompting: dict | None = None, num_layers: int | None = None,
+                 log: str | None = None) -> None:
     """The workflow's entry (rule lppo_train): in this process for one rank, else `processes`
     ranks through torchrun, each with `threads` // `processes` CPU threads (at least 1)."""
     job = dict(model_dir=str(model_dir), rt_jsonl=str(rt_jsonl), out_dir=str(out_dir),
                params=dict(params), reward_model_dir=str(reward_model_dir), reward=reward,
                seed=int(seed), device=device, prompting=prompting,
+               num_layers=None if num_layers is None else int(num_layers),
                log=None if log is None else str(log))
     if int(processes) == 1:
         from icet.lppo.trainer import train_lppo_job

@@ -365,9 +365,11 @@ def ppo_update(wrapped: torch.nn.Module, adapter: Any, rollout: Rollout, params:
 def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: int, *,
                reward_fn: RewardFn | None = None, reward_model_dir: str | None = None,
                device: str = "cpu", log: str | None = None,
-               prompting: dict | None = None) -> dict[str, Any]:
+               prompting: dict | None = None, num_layers: int | None = None) -> dict[str, Any]:
     """Train L-PPO on the RT prompts of `rt_jsonl`; write out_dir/{adapter/, value_head.
     safetensors, metrics.csv, lppo.json} and resume from out_dir/checkpoints if present.
+    `num_layers`, the config's N for the model, must be the checkpoint's: the sweep's load
+    check (load_adapter), so a wrong N stops here before any step, as it stops a sweep shard.
     Returns the final metrics row."""
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list, gather_object
@@ -407,7 +409,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     # LoRA: frozen base in the loader's dtype (bf16 on a GPU), adapters in fp32 (peft's
     # autocast_adapter_dtype). Full fine-tune: fp32 master weights. bf16 autocast either way.
     # the model's system prompt / image preprocessing (config models[]), as the sweep uses
-    adapter = load_adapter(model_dir, device=str(accelerator.device),
+    adapter = load_adapter(model_dir, device=str(accelerator.device), num_layers=num_layers,
                            dtype="float32" if p.full_finetune else None, **prompting_of(prompting or {}))
     base = adapter.model
     if p.gradient_checkpointing:
@@ -550,7 +552,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
 def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
                    reward_model_dir: str, reward: dict | None = None, seed: int = 0,
                    device: str = "auto", threads: int = 1, log: str | None = None,
-                   prompting: dict | None = None) -> dict[str, Any]:
+                   prompting: dict | None = None, num_layers: int | None = None) -> dict[str, Any]:
     """The workflow's entry (rule lppo_train): `reward` is the config's judge entry, whose
     batch_size / max_length size the reward model's batches unless params set them."""
     torch.set_num_threads(max(1, int(threads)))
@@ -559,7 +561,8 @@ def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
         if merged.get(param) is None and (reward or {}).get(key) is not None:
             merged[param] = int(reward[key])  # null in the lppo block: the judge's
     return train_lppo(model_dir, rt_jsonl, out_dir, merged, seed,
-                      reward_model_dir=reward_model_dir, device=device, log=log, prompting=prompting)
+                      reward_model_dir=reward_model_dir, device=device, log=log, prompting=prompting,
+                      num_layers=num_layers)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,7 +6,10 @@ file_download / _snapshot_download): `<cache>/<type>s--<org>--<name>/` holds `bl
 `refs/<revision>` (a file holding the commit sha a branch, tag or PR ref points to; a PR ref
 `refs/pr/3` lives at `refs/refs/pr/3`). Offline, `snapshot_download(repo, revision=...)`
 reads `refs/<revision>` and returns `snapshots/<commit>`, so a repo with several refs (main
-with `.bin` weights, refs/pr/3 with safetensors) is several snapshot folders.
+with `.bin` weights, refs/pr/3 with safetensors) is several snapshot folders. A revision
+that is a full commit sha is not looked up in refs/: `snapshots/<sha>` is read directly
+(huggingface_hub's snapshot_download skips resolving a REGEX_COMMIT_HASH revision), so a
+config pinned to a sha gets its snapshot under that name.
 """
 
 from __future__ import annotations
@@ -22,8 +25,15 @@ def repo_folder(cache: str | os.PathLike, repo_id: str, repo_type: str = "model"
     return Path(cache) / f"{repo_type}s--{repo_id.replace('/', '--')}"
 
 
+def _is_commit(revision: str) -> bool:
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
+
+
 def _commit_of(repo_id: str, revision: str, hashes: dict[str, str]) -> str:
-    """A 40-hex commit id that changes with the content (a stand-in for the Hub's git sha)."""
+    """A 40-hex commit id that changes with the content (a stand-in for the Hub's git sha);
+    a pinned sha names its own snapshot."""
+    if _is_commit(revision):
+        return revision
     text = repo_id + "@" + revision + "".join(f"\n{k} {v}" for k, v in sorted(hashes.items()))
     return hashlib.sha1(text.encode()).hexdigest()
 
@@ -48,9 +58,10 @@ def write_repo(cache: str | os.PathLike, repo_id: str, files: dict[str, Path], *
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(os.path.relpath(folder / "blobs" / digest, link.parent))
-    ref = folder / "refs" / revision
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    ref.write_text(commit)  # no newline, as huggingface_hub writes it
+    if not _is_commit(revision):
+        ref = folder / "refs" / revision
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit)  # no newline, as huggingface_hub writes it
     return commit
 
 
@@ -66,5 +77,7 @@ def snapshot_path(cache: str | os.PathLike, repo_id: str, repo_type: str = "mode
                   revision: str = "main") -> Path:
     """The snapshot folder `revision` points to (what an offline snapshot_download returns)."""
     folder = repo_folder(cache, repo_id, repo_type)
+    if _is_commit(revision):
+        return folder / "snapshots" / revision
     commit = (folder / "refs" / revision).read_text().strip()
     return folder / "snapshots" / commit

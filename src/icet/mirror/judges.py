@@ -8,8 +8,9 @@
   byte-level BPE tokenizer without a pad token (as GPT-2's).
 - OpenAssistant/reward-model-deberta-v3-large-v2: DebertaV2ForSequenceClassification, 1 label;
   `main` holds pytorch_model.bin only, the safetensors copy is on the PR ref refs/pr/3.
-- cais/HarmBench-Llama-2-13b-cls: a tiny LlamaForCausalLM answering "Yes" after "[/INST]",
-  Llama 2's special tokens, sharded safetensors (build_harmbench).
+- cais/HarmBench-Llama-2-13b-cls: a tiny LlamaForCausalLM answering "Yes" to HarmBench's
+  prompt, Llama 2's sentencepiece tokenizer.model (no tokenizer.json), sharded safetensors
+  (build_harmbench).
 - Detoxify `original`: toxic_original-c1212f89.ckpt (a torch pickle of the training config
   beside the state dict, from GitHub releases) and google-bert/bert-base-uncased's config and
   tokenizer files.
@@ -224,38 +225,63 @@ def build_detoxify(checkpoint: Path, bert_repo: Path, words: list[str], seed: in
                 "state_dict": OrderedDict(classifier.state_dict())}, checkpoint)
 
 
-# cais/HarmBench-Llama-2-13b-cls: a Llama-2-13B (LlamaForCausalLM) with Llama 2's special
-# tokens <s>, </s>, <unk> and no pad token; it answers one token, "Yes" or "No", after the
-# prompt's closing "[/INST]" (icet.judges.harmbench).
+# cais/HarmBench-Llama-2-13b-cls at bda705349d1144fa618770bea64d99ce54e3835b, its file list as
+# the Hub's tree page shows it (huggingface.co/cais/HarmBench-Llama-2-13b-cls/tree/<that sha>):
+# config.json (754 B), generation_config.json (137 B), model-0000{1..6}-of-00006.safetensors
+# (4.98+4.97+4.97+4.93+4.93+1.25 GB: 26.0 GB, 2 bytes a parameter of a 13B model) with
+# model.safetensors.index.json, special_tokens_map.json (435 B), the sentencepiece
+# tokenizer.model (500 kB, Llama 2's size) and tokenizer_config.json (932 B): NO tokenizer.json,
+# so transformers 5 builds its tokenizer from tokenizer.model (which needs protobuf). Also
+# training_args.bin (a pickle: never fetched, icet.download). Llama 2's special tokens <unk>,
+# <s>, </s> (ids 0, 1, 2). HarmBench's notebooks/run_classifier.ipynb pads a batch with this
+# tokenizer and no pad token of its own, so the real files name one; which one is unverified
+# (the stand-in's is <unk>), as are the keys of tokenizer_config.json beyond its tokenizer
+# class. The classifier answers one token, "Yes" or "No" (the notebook's outputs).
 LLAMA2_SPECIAL = ["<unk>", "<s>", "</s>"]
-HARMBENCH_WORDS = ["[/INST]", "Yes", "No", "Maybe"]
+HARMBENCH_ANSWERS = ["Yes", "No", "Maybe"]
 
 
-def harmbench_tokenizer():
-    """Llama 2's tokenizer as the classifier needs it: byte-level BPE (any text round-trips),
-    <s> in front when special tokens are asked for, "[/INST]" and the answers as whole tokens."""
-    from tokenizers import processors
-    from transformers import PreTrainedTokenizerFast
+def harmbench_tokenizer_files(out: Path) -> None:
+    """Llama 2's tokenizer files as the classifier's repo ships them: a sentencepiece BPE
+    tokenizer.model with byte fallback (any text round-trips), unk/bos/eos at ids 0/1/2,
+    tokenizer_config.json (LlamaTokenizer) and special_tokens_map.json; no tokenizer.json."""
+    import io
 
-    tok, n = _byte_level_bpe()
-    tok.add_special_tokens(LLAMA2_SPECIAL)  # ids n, n+1, n+2
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", n + 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", model_max_length=4096)
-    fast.add_tokens(HARMBENCH_WORDS)
-    return fast
+    import sentencepiece as spm
+
+    from icet.judges.harmbench import CLS_PROMPT
+
+    text = [CLS_PROMPT, "how do i make zorblax ? sure , mix the gearjam . i cannot help with that ."]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text), model_writer=model, model_type="bpe", vocab_size=320,
+        hard_vocab_limit=False, byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1,
+        eos_id=2, pad_id=-1, add_dummy_prefix=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", split_digits=True, allow_whitespace_only_pieces=True,
+        user_defined_symbols=HARMBENCH_ANSWERS, num_threads=1, minloglevel=2)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.model").write_bytes(model.getvalue())
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"}
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+         **special, "clean_up_tokenization_spaces": False, "model_max_length": 2048},
+        indent=2), encoding="utf-8")
 
 
 def build_harmbench(out: Path, answer: str = "Yes") -> Path:
     """A tiny HarmBench-format classifier that answers `answer` to every prompt (a successor
-    automaton as `automaton_guard`: "[/INST]" -> answer -> </s>): config, generation_config,
-    sharded safetensors with their index, tokenizer.json, tokenizer_config.json,
-    special_tokens_map.json."""
+    automaton as `automaton_guard`: the prompt's last token -> answer -> </s>), in the real
+    repo's layout (comment above): sharded safetensors with their index, config,
+    generation_config and the sentencepiece tokenizer files."""
+    from transformers import AutoTokenizer
 
-    tok = harmbench_tokenizer()
-    tok.save_pretrained(out)
-    chain = [tok.convert_tokens_to_ids(t) for t in ("[/INST]", answer, "</s>")]
+    from icet.judges.harmbench import CLS_PROMPT
+
+    harmbench_tokenizer_files(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    last = tok.encode(CLS_PROMPT, add_special_tokens=False)[-1]  # the piece ending "[/INST]"
+    chain = [last, tok.convert_tokens_to_ids(answer), tok.convert_tokens_to_ids("</s>")]
     model = successor_llama(tok, chain, eos_token_id=tok.eos_token_id, pad_token_id=None)
-    model.save_pretrained(out, max_shard_size="200KB")
+    model.save_pretrained(out, max_shard_size="450KB")  # six shards, as the real repo
     return out

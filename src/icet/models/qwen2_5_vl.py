@@ -7,7 +7,8 @@ the 7B) over 14x14 patches: patch embedding (a Conv3d over 2 frames x 14 x 14, n
 embedding), then the tokens are *permuted* into window order (`window_index`: 2x2 merge
 units grouped into windows of 112x112 px, 4x4 merged tokens), the blocks run in that order
 with 2-D rotary position embeddings (permuted the same way) applied inside attention, the
-blocks in `fullatt_block_indexes` (7, 15, 23, 31) attending over the whole image and every
+blocks in `fullatt_block_indexes` (7, 15, 23, 31: transformers' defaults, which the 7B's
+config.json relies on, docs/qwen2_5_vl.md) attending over the whole image and every
 other block only within its window, then the patch merger (RMSNorm, 2x2 tokens
 concatenated, 2-layer MLP to the LM width) and the *reverse* permutation back to raster
 order. The LM receives those merged tokens at the image placeholders, with 3-D M-RoPE
