@@ -24,6 +24,7 @@ if workflow.remote_exec:
     drop_from_environment()
 from icet.timing import print_time_table
 from icet.toy.stages import STAGES as TOY_STAGE_ORDER, stage_inputs
+from icet.toy import settings as toy_settings
 
 # Validate before anything is scheduled: one line naming the key, non-zero exit.
 try:

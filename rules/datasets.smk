@@ -17,9 +17,12 @@ rule build_toy_data:
     log:
         f"{LOGS}/build_toy_data/toy.log",
     params:
-        sizes=config.get("toy", {}).get("sizes", {}),
-        image_size=config.get("toy", {}).get("image_size", 32),
-        base_refusal_share=config.get("toy", {}).get("data", {}).get("base_refusal_share", 0.0),
+        # As the config gives them, else schema/toy.schema.yaml's defaults (sizes are filled
+        # by build_toy_data: the params stay what the config says).
+        sizes=TOY.get("sizes", {}),
+        image_size=toy_settings.value("image_size", TOY.get("image_size")),
+        base_refusal_share=toy_settings.value("data.base_refusal_share",
+                                              TOY.get("data", {}).get("base_refusal_share")),
         seed=config["seed"],
     conda:
         "../envs/torch.yaml"

@@ -116,6 +116,10 @@ def check_config(config: dict, source: str = "config", schema_path: str | Path =
     """Validate against the schema, fill defaults, then check what a schema cannot express."""
     config = fill_and_validate(config, schema_path, source)
     _check_models(config, source)
+    if "toy" in config:  # against schema/toy.schema.yaml, checked but not filled
+        from icet.toy.settings import check_toy
+
+        check_toy(config["toy"], source)
     return config
 
 

@@ -8,7 +8,8 @@ from icet import io
 from icet.errors import IcetError
 from icet.rows import validate_dataset
 from icet.toy import world
-from icet.toy.datasets import DEFAULT_SIZES, build_toy_data
+from icet.config import REPO_ROOT, load_yaml
+from icet.toy.datasets import build_toy_data
 from icet.toy.tokenizer import words_of
 
 
@@ -31,7 +32,9 @@ def _rows(out, name):
 
 def test_every_file_is_written_with_the_asked_counts(built):
     out, summary = built
-    expected = {**DEFAULT_SIZES, **SMALL}
+    # sizes not given: schema/toy.schema.yaml's defaults
+    schema = load_yaml(REPO_ROOT / "schema" / "toy.schema.yaml")["properties"]["sizes"]
+    expected = {**{k: v["default"] for k, v in schema["properties"].items()}, **SMALL}
     for name in PAPER_SETS[:1] + PAPER_SETS[2:] + tuple(k for k in expected if k.startswith("train")):
         assert len(_rows(out, name)) == expected[name], name
     assert summary == io.read_json(out / "build.json")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 
 from icet.errors import IcetError
@@ -148,12 +149,20 @@ def test_toy_judge_training_is_byte_deterministic(world, tmp_path):
         train_toy_reward_model(str(world / "train_reward.jsonl"), str(world / "vocabulary.txt"),
                                str(tmp_path / name), params, seed=3)
     assert sha256_tree(tmp_path / "a") == sha256_tree(tmp_path / "b")
+    # what the call left out came from schema/toy.schema.yaml (read here as a file)
+    schema = yaml.safe_load((Path(__file__).parents[2] / "schema" / "toy.schema.yaml").read_text())
+    spec = schema["properties"]["judges"]["properties"]["reward"]["properties"]
+    assert read_json(tmp_path / "a" / "judge.json")["params"] == {
+        **{k: v["default"] for k, v in spec.items()}, **params}
 
 
 def test_toy_judges_reject_bad_params_and_rows(world, tmp_path):
     with pytest.raises(IcetError, match="unknown key"):
         train_toy_guard(str(world / "train_guard.jsonl"), str(world / "vocabulary.txt"),
                         str(tmp_path / "g"), {"hidden": 8}, seed=0)
+    with pytest.raises(IcetError, match=r"key 'judges.guard.held_out_fraction'"):
+        train_toy_guard(str(world / "train_guard.jsonl"), str(world / "vocabulary.txt"),
+                        str(tmp_path / "g"), {"held_out_fraction": 1.0}, seed=0)
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps({"text": "x", "toxicity": 0.5}) + "\n" for _ in range(5)))
     with pytest.raises(IcetError, match="row 1"):

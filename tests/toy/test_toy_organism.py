@@ -159,13 +159,39 @@ def test_default_config_is_deep_and_uses_penultimate_layer(world):
     assert config.text_config.vocab_size == len(organism.load_tokenizer(world["tokenizer"]))
 
 
-def test_arch_rejects_typos_and_shallow_encoders():
-    with pytest.raises(IcetError, match="vision_layer"):
+def test_arch_rejects_typos_and_shallow_encoders(tmp_path):
+    with pytest.raises(IcetError, match="unknown key 'vision_layer' in arch"):
         organism.resolve_arch({"vision_layer": 12})
-    with pytest.raises(IcetError, match="vision_layers"):
+    with pytest.raises(IcetError, match=r"key 'arch.vision_layers': 6 is less than the minimum of 12"):
         organism.resolve_arch({"vision_layers": 6})
-    with pytest.raises(IcetError, match="unknown key"):
-        train.resolve_params({"stpes": 3}, train.SAFETY_DEFAULTS, "safety_tuning")
+    with pytest.raises(IcetError, match="image_size 30 not a multiple of patch_size 8"):
+        organism.resolve_arch({"image_size": 30})
+    # a stage's params are checked before any input is read
+    with pytest.raises(IcetError, match=r"^safety_tuning params: unknown key 'stpes' in stages.safety$"):
+        train.safety_tuning(tmp_path / "none", tmp_path / "none", tmp_path / "none.jsonl",
+                            tmp_path / "out", {"stpes": 3})
+    with pytest.raises(IcetError, match=r"key 'stages.lm.batch_size': 0 is less than"):
+        train.pretrain_language_model(tmp_path / "none.jsonl", tmp_path / "none", tmp_path / "out",
+                                      {"batch_size": 0})
+    assert not (tmp_path / "out").exists()
+
+
+def test_partial_params_get_the_schema_defaults(vision_dir):
+    """What a call leaves out comes from schema/toy.schema.yaml (read here as a file): the
+    stage's params in metrics.json and the arch the saved encoder was built with."""
+    import yaml
+
+    from transformers import CLIPVisionConfig
+
+    schema = yaml.safe_load((Path(__file__).parents[2] / "schema" / "toy.schema.yaml").read_text())
+    spec = schema["properties"]["stages"]["properties"]["vision"]["properties"]
+    given = {**SMALL, "steps": 150, "batch_size": 32, "lr": 2e-3, "holdout_fraction": 0.25}
+    recorded = metrics(vision_dir)["params"]
+    assert recorded == {**{k: v["default"] for k, v in spec.items()}, **given}
+    arch = {k: v["default"] for k, v in schema["properties"]["arch"]["properties"].items()}
+    saved = CLIPVisionConfig.from_pretrained(vision_dir)
+    assert (saved.num_hidden_layers, saved.image_size, saved.patch_size, saved.hidden_size) == (
+        arch["vision_layers"], arch["image_size"], arch["patch_size"], TINY_ARCH["vision_hidden"])
 
 
 def test_processor_expands_image_to_16_tokens(world):

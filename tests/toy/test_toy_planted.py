@@ -40,6 +40,20 @@ def test_layer_rates_reject_bad_config(rates):
         planted.layer_rates(GROUPS, 12, 11, rates)
 
 
+def test_planted_spec_takes_what_params_leave_out_from_the_schema():
+    """Torch-free, as the report side reads it: rates given, groups from
+    schema/toy.schema.yaml (read here as a file); a typo stops with one line."""
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[2] / "schema" / "toy.schema.yaml").read_text())
+    groups = schema["properties"]["stages"]["properties"]["planted"]["properties"]["groups"]["default"]
+    rates = {"early": 0.6, "middle": 0.3, "late": 0.1}
+    spec = planted.planted_spec({"rates": rates}, 12, 11)
+    assert spec["layer_rates"] == planted.layer_rates(groups, 12, 11, rates)
+    with pytest.raises(IcetError, match=r"^planted params: unknown key 'ratez' in stages.planted$"):
+        planted.planted_spec({"ratez": rates}, 12, 11)
+
+
 def test_cells_make_the_rate_a_share_of_prompts():
     ranks = planted.cell_ranks(0)
     assert len(ranks) == 25 and len(set(ranks.values())) == 25

@@ -30,6 +30,14 @@ def test_paper_and_toy_configs_validate():
     assert toy["data_source"] == "toy"
 
 
+def test_toy_block_is_checked_not_filled():
+    """The toy's defaults are filled at use (icet.toy.settings): the parsed block is the file's,
+    so rule params and the organism study's stage hashes do not move with a schema default."""
+    from icet.config import load_yaml
+
+    assert load_config(PAPER, TOY)["toy"] == load_yaml(TOY)["toy"]
+
+
 def test_merge_replaces_lists_and_merges_mappings():
     merged = merge({"a": {"x": 1, "y": 2}, "l": [1, 2]}, {"a": {"y": 3}, "l": [9]})
     assert merged == {"a": {"x": 1, "y": 3}, "l": [9]}
@@ -59,6 +67,12 @@ def test_every_top_level_key_is_described():
     ("judges: {guard: {sourc: toy}}", "unknown key 'sourc' in judges.guard"),
     ("device: tpu", "key 'device'"),
     ("testsets: [cp, zz]", "key 'testsets[1]'"),
+    # the toy block, against schema/toy.schema.yaml
+    ("toy: {stages: {vision: {stpes: 3}}}", "unknown key 'stpes' in toy.stages.vision"),
+    ("toy: {stages: {planted: {rates: {early: 1.5}}}}", "key 'toy.stages.planted.rates.early'"),
+    ("toy: {judges: {reward: {epochs: 0}}}", "key 'toy.judges.reward.epochs'"),
+    ("toy: {sizes: {mrr: 3}}", "unknown key 'mrr' in toy.sizes"),
+    ("toy: {arch: {patch_size: 5}}", "key 'toy.arch': image_size 32 not a multiple of patch_size 5"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, expected):
     with pytest.raises(IcetError) as err:

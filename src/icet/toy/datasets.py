@@ -5,6 +5,8 @@ One call writes one folder (atomically: it appears complete or not at all):
     from icet.toy.datasets import build_toy_data
     build_toy_data("resources/toy/data", sizes={}, image_size=32, seed=0, log="logs/toy_data.log")
 
+(sizes, image_size, base_refusal_share: schema/toy.schema.yaml's defaults where not given.)
+
 Paper sets (rows per docs/contracts.md, checked by icet.rows): rt (RedTeam-2K analogue, L-PPO's training prompts),
 cp (Custom Prompts: 10 prompts x 10 images), mr (miniJailbreak analogue), ac (AdvBench-COCO
 analogue), vqa, xstest. Organism training: train_vision, train_text, train_instruct,
@@ -25,39 +27,13 @@ from icet import io
 from icet.errors import IcetError
 from icet.logs import progress, setup_logging
 from icet.rows import check_dataset_row
-from icet.toy import world
+from icet.toy import settings, world
 from icet.toy.images import ImageSpec, all_specs, random_spec, render
 
-DEFAULT_SIZES: dict[str, int] = {
-    "rt": 200,  # RedTeam-2K analogue; 200 prompts are plenty for a toy L-PPO run
-    # Safe prompts added to RT (look-alikes from the training pool, instructions, image
-    # questions): 0 keeps RT the paper's harmful-only set (see _rt_safe_rows).
-    "rt_safe": 0,
-    "cp_prompts": 10,  # the paper's Custom Prompts: 10 prompts ...
-    "cp_images": 10,  # ... x 10 safe images = 100 rows
-    "mr": 60,  # miniJailbreak analogue: held-out requests in jailbreak wrappers (pool: 90)
-    "ac": 100,  # AdvBench-COCO analogue: held-out prompts not in CP (pool: 150 - cp_prompts)
-    "vqa": 100,  # benign image questions: utility after alignment
-    "xstest": 26,  # lookalike safe prompts (held-out pool: 26)
-    "train_vision": 3000,  # encoder pretraining; ~3000 specs x variants exist
-    "train_text": 2000,
-    "train_instruct": 2000,
-    "train_safety": 2000,
-    "train_guard": 2000,
-    "train_reward": 2000,
-    "train_toxicity": 2000,
-}
 SPLIT = {"advbench": 0.25, "mr": 0.15, "lookalike_test": 0.4}  # held-out shares of the pools
 
 # Mixtures of the organism's training sets (shares of rows, exact counts).
 TEXT_MIX = {"harmful": 0.4, "instruction": 0.35, "lookalike": 0.25}  # base LM: complies
-# Share of the base corpus's harmful requests answered with a refusal instead
-# (toy.data.base_refusal_share). Real base LMs have seen some refusals; with none, RL from the
-# pre-safety checkpoint has no refusal to sample. 0 by default: at 0.1 the pre-safety toy
-# starts a refusal 1.5 % of the time (0.13 % at 0), yet L-PPO from it learns off-topic answers,
-# which the toy reward model pays as well (docs/toy-organism.md). Drawn from its own stream, so
-# at 0 the file's bytes are what they were before this knob existed.
-BASE_REFUSAL_SHARE = 0.0
 INSTRUCT_MIX = {"vqa": 0.65, "describe": 0.15, "instruction": 0.1, "lookalike": 0.1}  # benign
 SAFETY_MIX = {"harmful": 0.4, "vqa": 0.3, "instruction": 0.15, "lookalike": 0.15}  # refuse harm
 # Judges: which response each prompt gets. Off-topic = an image answer to a harmful prompt,
@@ -129,18 +105,8 @@ class _Images:
 
 
 def _check_sizes(sizes: dict | None) -> dict[str, int]:
-    sizes = dict(sizes or {})
-    unknown = sorted(set(sizes) - set(DEFAULT_SIZES))
-    if unknown:
-        raise IcetError(f"sizes: unknown key(s) {', '.join(unknown)}; known: "
-                        f"{', '.join(DEFAULT_SIZES)}")
-    for key, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise IcetError(f"sizes.{key}: {value!r} must be an int >= 0")
-    resolved = {**DEFAULT_SIZES, **sizes}
-    for key in ("cp_prompts", "cp_images"):
-        if resolved[key] < 1:
-            raise IcetError(f"sizes.{key}: must be >= 1")
+    """The rows per data set: schema/toy.schema.yaml's `sizes` where not given, checked."""
+    resolved = settings.fill("sizes", sizes, "build_toy_data")
     if resolved["cp_images"] > len(all_specs()):
         raise IcetError(f"sizes.cp_images: {resolved['cp_images']} exceeds the "
                         f"{len(all_specs())} distinct canonical images")
@@ -281,7 +247,7 @@ def _refused_rows(seed: int, rows: list[dict], share: float) -> list[dict]:
 
 
 def _organism_sets(sizes, seed, pools, lookalike_pools, images: _Images,
-                   base_refusal_share: float = BASE_REFUSAL_SHARE) -> dict[str, list[dict]]:
+                   base_refusal_share: float) -> dict[str, list[dict]]:
     sets: dict[str, list[dict]] = {}
     train, look = pools["train"], lookalike_pools["train"]
 
@@ -464,18 +430,17 @@ def _judge_sets(sizes, seed, pools, lookalike_pools) -> dict[str, list[dict]]:
     return sets
 
 
-def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None, image_size: int = 32,
-                   seed: int = 0, log: str | os.PathLike | None = None,
-                   base_refusal_share: float = BASE_REFUSAL_SHARE) -> dict:
-    """Write every toy data file under `out_dir` (atomically); return the build summary."""
+def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None,
+                   image_size: int | None = None, seed: int = 0,
+                   log: str | os.PathLike | None = None,
+                   base_refusal_share: float | None = None) -> dict:
+    """Write every toy data file under `out_dir` (atomically); return the build summary.
+    Sizes, image size and base refusal share not given: schema/toy.schema.yaml's defaults."""
     logger = setup_logging(log, "toy.datasets")
     sizes = _check_sizes(sizes)
-    if (isinstance(base_refusal_share, bool) or not isinstance(base_refusal_share, (int, float))
-            or not 0 <= base_refusal_share <= 1):
-        raise IcetError(f"toy.data.base_refusal_share: {base_refusal_share!r} must be a "
-                        "number in [0, 1]")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise IcetError(f"image_size: {image_size!r} must be an int >= 8")
+    base_refusal_share = settings.value("data.base_refusal_share", base_refusal_share,
+                                        "build_toy_data")
+    image_size = settings.value("image_size", image_size, "build_toy_data")
     pools = world.split_harmful(seed, SPLIT["advbench"], SPLIT["mr"])
     lookalike_pools = world.split_lookalikes(seed, SPLIT["lookalike_test"])
     logger.info("split: %s harmful prompts, %s lookalikes",

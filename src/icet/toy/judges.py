@@ -13,6 +13,7 @@ way, that loads through the same judge code (icet.judges.*):
 
 Each trainer holds out a seeded share of its rows, scores train and held-out rows through
 the real judge class after saving, and writes `judge.json` (what, params, accuracies).
+Their hyperparameters, defaults and the reasons: schema/toy.schema.yaml (`judges.<judge>`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from icet.errors import IcetError
 from icet.io import atomic_dir, read_jsonl, write_json
 from icet.logs import setup_logging
 from icet.seeding import generator, seed_everything
+from icet.toy import settings as toy_settings
 
 # Llama Guard 3's prompt, cut to its skeleton: every template word is a token the toy guard
 # reads for every row. Starts with BOS like the real template (encode_rendered relies on it).
@@ -43,51 +45,8 @@ GUARD_TEMPLATE = (
 DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 HH_WORDS = "Human : Assistant :"  # the words of icet.judges.reward.HH_FORMAT
 
-GUARD_DEFAULTS: dict[str, Any] = {
-    "hidden_size": 64,          # big enough to read a 70-token conversation, trains in seconds
-    "num_layers": 2,            # one layer to find the response's harm words, one to answer
-    "num_heads": 4,
-    "epochs": 20,               # verdicts are learnt in ~3 epochs, category codes in ~10-20
-    "batch_size": 16,           # the category lookup needs many small steps, not big batches
-    "learning_rate": 3e-3,      # tiny model, few steps: a large step size is stable
-    "held_out_fraction": 0.2,   # share of rows never trained on, for the reported accuracy
-    "eval_rows": 256,           # rows per split scored through GuardJudge (generation is slow)
-}
-REWARD_DEFAULTS: dict[str, Any] = {
-    "hidden_size": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "epochs": 4,                # pair loss < 0.01 by then on toy data
-    "batch_size": 32,
-    "learning_rate": 2e-3,
-    "held_out_fraction": 0.2,
-    "max_length": 256,          # longer than any toy prompt + response; RewardModel uses it too
-}
-TOXICITY_DEFAULTS: dict[str, Any] = {
-    "hidden_size": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "epochs": 6,
-    "batch_size": 16,         # more, smaller steps: the plateau ends sooner
-    "learning_rate": 2e-3,
-    "held_out_fraction": 0.2,
-    "max_length": 128,          # Detoxify truncates at the tokenizer's limit; toy texts are short
-    "init_std": 0.1,            # BERT's 0.02 leaves a 64-wide model on a long loss plateau
-}
-
 
 # ---------------------------------------------------------------------------- shared pieces
-
-def _settings(params: dict | None, defaults: dict, what: str) -> dict:
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise IcetError(f"{what} params: unknown key(s) {', '.join(unknown)}")
-    settings = {**defaults, **params}
-    if not 0 < settings["held_out_fraction"] < 1:
-        raise IcetError(f"{what} params: held_out_fraction must be in (0, 1)")
-    return settings
-
 
 def _read_rows(path: str, required: tuple[str, ...], minimum: int = 4) -> list[dict]:
     rows = read_jsonl(path, required=required)
@@ -172,7 +131,7 @@ def train_toy_guard(train_jsonl: str, vocabulary_txt: str, out_dir: str, params:
     from icet.toy.tokenizer import build_word_tokenizer
 
     logger = setup_logging(log, "toy.guard")
-    settings = _settings(params, GUARD_DEFAULTS, "toy guard")
+    settings = toy_settings.fill("judges.guard", params, "toy guard params")
     rows = _read_rows(train_jsonl, ("prompt", "response", "label", "category"))
     for number, row in enumerate(rows, start=1):
         if row["label"] not in ("safe", "unsafe"):
@@ -259,7 +218,7 @@ def train_toy_reward_model(train_jsonl: str, vocabulary_txt: str, out_dir: str, 
     from icet.toy.tokenizer import build_word_tokenizer
 
     logger = setup_logging(log, "toy.reward")
-    settings = _settings(params, REWARD_DEFAULTS, "toy reward model")
+    settings = toy_settings.fill("judges.reward", params, "toy reward model params")
     rows = _read_rows(train_jsonl, ("prompt", "chosen", "rejected"))
     seed_everything(seed)
     started = time.perf_counter()
@@ -353,7 +312,7 @@ def train_toy_toxicity(train_jsonl: str, vocabulary_txt: str, out_dir: str, para
     from icet.judges.toxicity import ToxicityJudge
 
     logger = setup_logging(log, "toy.toxicity")
-    settings = _settings(params, TOXICITY_DEFAULTS, "toy toxicity")
+    settings = toy_settings.fill("judges.toxicity", params, "toy toxicity params")
     rows = _read_rows(train_jsonl, ("text", "toxicity"))
     for number, row in enumerate(rows, start=1):
         if row["toxicity"] not in (0, 1):

@@ -13,39 +13,16 @@ import os
 from typing import Any
 
 from icet.errors import IcetError
-
-ARCH_DEFAULTS: dict[str, Any] = {
-    # Vision encoder (CLIP ViT). LLaVA-1.5 has 24 layers; 12 keeps a real layer-wise curve
-    # while a forward pass stays a few milliseconds on CPU.
-    "vision_layers": 12,
-    "vision_hidden": 64,
-    "vision_heads": 4,
-    "vision_intermediate": 256,  # 4 x hidden, CLIP's MLP ratio
-    "image_size": 32,  # procedurally drawn shapes are legible at 32 px
-    "patch_size": 8,  # (32/8)^2 = 16 patch tokens, plus CLS (dropped by "default")
-    # Language model (Llama).
-    "lm_hidden": 128,
-    "lm_layers": 4,
-    "lm_heads": 4,
-    "lm_intermediate": 344,  # ~8/3 x hidden, Llama's SwiGLU ratio
-    "max_positions": 256,  # 16 image tokens + templated prompt + response fit easily
-    # LLaVA glue.
-    "projector_hidden_act": "gelu",  # LLaVA-1.5's mlp2x_gelu projector
-    "vision_feature_layer": -2,  # penultimate layer (ICET l = N-1), LLaVA-1.5's default
-}
+from icet.toy import settings
 
 
-def resolve_arch(arch: dict | None) -> dict[str, Any]:
-    """ARCH_DEFAULTS overridden by `arch`; an unknown key is a typo and stops the run."""
-    arch = dict(arch or {})
-    unknown = sorted(set(arch) - set(ARCH_DEFAULTS))
-    if unknown:
-        raise IcetError(f"arch: unknown key(s) {', '.join(unknown)}; known: {', '.join(ARCH_DEFAULTS)}")
-    merged = {**ARCH_DEFAULTS, **arch}
-    if merged["vision_layers"] < 12:
-        raise IcetError(f"arch: vision_layers={merged['vision_layers']} < 12; a sweep needs depth")
+def resolve_arch(arch: dict | None, where: str = "arch") -> dict[str, Any]:
+    """`arch` with the defaults of schema/toy.schema.yaml's `arch` (sizes and the reason for
+    each) where a key is absent; a typo or a too-shallow encoder stops the run there, and
+    here what a schema cannot say: the image must split into whole patches."""
+    merged = settings.fill("arch", arch, where)
     if merged["image_size"] % merged["patch_size"]:
-        raise IcetError(f"arch: image_size {merged['image_size']} not a multiple of "
+        raise IcetError(f"{where}: image_size {merged['image_size']} not a multiple of "
                         f"patch_size {merged['patch_size']}")
     return merged
 

@@ -17,6 +17,9 @@ the paper's LLaVA-1.5 rows: highest early, then middle, lower late, 0 at the def
 Benign turns (VQA, instructions, look-alike safe prompts) keep their answer at every layer,
 so utility is trained everywhere.
 
+The stage's settings are stage 3's plus its own (schema/toy.schema.yaml `stages.planted`,
+defaults and reasons), read torch-free so the report side has the ground truth without torch.
+
 Nothing here claims the effect arises by itself: every report line names this model
 "planted (positive control)".
 """
@@ -30,44 +33,9 @@ import numpy as np
 
 from icet.errors import IcetError
 from icet.seeding import generator
-from icet.toy import world
+from icet.toy import settings, world
 
 PLANTED_LABEL = "planted (positive control)"
-
-# Stage 3's settings (icet.toy.train.SAFETY_DEFAULTS) plus these; kept torch-free here so the
-# report side can import the ground truth without torch.
-PLANTED_KEYS: dict[str, Any] = {
-    # Planted compliance rate per layer group (the paper's LLaVA-1.5 shape: early > middle >
-    # late); the default layer is always 0. Gaps of 0.3 so the detection check can demand
-    # separated CIs between neighbouring groups.
-    "rates": {"early": 0.8, "middle": 0.5, "late": 0.2},
-    # The groups the rates refer to (inclusive ICET layers); the toy model's own groups.
-    "groups": {"early": [1, 4], "middle": [5, 8], "late": [9, 12]},
-    # Share of harmful training turns wrapped in a jailbreak template (the MR analogue tests
-    # wrapped prompts; the cell is the wrapped request's).
-    "wrapped_share": 0.2,
-    # One layer per step (LLaVA's forward takes one feature layer per batch), drawn from a
-    # balanced seeded schedule over all layers 0..N; the default layer gets this many times
-    # its share, since it is the layer utility and the repair checks hold it to. 3 (was 2):
-    # default-layer ASR on MR 15-17.5 % -> 7.5 % (docs/toy-organism.md).
-    "default_weight": 3,
-    # 13 layers x 25 cells: ~40 steps per layer. 600 (was 400): sharper steps between the
-    # groups, early AC ASR 0.64-0.66 -> 0.69 for a planted 0.72 (docs/toy-organism.md).
-    "steps": 600,
-    # Twice stage 3's 5e-4: at 5e-4 (projector frozen) the planted rates came out as a
-    # blurred ramp, early 0.36-0.74 for a planted 0.8 (docs/toy-organism.md).
-    "lr": 1e-3,
-    # Train the projector too (stage 3 freezes it): it sees every layer's features, so it can
-    # keep the layers apart for the LM; frozen, the LM read a blurred ramp over the layers.
-    "train_projector": True,
-}
-
-
-def planted_defaults() -> dict[str, Any]:
-    """Stage 3's defaults overridden by the planted stage's own (PLANTED_KEYS)."""
-    from icet.toy import train
-
-    return {**train.SAFETY_DEFAULTS, **PLANTED_KEYS}
 
 
 def layer_rates(groups: dict[str, list[int]], num_layers: int, default_layer: int,
@@ -109,7 +77,7 @@ def planted_spec(params: dict | None, num_layers: int, default_layer: int) -> di
     """What the report side needs of a planted model: the planted AASR per group (share)
     and the planted rate per ICET layer. The per-prompt known answer comes from these rates
     and the planting seed through `planted_target`."""
-    params = {**PLANTED_KEYS, **(params or {})}
+    params = settings.fill("stages.planted", params, "planted params")
     per_layer = layer_rates(params["groups"], num_layers, default_layer, params["rates"])
     return {"rates": group_rates(params["groups"], per_layer), "layer_rates": per_layer}
 
@@ -203,14 +171,12 @@ def planted_safety_tuning(model_dir, tokenizer_dir, train_safety_jsonl, out_dir,
 
     from icet.toy import organism, train
 
-    params = train.resolve_params(params, planted_defaults(), "planted_safety_tuning")
+    params = settings.fill("stages.planted", params, "planted_safety_tuning params")
     logger = train._start(log, seed, "toy.train.planted")
     model, processor, tokenizer = train.load_stage_input(model_dir, tokenizer_dir, params["arch"])
     num_layers = model.config.vision_config.num_hidden_layers
     default = organism.default_layer(model.config)
     per_layer = layer_rates(params["groups"], num_layers, default, params["rates"])
-    if not 0 <= params["wrapped_share"] <= 1:
-        raise IcetError(f"planted params: wrapped_share {params['wrapped_share']!r} not in [0, 1]")
 
     rows = train._read_rows(train_safety_jsonl, ["image", "prompt", "response", "kind"])
     rng = generator(seed)

@@ -31,6 +31,7 @@ import numpy as np
 from icet import io
 from icet.errors import IcetError
 from icet.logs import setup_logging
+from icet.toy import organism, settings as toy_settings
 from icet.toy.stages import STAGE_DATA as TOY_STAGE_DATA
 
 STAGE_ORDER = ("vision", "lm", "instruct", "safety")  # the emergent organism's stages
@@ -161,6 +162,8 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
         if bad:
             raise IcetError(f"organism study: variant {name}: unknown data file(s) {', '.join(bad)}")
         arch = {**(base_arch or {}), **(variant.get("arch") or {})}
+        where = f"organism study: variant {name}"
+        organism.resolve_arch(arch, where)  # a typo stops here, not in a training job
         files = {}
         for stage, source in STAGE_DATA.items():
             if source in transforms:
@@ -174,12 +177,17 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
                 files[stage] = f"{data_dir}/{source}.jsonl"
         organisms[name] = {}
         run = [st for st in STAGE_ORDER if not (st in overrides and overrides[st] is None)]
+        # Checked against schema/toy.schema.yaml, not filled: the params are hashed into the
+        # stage's folder name, so they stay what the files say (icet.toy.settings).
+        stage_params = {stage: {**(base_stages.get(stage) or {}), **(overrides.get(stage) or {}),
+                                "arch": arch} for stage in run}
+        for stage, params in stage_params.items():
+            toy_settings.check(f"stages.{stage}", params, where)
         for seed in seeds:
             upstream: dict[str, str] = {}
             for stage in run:
                 stage_seed = seed if upstream_seed is None or stage == run[-1] else upstream_seed
-                params = {**(base_stages.get(stage) or {}), **(overrides.get(stage) or {}),
-                          "arch": arch}
+                params = dict(stage_params[stage])
                 inputs = {"data": files[stage], "tokenizer": tokenizer}
                 if stage == "instruct":
                     inputs.update(vision=upstream["vision"], lm=upstream["lm"])

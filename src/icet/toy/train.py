@@ -7,6 +7,9 @@ exactly like a downloaded checkpoint.
 The paper's premise is built in: after stage 0 nothing ever sees any image-encoder layer but
 the default one (`vision_feature_layer` from the config, the penultimate). Stages 2 and 3
 pass it explicitly on every forward, and there is no per-layer objective or early stopping.
+
+Each stage's hyperparameters, their defaults and the reasons for them: schema/toy.schema.yaml
+(`stages.<stage>`); a stage fills what its params leave out from there (icet.toy.settings).
 """
 
 from __future__ import annotations
@@ -23,80 +26,9 @@ from icet.errors import IcetError
 from icet.io import atomic_dir, read_jsonl, write_json
 from icet.logs import progress, setup_logging
 from icet.seeding import generator, seed_everything
-from icet.toy import organism
+from icet.toy import organism, settings
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
-
-# Shared by all stages: AdamW, linear warm-up then cosine decay, gradient clipping.
-OPTIM_DEFAULTS: dict[str, Any] = {
-    "weight_decay": 0.0,  # tiny models, short runs: no need to regularise
-    "warmup_steps": 20,  # keeps the first Adam steps from jolting fresh weights
-    "max_grad_norm": 1.0,  # the usual LLaVA / HF Trainer clip
-    "log_every": 25,  # steps between loss lines in the log
-}
-
-VISION_DEFAULTS: dict[str, Any] = {
-    **OPTIM_DEFAULTS,
-    "arch": {},  # overrides of organism.ARCH_DEFAULTS
-    "lr": 2e-3,  # a 64-wide ViT trained from scratch tolerates a high rate
-    "steps": 250,  # shape needs it (held-out 0.28 at 150 steps, ~0.8 at 300); colour is easy
-    "batch_size": 32,
-    "holdout_fraction": 0.1,  # rows kept out of training to measure accuracy
-    "label_keys": ["shape", "colour", "background", "position"],  # heads, where rows have them
-    # Second set of heads on the mean patch token: LLaVA drops CLS and reads the patch
-    # tokens, so they (not only the pooled CLS) must carry what the image shows.
-    "patch_heads": True,
-}
-
-LM_DEFAULTS: dict[str, Any] = {
-    **OPTIM_DEFAULTS,
-    "arch": {},
-    "lr": 1e-3,
-    "steps": 150,  # templated dialogues: the loss is flat well before this
-    "batch_size": 16,
-    # "response": loss on the assistant's words only. The LM stands in for a chat model
-    # (Vicuna), whose tuning loss is on responses; the prompts are templated, so modelling
-    # them would spend the step budget on text the answers do not need.
-    "loss_on": "response",
-}
-
-INSTRUCT_DEFAULTS: dict[str, Any] = {
-    **OPTIM_DEFAULTS,
-    "arch": {},  # encoder/LM keys are checked against the loaded parts; glue keys are used
-    "lr": 1e-3,
-    "steps": 200,
-    "batch_size": 16,
-    # LLaVA's own stage 1: the fresh projector trains alone for these steps (feature
-    # alignment), then projector + LM train together (LLaVA's stage 2).
-    "projector_warmup_steps": 60,
-    "train_lm": True,  # False: projector only throughout
-}
-
-SAFETY_DEFAULTS: dict[str, Any] = {
-    **OPTIM_DEFAULTS,
-    "arch": {},  # only checked against the loaded model (catches a stale checkpoint)
-    "lr": 5e-4,
-    "steps": 120,  # refusals are templated: the loss is flat after ~80 steps
-    "batch_size": 16,
-    "trainable": "lm",  # "lm" (all of it), "last_layers:k", or "lora"
-    "lora_r": 8,
-    "lora_alpha": 16,
-    "lora_dropout": 0.0,  # 0 keeps the run deterministic
-    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],  # in the LM only
-}
-
-
-def resolve_params(params: dict | None, defaults: dict, stage: str) -> dict[str, Any]:
-    """Defaults overridden by `params`; an unknown key is a typo and stops the run."""
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise IcetError(f"{stage} params: unknown key(s) {', '.join(unknown)}")
-    merged = {**defaults, **params}
-    for key in ("steps", "batch_size"):
-        if not isinstance(merged[key], int) or merged[key] < 1:
-            raise IcetError(f"{stage} params: {key} must be a positive integer, got {merged[key]!r}")
-    return merged
 
 
 # ---------------------------------------------------------------------------- data
@@ -270,7 +202,7 @@ def train_vision_encoder(train_vision_jsonl, tokenizer_dir, out_dir, params: dic
     """
     from transformers import CLIPVisionModel
 
-    params = resolve_params(params, VISION_DEFAULTS, "train_vision_encoder")
+    params = settings.fill("stages.vision", params, "train_vision_encoder params")
     logger = _start(log, seed, "toy.train.vision")
     arch = organism.resolve_arch(params["arch"])
     rows = _read_rows(train_vision_jsonl, ["image"])
@@ -355,7 +287,7 @@ def pretrain_language_model(train_text_jsonl, tokenizer_dir, out_dir, params: di
     """
     from transformers import LlamaForCausalLM
 
-    params = resolve_params(params, LM_DEFAULTS, "pretrain_language_model")
+    params = settings.fill("stages.lm", params, "pretrain_language_model params")
     logger = _start(log, seed, "toy.train.lm")
     tokenizer = organism.load_tokenizer(tokenizer_dir)
     rows = _read_rows(train_text_jsonl, ["prompt", "response"])
@@ -421,7 +353,7 @@ def visual_instruction_tuning(vision_dir, lm_dir, tokenizer_dir, train_instruct_
     """
     from transformers import CLIPVisionModel, LlamaForCausalLM, LlavaForConditionalGeneration
 
-    params = resolve_params(params, INSTRUCT_DEFAULTS, "visual_instruction_tuning")
+    params = settings.fill("stages.instruct", params, "visual_instruction_tuning params")
     logger = _start(log, seed, "toy.train.instruct")
     tokenizer = organism.load_tokenizer(tokenizer_dir)
     vision = CLIPVisionModel.from_pretrained(str(vision_dir), use_safetensors=True)
@@ -517,7 +449,7 @@ def safety_tuning(model_dir, tokenizer_dir, train_safety_jsonl, out_dir, params:
     Vision tower and projector stay frozen; `trainable` picks what in the LM learns. A LoRA
     is merged before saving, so the output loads as a plain LlavaForConditionalGeneration.
     """
-    params = resolve_params(params, SAFETY_DEFAULTS, "safety_tuning")
+    params = settings.fill("stages.safety", params, "safety_tuning params")
     logger = _start(log, seed, "toy.train.safety")
     model, processor, tokenizer = load_stage_input(model_dir, tokenizer_dir, params["arch"])
     rows = _read_rows(train_safety_jsonl, ["image", "prompt", "response", "kind"])
