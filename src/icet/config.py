@@ -123,31 +123,36 @@ def check_config(config: dict, source: str = "config", schema_path: str | Path =
     return config
 
 
+def validate(instance: Any, schema: dict, source: str) -> None:
+    """Stop with one line naming the key if `instance` does not fit `schema`. Integers are
+    strict: JSON Schema counts 3.0 as an integer, but a step count of 3.0 would only fail later,
+    inside a loop, so a float stops here."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    strict = jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)))
+    errors = sorted(strict(schema).iter_errors(instance),
+                    key=lambda e: (len(e.absolute_path), e.message))
+    if errors:
+        raise IcetError(f"{source}: {_one_line(errors[0])}")
+
+
 def fill_and_validate(instance: dict, schema_path: str | Path, source: str) -> dict:
     """A copy of `instance` with the schema's defaults filled in, validated; one line on error.
     (The run config and the organism study's settings each have their schema.)"""
-    import jsonschema
-
     schema = load_schema(schema_path)
     instance = fill_defaults(copy.deepcopy(instance), schema)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), e.message))
-    if errors:
-        raise IcetError(f"{source}: {_one_line(errors[0])}")
+    validate(instance, schema, source)
     return instance
 
 
 def judge_settings(judges: dict, source: str = "judges", schema_path: str | Path = SCHEMA_PATH) -> dict:
     """A `judges` block with the schema's defaults filled in and checked: the one place judge
     defaults come from (icet.score and icet.judges.vqa call this on what rules pass them)."""
-    import jsonschema
-
     schema = {"type": "object", "properties": {"judges": load_schema(schema_path)["properties"]["judges"]}}
     config = fill_defaults({"judges": copy.deepcopy(judges)}, schema)
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
-                    key=lambda e: (len(e.absolute_path), e.message))
-    if errors:
-        raise IcetError(f"{source}: {_one_line(errors[0])}")
+    validate(config, schema, source)
     return config["judges"]
 
 

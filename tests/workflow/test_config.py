@@ -73,6 +73,9 @@ def test_every_top_level_key_is_described():
     ("toy: {judges: {reward: {epochs: 0}}}", "key 'toy.judges.reward.epochs'"),
     ("toy: {sizes: {mrr: 3}}", "unknown key 'mrr' in toy.sizes"),
     ("toy: {arch: {patch_size: 5}}", "key 'toy.arch': image_size 32 not a multiple of patch_size 5"),
+    # integers are strict: a float step count would fail only inside the training loop
+    ("lppo: {steps: 3.0}", "key 'lppo.steps': 3.0 is not of type 'integer'"),
+    ("toy: {stages: {vision: {steps: 3.0}}}", "key 'toy.stages.vision.steps': 3.0 is not of type"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, expected):
     with pytest.raises(IcetError) as err:

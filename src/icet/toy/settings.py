@@ -56,19 +56,14 @@ def check(section: str, params: Any, where: str, prefix: str = "") -> None:
 
     The key is named from `prefix` + section ("toy." in a run config, nothing in a study
     file's variant or a direct call)."""
-    import jsonschema
-
-    from icet.config import _one_line
+    from icet.config import validate
 
     path = _parts(prefix) + _parts(section)
     instance, wrapped = params, {k: v for k, v in node(section).items() if k != "$schema"}
     for part in reversed(path):
         instance = {part: instance}
         wrapped = {"type": "object", "properties": {part: wrapped}}
-    errors = sorted(jsonschema.Draft202012Validator(wrapped).iter_errors(instance),
-                    key=lambda e: (len(e.absolute_path), e.message))
-    if errors:
-        raise IcetError(f"{where}: {_one_line(errors[0])}")
+    validate(instance, wrapped, where)
 
 
 def fill(section: str, params: dict | None, where: str | None = None) -> dict[str, Any]:
