@@ -30,6 +30,8 @@ from icet.io import read_jsonl
 # ---------------------------------------------------------------------------- data sets
 
 DATASET_KEYS = ("id", "prompt", "image", "kind", "category", "answer", "source")
+# Optional keys: `answers` (VQA-v2: every human answer) and `request` (the plain request a
+# jailbreak prompt wraps: check_request).
 KINDS = ("harmful", "benign", "lookalike")
 
 # What each test set's rows may be. The safety sets are the paper's harmful prompts; VQA rows
@@ -63,6 +65,15 @@ def _where(path, number: int, row: dict) -> str:
         else f"{path}: row {number}"
 
 
+def check_request(row: dict, where: str) -> None:
+    """`request`, where a row has one: the plain request its jailbreak `prompt` wraps (MR:
+    JailbreakV-28K's redteam_query), which a judge declaring it is shown instead of the
+    prompt (icet.judges.base.Judge.prompt_keys), so it must be real text."""
+    if "request" in row and (not isinstance(row["request"], str) or not row["request"].strip()):
+        raise IcetError(f"{where}: request must be a non-empty string where present, "
+                        f"got {row['request']!r}")
+
+
 def check_dataset_row(row: dict, where: str, testset: str | None = None) -> None:
     """Keys and types of one data-set row (no file access); IcetError names `where` and the key.
 
@@ -77,6 +88,7 @@ def check_dataset_row(row: dict, where: str, testset: str | None = None) -> None
     for key in ("prompt", "category", "source", "image"):
         if not isinstance(row[key], str) or (key in ("prompt", "image") and not row[key].strip()):
             raise IcetError(f"{where}: {key} must be a non-empty string, got {row[key]!r}")
+    check_request(row, where)
     rules = SET_RULES.get(testset or "", {})
     kinds = rules.get("kinds", KINDS)
     if row["kind"] not in kinds:
@@ -160,6 +172,7 @@ def read_responses(response_files: list[str]) -> list[dict]:
                 raise IcetError(f"{path}: row {number}: layer must be an integer")
             if not isinstance(row["response"], str) or not isinstance(row["prompt"], str):
                 raise IcetError(f"{path}: row {number}: prompt and response must be strings")
+            check_request(row, f"{path}: row {number}")
             key = (row["layer"], str(row["id"]))
             if key in seen:
                 raise IcetError(f"{path}: row {number}: layer {key[0]} id {key[1]} "

@@ -39,6 +39,9 @@ def _write(folder, rows, name):
     ("vqa", {"kind": "benign", "answer": None}, "answer must be a non-empty string in a vqa row"),
     ("vqa", {"kind": "benign", "answer": "red", "answers": "red"}, "answers must be a list"),
     ("rt", {"kind": "evil"}, "kind 'evil' not one of harmful, benign, lookalike"),
+    ("mr", {"request": " "}, "request must be a non-empty string where present, got ' '"),
+    ("mr", {"request": None}, "request must be a non-empty string where present, got None"),
+    ("mr", {"request": ["glorp"]}, "request must be a non-empty string where present"),
 ])
 def test_each_set_has_its_rules_named_by_file_row_and_key(folder, testset, bad, message):
     good_kind = SET_RULES[testset]["kinds"][0]
@@ -57,6 +60,12 @@ def test_a_set_without_rules_takes_every_kind(folder):
     rows = [_row(0, "harmful"), _row(1, "benign", "red"), _row(2, "lookalike")]
     got, images = read_dataset(_write(folder, rows, "mine.jsonl"), "my-own-set")
     assert got == rows and images == [folder / "images" / "a.png"] * 3
+
+
+def test_a_request_travels_where_given(folder):
+    """`request` is optional: a row may carry the plain request its prompt wraps, or not."""
+    rows = [{**_row(0), "request": "glorp the item"}, _row(1)]
+    assert validate_dataset(_write(folder, rows, "mr.jsonl"), "mr") == rows
 
 
 def test_row_numbers_are_lines_of_the_file(folder):
@@ -100,6 +109,9 @@ def test_read_responses_names_the_row(tmp_path):
     write_jsonl(path, [{"id": "a", "prompt": "p", "response": "r", "layer": 0},
                        {"id": "b", "prompt": "p", "response": 3, "layer": 0}])
     with pytest.raises(IcetError, match=r"r.jsonl: row 2: prompt and response must be strings"):
+        read_responses([path])
+    write_jsonl(path, [{"id": "a", "prompt": "p", "response": "r", "layer": 0, "request": ""}])
+    with pytest.raises(IcetError, match=r"r.jsonl: row 1: request must be a non-empty string"):
         read_responses([path])
 
 
