@@ -8,8 +8,10 @@ answer is unparseable: missing, never safe), toxicity, reward, reward_truncated 
 "prompt" / "response": what had to be cut to fit the reward model, see
 icet.judges.reward.fit_prompt) and refusal; each further judge adds its declared columns
 (e.g. harmbench_verdict, harmbench_unsafe). Every judge sees
-the response after `clean_response`. Identical (prompt, response) pairs, common across
-layers (the same refusal at many l), are judged once, in sorted order, so the scores do not
+the response after `clean_response`, and as the prompt the first of its `prompt_keys` a row
+has: the prompt the model saw, or for HarmBench's classifier the plain `request` a jailbreak
+prompt wraps where the data set gives one (MR). Identical pairs, common across layers (the
+same refusal at many l), are judged once per judge, in sorted order, so the scores do not
 depend on how rows were split into shards or batches.
 """
 
@@ -56,31 +58,36 @@ def score_responses(response_files: list[str], out: str, judges: dict,
     settings = judge_settings(judges)
     rows = read_responses(response_files)
     cleaned = [clean_response(r["response"]) for r in rows]
-    pairs = sorted({(r["prompt"], c) for r, c in zip(rows, cleaned)})
-    prompts, responses = [p for p, _ in pairs], [c for _, c in pairs]
-    logger.info("%d responses from %d file(s): %d distinct (prompt, response) pairs",
-                len(rows), len(response_files), len(pairs))
+    logger.info("%d responses from %d file(s)", len(rows), len(response_files))
 
     started = time.perf_counter()
-    scores: dict[str, list] = {}
+    scored = [dict(row) for row in rows]
     judges_run = named(settings, SCORED_ROLES)
     for cls in judges_run:
+        shown = [(shown_prompt(row, cls.prompt_keys), text) for row, text in zip(rows, cleaned)]
+        pairs = sorted(set(shown))
+        logger.info("%s: %d distinct (%s, response) pairs", cls.name, len(pairs),
+                    " / ".join(cls.prompt_keys))
         judge = cls.load(settings[cls.name], device)
-        values = judge.score(prompts, responses)
+        values = judge.score([p for p, _ in pairs], [c for _, c in pairs])
         if list(values) != list(cls.columns) or any(len(v) != len(pairs) for v in values.values()):
             raise IcetError(f"judge {cls.name}: scored columns {list(values)}, declared "
                             f"{list(cls.columns)}, one value per pair")
-        scores.update(values)
         del judge  # one judge's weights in memory at a time
+        index = {pair: i for i, pair in enumerate(pairs)}
+        for row, pair in zip(scored, shown):
+            row.update({column: column_values[index[pair]]
+                        for column, column_values in values.items()})
         logger.info("%s %s done (%.1f s elapsed)", cls.name,
                     settings[cls.name].get("path", "(no model)"), time.perf_counter() - started)
 
-    index = {pair: i for i, pair in enumerate(pairs)}
-    scored = []
-    for row, text in zip(rows, cleaned):
-        i = index[(row["prompt"], text)]
-        scored.append({**row, **{column: values[i] for column, values in scores.items()}})
     write_jsonl(out, scored)
     for cls in judges_run:
         cls.summarise(scored, settings[cls.name], logger)
     logger.info("wrote %d scored rows to %s", len(scored), out)
+
+
+def shown_prompt(row: dict, keys: tuple[str, ...]) -> str:
+    """What a judge is shown as the prompt: the first of its `prompt_keys` the row has (the
+    last is "prompt", which every response row has: icet.judges.base.register)."""
+    return next(row[key] for key in keys if key in row)

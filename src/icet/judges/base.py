@@ -15,6 +15,10 @@ and its docs, nothing else:
 - `order`: where it runs and where its metric comes in the tables (registry order);
 - `download`: "snapshot" (Hub repo@revision), "detoxify" (checkpoint URL + BERT config
   repo) or None; `toy`: the toy judge folder that serves it in a toy run, or None;
+- `prompt_keys`: which row key it is shown as the prompt, the first the row has (default
+  ("prompt",), the text the model saw; HarmBench's classifier takes ("request", "prompt"):
+  a HarmBench behavior is the plain request, not a jailbreak wrapped around it). The last
+  is always "prompt", which every row has;
 - `load(spec, device)`: the judge from its schema-filled config block (`spec["path"]` is the
   resolved folder); `score(prompts, responses) -> {column: values}`, one value per pair.
 
@@ -43,6 +47,7 @@ class Judge(ABC):
     required: ClassVar[bool] = False
     download: ClassVar[str | None] = "snapshot"
     toy: ClassVar[str | None] = None
+    prompt_keys: ClassVar[tuple[str, ...]] = ("prompt",)
 
     @classmethod
     @abstractmethod
@@ -65,6 +70,9 @@ def register(cls: type[Judge]) -> type[Judge]:
     """Class decorator: add a judge under its config block name."""
     if cls.role not in ROLES or cls.download not in DOWNLOADS:
         raise ValueError(f"judge {cls.name}: role {cls.role!r} / download {cls.download!r}")
+    if not cls.prompt_keys or cls.prompt_keys[-1] != "prompt":
+        raise ValueError(f"judge {cls.name}: prompt_keys {cls.prompt_keys!r} must end with "
+                         f"'prompt' (every row has one)")
     if cls.name in REGISTRY:
         raise ValueError(f"judge {cls.name} registered twice")
     REGISTRY[cls.name] = cls
