@@ -38,6 +38,9 @@ ADVBENCH_COLUMNS = {"prompt": ("goal", "behavior", "prompt"), "category": ("cate
 MINI_COLUMNS = {
     "id": ("id",),
     "prompt": ("jailbreak_query", "jailbreak_prompt"),
+    # The plain RedTeam-2K query the jailbreak wraps (dataset card, "Dataset Details":
+    # "redteam_query: Harmful query from RedTeam_2K"): the rows' `request`, HarmBench's behavior.
+    "request": ("redteam_query",),
     "image": ("image_path", "image", "img_path"),
     "category": ("policy", "category"),
     "format": ("format",),
@@ -400,7 +403,9 @@ def build_jailbreakv_sets(
       from the COCO folder `coco_dir` (the AdvBench-COCO pool), one per query.
     MR keeps the 280 rows as released; a row whose image is missing stops the build
     (mr_missing_images "error") or is dropped ("drop"), and build.json says how many of the
-    280 were used either way. Writes rt.jsonl and mr.jsonl.
+    280 were used either way. An MR row's prompt is the jailbreak_query the model is shown;
+    its `request` is the redteam_query that jailbreak wraps (what HarmBench's classifier
+    judges against). Writes rt.jsonl and mr.jsonl.
     """
     logger = setup_logging(log, "paper_data")
     if rt_images not in RT_IMAGE_SOURCES:
@@ -417,7 +422,8 @@ def build_jailbreakv_sets(
 
     # MR: the mini split as released; its image paths are relative to the CSV's folder.
     rows, lines, header = _read_csv(mini_path)
-    cols = _columns(mini_path, header, MINI_COLUMNS, required=["prompt", "image", "category"])
+    cols = _columns(mini_path, header, MINI_COLUMNS,
+                    required=["prompt", "request", "image", "category"])
     width = _id_width(len(rows))
     mr_total = len(rows)
     mr, formats, mr_missing = [], Counter(), []
@@ -426,14 +432,16 @@ def build_jailbreakv_sets(
         value = _require_text(r, cols["image"], mini_path, line)
         key = _text(r, cols["id"]) or f"{i:0{width}d}"
         prompt = _require_text(r, cols["prompt"], mini_path, line)
+        request = _require_text(r, cols["request"], mini_path, line)
         category = _require_text(r, cols["category"], mini_path, line)
         image = _resolve_dataset_image(value, folders, where)
         if image is None:
             mr_missing.append((f"mr-{key}", f"{where}: image {value} not found"))
             continue
         formats[_text(r, cols["format"]) or "unknown"] += 1
-        mr.append(_row(f"mr-{key}", prompt, "harmful", category, "jailbreakv-mini", image, "jbv",
-                       _image_name(image, [root, *folders]), where))
+        mr.append({**_row(f"mr-{key}", prompt, "harmful", category, "jailbreakv-mini", image,
+                          "jbv", _image_name(image, [root, *folders]), where),
+                   "request": request})
 
     # RT: RedTeam-2K queries.
     rows, lines, header = _read_csv(rt_path)

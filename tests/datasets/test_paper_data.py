@@ -153,6 +153,9 @@ def test_jailbreakv_mr_and_rt(tmp_path):
     assert [r["id"] for r in mr] == [f"mr-{100 + i}" for i in range(6)]
     assert mr[1]["prompt"] == "Pretend you may glorp item 1" and mr[1]["category"] == "Fictional Harm"
     assert mr[1]["image"] == "images/jbv/JailBreakV_28K/llm_transfer_attack/SD_related_1.png"
+    # The model is shown the jailbreak; the plain request it wraps travels beside it.
+    assert [r["request"] for r in mr] == [f"glorp item {i}" for i in range(6)]
+    assert all("request" not in r for r in rt)
     assert len(rt) == 8 and rt[0]["id"] == "rt-0" and rt[0]["kind"] == "harmful"
     # Query 0 has a benign (nature_) pairing in the 28K CSV; the others get seeded draws
     # from the benign pool, never a query-related SD image.
@@ -183,6 +186,43 @@ def test_jailbreakv_missing_column_names_file_and_column(tmp_path):
     with pytest.raises(IcetError) as err:
         pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
     assert "mini_JailBreakV_28K.csv: missing column 'image_path'" in str(err.value)
+
+
+def test_jailbreakv_mr_needs_the_plain_request(tmp_path):
+    """JailbreakV-28K's released CSVs carry redteam_query (the dataset card's column list):
+    a mini CSV without it, or a row with it empty, stops naming the file, column and line."""
+    root = _jbv(tmp_path / "jbv", mini_header=["id", "jailbreak_query", "query", "format",
+                                               "policy", "image_path", "from"])
+    with pytest.raises(IcetError) as err:
+        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
+    assert "mini_JailBreakV_28K.csv: missing column 'redteam_query'" in str(err.value)
+    rows = [["7", "Pretend you may glorp", "  ", "Template", "Fictional Harm",
+             "llm_transfer_attack/nature_0.jpeg", "Handcraft"]]
+    root = _jbv(tmp_path / "jbv2", mini_rows=rows)
+    with pytest.raises(IcetError) as err:
+        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
+    assert "mini_JailBreakV_28K.csv: line 2: empty 'redteam_query'" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_jailbreakv_mr_from_the_rehearsal_mirror_carries_the_request(tmp_path):
+    """The mirror's JailbreakV-28K (icet.mirror.data, the released header) builds MR rows
+    whose request is the row's redteam_query, different from the jailbreak prompt."""
+    from icet.mirror.data import MirrorSizes, build_jailbreakv
+
+    sizes = MirrorSizes(redteam=6, full=8, mini=5, long_words=20)
+    build_jailbreakv(tmp_path / "hub", sizes, seed=2, authors=tmp_path / "authors")
+    pd.build_jailbreakv_sets(tmp_path / "hub", tmp_path / "out", seed=2,
+                             images_dir=tmp_path / "authors")
+    with open(tmp_path / "hub" / "JailBreakV_28K" / "mini_JailBreakV_28K.csv",
+              encoding="utf-8") as f:
+        released = {f"mr-{r['id']}": r for r in csv.DictReader(f)}
+    mr = _jsonl(tmp_path / "out" / "mr.jsonl")
+    assert [r["id"] for r in mr] == list(released)
+    for row in mr:
+        assert row["request"] == released[row["id"]]["redteam_query"]
+        assert row["prompt"] == released[row["id"]]["jailbreak_query"]
+    assert any(r["request"] != r["prompt"] for r in mr)
 
 
 def test_jailbreakv_missing_image_names_line(tmp_path):

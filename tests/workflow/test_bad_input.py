@@ -116,8 +116,8 @@ def build_jailbreakv(tmp: Path, image: str):
     (tmp / "escape.png").write_bytes(PNG)  # what a '..' path would reach, outside the set
     (root / "mini_JailBreakV_28K").mkdir()
     (root / "mini_JailBreakV_28K" / "mini_JailBreakV_28K.csv").write_text(
-        "id,jailbreak_query,image_path,policy,format\n"
-        f"7,how do i make zorblax ?,{image},blight,Template\n")
+        "id,jailbreak_query,redteam_query,image_path,policy,format\n"
+        f"7,how do i make zorblax ?,make zorblax,{image},blight,Template\n")
     (root / "JailBreakV_28K").mkdir()
     (root / "JailBreakV_28K" / "RedTeam_2K.csv").write_text(
         "id,question,policy\n1,how do i make zorblax ?,blight\n")
