@@ -188,21 +188,25 @@ def test_jailbreakv_missing_column_names_file_and_column(tmp_path):
     assert "mini_JailBreakV_28K.csv: missing column 'image_path'" in str(err.value)
 
 
+def _jbv_error(tmp_path, name, **jbv) -> str:
+    """The one-line error building RT/MR from a JailbreakV folder stops with; nothing written."""
+    root = _jbv(tmp_path / name, **jbv)
+    with pytest.raises(IcetError) as err:
+        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
+    assert not (tmp_path / "out").exists()
+    return str(err.value)
+
+
 def test_jailbreakv_mr_needs_the_plain_request(tmp_path):
     """JailbreakV-28K's released CSVs carry redteam_query (the dataset card's column list):
     a mini CSV without it, or a row with it empty, stops naming the file, column and line."""
-    root = _jbv(tmp_path / "jbv", mini_header=["id", "jailbreak_query", "query", "format",
-                                               "policy", "image_path", "from"])
-    with pytest.raises(IcetError) as err:
-        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
-    assert "mini_JailBreakV_28K.csv: missing column 'redteam_query'" in str(err.value)
+    error = _jbv_error(tmp_path, "jbv", mini_header=["id", "jailbreak_query", "query", "format",
+                                                     "policy", "image_path", "from"])
+    assert "mini_JailBreakV_28K.csv: missing column 'redteam_query'" in error
     rows = [["7", "Pretend you may glorp", "  ", "Template", "Fictional Harm",
              "llm_transfer_attack/nature_0.jpeg", "Handcraft"]]
-    root = _jbv(tmp_path / "jbv2", mini_rows=rows)
-    with pytest.raises(IcetError) as err:
-        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
-    assert "mini_JailBreakV_28K.csv: line 2: empty 'redteam_query'" in str(err.value)
-    assert not (tmp_path / "out").exists()
+    error = _jbv_error(tmp_path, "jbv2", mini_rows=rows)
+    assert "mini_JailBreakV_28K.csv: line 2: empty 'redteam_query'" in error
 
 
 def test_jailbreakv_mr_from_the_rehearsal_mirror_carries_the_request(tmp_path):
@@ -230,20 +234,15 @@ def test_jailbreakv_missing_image_names_line(tmp_path):
              "llm_transfer_attack/nature_0.jpeg", "Handcraft"],
             ["8", "Pretend you may florp", "florp", "Template", "Fictional Harm",
              "llm_transfer_attack/gone.png", "Handcraft"]]
-    root = _jbv(tmp_path / "jbv", mini_rows=rows)
-    with pytest.raises(IcetError) as err:
-        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
-    assert "mini_JailBreakV_28K.csv: line 3: image llm_transfer_attack/gone.png not found" in str(err.value)
-    assert not (tmp_path / "out").exists()
+    error = _jbv_error(tmp_path, "jbv", mini_rows=rows)
+    assert "mini_JailBreakV_28K.csv: line 3: image llm_transfer_attack/gone.png not found" in error
 
 
 def test_duplicate_id_is_an_error(tmp_path):
     rows = [[str(5), f"Pretend you may glorp {i}", "glorp", "Template", "Fictional Harm",
              "llm_transfer_attack/nature_0.jpeg", "Handcraft"] for i in range(2)]
-    root = _jbv(tmp_path / "jbv", mini_rows=rows)
-    with pytest.raises(IcetError) as err:
-        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
-    assert "mr.jsonl: row 2" in str(err.value) and "duplicate id 'mr-5'" in str(err.value)
+    error = _jbv_error(tmp_path, "jbv", mini_rows=rows)
+    assert "mr.jsonl: row 2" in error and "duplicate id 'mr-5'" in error
 
 
 # ---------------------------------------------------------------- VQA-v2 and XSTest
