@@ -271,6 +271,21 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(world, tmp_path)
     assert any(w.abs().sum() > 0 for w in trained_b)  # the runs compared did learn something
     assert "resuming from" in (tmp_path / "resumed.log").read_text()
 
+    # A rerun whose outputs were deleted (Snakemake does before it reruns a job) resumes from
+    # the final checkpoint, runs no step, and writes the same outputs again.
+    import shutil
+
+    shutil.rmtree(tmp_path / "resumed" / "adapter")
+    for name in ("value_head.safetensors", "metrics.csv", "lppo.json"):
+        (tmp_path / "resumed" / name).unlink()
+    def no_step_left(prompts, responses):
+        raise AssertionError("a finished run trained again")
+
+    run(world, tmp_path / "resumed", params, reward_fn=no_step_left)
+    for name in ("adapter/adapter_model.safetensors", "value_head.safetensors", "metrics.csv"):
+        assert (tmp_path / "straight" / name).read_bytes() == \
+            (tmp_path / "resumed" / name).read_bytes(), name
+
     with pytest.raises(IcetError, match="different lr"):
         run(world, tmp_path / "resumed", {**params, "lr": 0.5})
 

@@ -534,8 +534,10 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
         with atomic_path(out / "value_head.safetensors") as tmp_file:
             save_file({k: v.detach().cpu().contiguous()
                        for k, v in unwrapped.value_head.state_dict().items()}, tmp_file)
-        if not metrics:
-            write_csv(out / "metrics.csv", metrics, METRIC_COLUMNS)
+        # Always, not only when no step ran: a rerun resumed from the final checkpoint (its
+        # outputs deleted by Snakemake, e.g. after a params change) runs no step, and its
+        # metrics are the checkpoint's.
+        write_csv(out / "metrics.csv", metrics, METRIC_COLUMNS)
         write_json(out / "lppo.json", {
             "model_dir": str(model_dir), "rt_jsonl": str(rt_jsonl), "seed": seed,
             "steps": p.steps, "params": p.to_dict(), "final_metrics": final,
