@@ -38,6 +38,7 @@ rule build_toy_tokenizer:
         directory(f"{RES}/toy/tokenizer"),
     log:
         f"{LOGS}/build_toy_tokenizer/toy.log",
+    priority: TOY_ORGANISM_PRIORITY
     conda:
         "../envs/torch.yaml"
     script:

@@ -22,6 +22,7 @@ rule train_toy_stage:
         params=lambda w: toy_stage_params(w.stage),
         seed=config["seed"],
     threads: 1
+    priority: TOY_ORGANISM_PRIORITY
     conda:
         "../envs/torch.yaml"
     script:
