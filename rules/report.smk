@@ -257,7 +257,7 @@ rule manifest:
         f"{LOGS}/manifest/{config['run']}.log",
     params:
         config=dict(config),
-        seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": config["seed"]},
+        seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": lppo_seed()},
         folders={"responses": [f"{RUN}/sweep"]},
         builds=paper_builds(),
         downloads=download_paths(),

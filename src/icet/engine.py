@@ -32,7 +32,7 @@ import torch
 
 from icet.errors import IcetError
 from icet.logs import progress
-from icet.models.base import Generation
+from icet.models.base import Generation, row_inputs_of
 
 ENGINES = ("fast", "naive")
 # Rows decoded together on a CPU under "auto": past ~256 rows a toy decode step is compute
@@ -111,10 +111,11 @@ def resolve_batch_size(batch_size: int | str, adapter: Any, max_tokens: int) -> 
     return max(1, min(MAX_AUTO_ROWS, int(free * GPU_MEMORY_SHARE // per_row)))
 
 
-def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                  max_new_tokens: int, eos_ids: set[int],
-                  row_inputs: dict[str, torch.Tensor] | None = None) -> list[tuple[list[int], bool]]:
-    """Greedy responses (token ids up to and including EOS, finished) of left-padded rows.
+def decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+           max_new_tokens: int, eos_ids: set[int], row_inputs: dict[str, torch.Tensor] | None = None,
+           choose: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[tuple[list[int], bool]]:
+    """Responses (token ids up to and including EOS, finished) of left-padded rows, each
+    token `choose(logits [rows, vocab])`: greedy (argmax) unless given (L-PPO samples).
 
     Position ids skip the left padding and the mask grows by one column a step, as in
     `generate`; a row that emits EOS leaves the batch (and its KV cache and `row_inputs`,
@@ -132,7 +133,7 @@ def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: tor
     with torch.inference_mode():
         logits = adapter.lm_forward(inputs_embeds, mask, positions, cache, **extras)
         for step in range(max_new_tokens):
-            chosen = logits.argmax(-1)
+            chosen = logits.argmax(-1) if choose is None else choose(logits)
             done = torch.isin(chosen, eos)
             for row, token, stop in zip(alive.tolist(), chosen.tolist(), done.tolist()):
                 tokens[row].append(token)
@@ -152,15 +153,6 @@ def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: tor
             logits = adapter.lm_forward(adapter.embed_tokens(chosen[:, None]), mask, positions, cache,
                                         **extras)
     return list(zip(tokens, finished))
-
-
-def row_inputs_of(layer_inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One layer's model inputs as a dict with "inputs_embeds" (a bare tensor is just that)."""
-    if torch.is_tensor(layer_inputs):
-        return {"inputs_embeds": layer_inputs}
-    if "inputs_embeds" not in layer_inputs:
-        raise IcetError(f"layer_embeddings returned {sorted(layer_inputs)} without 'inputs_embeds'")
-    return dict(layer_inputs)
 
 
 def _result(adapter: Any, prompt_ids: list[int], response: list[int], finished: bool) -> dict[str, Any]:
@@ -207,7 +199,7 @@ def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list
             prompt_ids = [ids[keep.bool()].tolist() for ids, keep in zip(inputs["input_ids"].cpu(), mask.cpu())]
             per_layer = [row_inputs_of(embeds[layer]) for layer in group]
             stacked = {name: torch.cat([rows[name] for rows in per_layer]) for name in per_layer[0]}
-            decoded = greedy_decode(adapter, stacked.pop("inputs_embeds"), mask.repeat(len(group), 1),
+            decoded = decode(adapter, stacked.pop("inputs_embeds"), mask.repeat(len(group), 1),
                                     max_new_tokens, eos_ids, row_inputs=stacked)
             for k, (response, finished) in enumerate(decoded):
                 layer, i = group[k // (stop - start)], k % (stop - start)

@@ -49,7 +49,9 @@ def fill_lppo(params: dict[str, Any]) -> dict[str, Any]:
     from icet.config import fill_defaults
 
     node, root = _lppo_schema()
-    return fill_defaults(copy.deepcopy(params), node, root)
+    filled = fill_defaults(copy.deepcopy(params), node, root)
+    filled.pop("seed", None)  # the rule's seed (rules/common.smk lppo_seed), not a step setting
+    return filled
 
 
 @dataclass
@@ -61,7 +63,8 @@ class LppoParams:
     minibatch: int  # samples per optimiser step; must divide rollout_batch
     ppo_epochs: int  # passes over each rollout batch
     lr: float
-    max_grad_norm: float  # clip of the global gradient norm
+    max_grad_norm: float  # gradient-norm clip of the LM's weights and of the value head, each
+    ratio_threshold: float  # skip a minibatch whose mean ratio exceeds this (trl's guard)
     warmup_steps: int  # linear lr warm-up (optimiser steps); constant afterwards
     eta: float  # KL coefficient (initial, in adaptive mode)
     kl_mode: str  # "fixed" is the paper's r - eta*KL; "adaptive" = Ziegler's controller
@@ -98,6 +101,7 @@ class LppoParams:
         the block leaves out takes the schema's default. Unknown keys and impossible values
         stop with one line."""
         params = dict(params or {})
+        params.pop("seed", None)  # the config block's seed is the run's to pass (train_lppo's `seed`)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
