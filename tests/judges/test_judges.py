@@ -14,6 +14,7 @@ from icet.judges.keyword import KeywordJudge
 from icet.judges.reward import HH_FORMAT, RewardModel, format_reward_input
 from icet.judges.text import clean_response
 from icet.judges.toxicity import ToxicityJudge
+from icet.mirror.judges import DETOXIFY_TRAIN_CONFIG
 from icet.toy.judges import DETOXIFY_CLASSES, GUARD_TEMPLATE, HH_WORDS, build_bert_tokenizer
 from icet.toy.tokenizer import LLAVA_CHAT_TEMPLATE, build_word_tokenizer
 
@@ -342,55 +343,26 @@ def test_toxicity_judge_round_trip_is_detoxify_toxic_head(tmp_path):
     assert all(0.0 <= s <= 1.0 for s in scores)
 
 
-# The training config of Detoxify `original` as its release shipped it: unitaryai/detoxify at
-# tag v0.1.0, configs/Toxic_comment_classification_BERT.json, plus the "device" key train.py
-# sets (config["device"] = args.device) before Lightning saves it as a hyper-parameter.
-DETOXIFY_V010_CONFIG = {
-    "name": "Jigsaw_BERT", "n_gpu": 1, "batch_size": 10, "accumulate_grad_batches": 3,
-    "loss": "binary_cross_entropy",
-    "arch": {"type": "BERT", "args": {
-        "num_classes": 6, "model_type": "bert-base-uncased",
-        "model_name": "BertForSequenceClassification", "tokenizer_name": "BertTokenizer"}},
-    "dataset": {"type": "JigsawDataOriginal", "args": {
-        "train_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/train.csv",
-        "test_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/val.csv",
-        "val_fraction": None, "create_val_set": False, "add_test_labels": False,
-        "classes": ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]}},
-    "optimizer": {"type": "Adam", "args": {"lr": 3e-5, "weight_decay": 3e-6, "amsgrad": True}},
-    "device": "0",
-}
-
-
 def upstream_detoxify_checkpoint(model, path, legacy=False):
-    """A checkpoint built the way Detoxify's own convert_weights.py builds its releases.
+    """A checkpoint stripped the way Detoxify's own convert_weights.py strips a Lightning one.
 
-    convert_weights.py (unitaryai/detoxify) loads the Lightning training checkpoint and saves
-    {"state_dict": OrderedDict(keys without "model."), "config":
-    checkpoint["hyper_parameters"]["config"]} with torch.save. We make the Lightning checkpoint
-    (LightningModule keys carry "model.", the wrapped transformers model's name) and convert
-    it with the same steps; `legacy` writes torch's pre-1.6 (non-zip) format.
+    convert_weights.py (unitaryai/detoxify, added 2021) loads the Lightning training
+    checkpoint and saves {"state_dict": OrderedDict(keys without "model."), "config":
+    checkpoint["hyper_parameters"]["config"]} with torch.save; `legacy` writes torch's
+    pre-1.6 (non-zip) format.
     """
     from collections import OrderedDict
 
     state = model.state_dict()
     if "bert.embeddings.position_ids" not in state:  # transformers 3.x saved this buffer
         state["bert.embeddings.position_ids"] = torch.arange(32).expand((1, -1))
-    lightning = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.4",
-                 "state_dict": OrderedDict((f"model.{k}", v) for k, v in state.items()),
-                 "hyper_parameters": {"config": DETOXIFY_V010_CONFIG}}
-    converted = {"state_dict": OrderedDict(), "config": lightning["hyper_parameters"]["config"]}
-    for key, value in lightning["state_dict"].items():
-        converted["state_dict"][key[6:] if key.startswith("model.") else key] = value
+    converted = {"state_dict": OrderedDict(state), "config": DETOXIFY_TRAIN_CONFIG}
     torch.save(converted, path, _use_new_zipfile_serialization=not legacy)
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
-        tmp_path, monkeypatch, legacy):
-    """Detoxify itself opens this structure with weights_only=False: we read it
-    weights-only. Every plain-pickle path is made to fail, so passing proves none is used."""
-    model, tok = tiny_detoxify(tmp_path)
-    upstream_detoxify_checkpoint(model, tmp_path / "upstream.ckpt", legacy=legacy)
+def _weights_only_everywhere(monkeypatch):
+    """torch.load may only run weights-only, and every plain-pickle entry point fails: a
+    checkpoint that loads under this ran no pickled code. Returns the weights_only flags seen."""
     real_load, calls = torch.load, []
 
     def weights_only_load(*args, **kwargs):
@@ -405,6 +377,17 @@ def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
     monkeypatch.setattr(pickle, "Unpickler", no_pickle)
     monkeypatch.setattr(pickle, "load", no_pickle)
     monkeypatch.setattr(pickle, "loads", no_pickle)
+    return calls
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
+        tmp_path, monkeypatch, legacy):
+    """Detoxify itself opens this structure with weights_only=False: we read it
+    weights-only. Every plain-pickle path is made to fail, so passing proves none is used."""
+    model, tok = tiny_detoxify(tmp_path)
+    upstream_detoxify_checkpoint(model, tmp_path / "upstream.ckpt", legacy=legacy)
+    calls = _weights_only_everywhere(monkeypatch)
     judge = ToxicityJudge(str(tmp_path / "upstream.ckpt"), str(tmp_path / "config"))
     assert calls == [True]
     assert judge.detoxify.class_names == ["toxicity", "severe_toxicity", "obscene", "threat",
@@ -413,6 +396,57 @@ def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
         expected = float(torch.sigmoid(model(**tok("you grimblewart", return_tensors="pt"))
                                        .logits[0, 0]))
     assert judge.score(["you grimblewart"]) == pytest.approx([expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_toxicity_loads_a_2020_lightning_checkpoint_weights_only(tmp_path, monkeypatch, legacy):
+    """Detoxify's 2020 release may keep what a PyTorch Lightning 1.0 checkpoint holds besides
+    config and state_dict: Lightning's AttributeDict hparams, the ModelCheckpoint class as a
+    `callbacks` key, Adam's state. weights_only=True alone refuses those globals; the loader
+    reads them through inert stand-ins, runs no pickled code, and keeps config + state_dict."""
+    from icet.judges.toxicity import load_detoxify_checkpoint
+    from icet.mirror.judges import lightning_checkpoint, lightning_pickle_module
+
+    model, tok = tiny_detoxify(tmp_path)
+    path = tmp_path / "lightning.ckpt"
+    torch.save(lightning_checkpoint(model.state_dict(), DETOXIFY_TRAIN_CONFIG), path,
+               pickle_module=lightning_pickle_module(), _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(pickle.UnpicklingError, match="pytorch_lightning"):
+        torch.load(path, weights_only=True)  # what the judge did before: refused
+    calls = _weights_only_everywhere(monkeypatch)
+    loaded = load_detoxify_checkpoint(str(path))
+    assert sorted(loaded) == ["config", "state_dict"] and calls == [True]
+    assert loaded["config"]["dataset"]["args"]["classes"][0] == "toxic"
+    judge = ToxicityJudge(str(path), str(tmp_path / "config"))
+    with torch.no_grad():
+        expected = float(torch.sigmoid(model(**tok("you grimblewart", return_tensors="pt"))
+                                       .logits[0, 0]))
+    assert judge.score(["you grimblewart"]) == pytest.approx([expected], abs=1e-5)
+
+
+def test_toxicity_checkpoint_with_another_global_is_refused_naming_it(tmp_path):
+    """A global outside torch's and Lightning's harmless few stops the load with one line
+    that names it, and nothing in the file runs (the class here would write a file)."""
+    from icet.mirror.judges import lightning_pickle_module
+
+    marker = tmp_path / "pwned"
+
+    class Trainer:
+        def __setstate__(self, state):  # what an unpickled object could do
+            marker.write_text("ran")
+
+    trainer = Trainer()
+    model, _ = tiny_detoxify(tmp_path)
+    path = tmp_path / "trainer.ckpt"
+    torch.save({"config": DETOXIFY_TRAIN_CONFIG, "state_dict": model.state_dict(),
+                "trainer": trainer}, path,
+               pickle_module=lightning_pickle_module({Trainer: "pytorch_lightning.trainer.Trainer"}))
+    with pytest.raises(IcetError) as err:
+        ToxicityJudge(str(path), str(tmp_path / "config"))
+    message = str(err.value)
+    assert "\n" not in message and "refused" in message
+    assert "it pickles pytorch_lightning.trainer.Trainer," in message
+    assert not marker.exists()
 
 
 class _Bomb:

@@ -185,15 +185,100 @@ def build_deberta_reward(main: Path, pr: Path, words: list[str], seed: int = 0) 
     torch.save(OrderedDict(model.state_dict()), main / "pytorch_model.bin")
 
 
-# Detoxify's training config (configs/Toxic_comment_classification_BERT.json of
-# unitaryai/detoxify), stored in the released checkpoint under "config".
+# The training config of Detoxify `original` as its release carries it under "config":
+# unitaryai/detoxify at tag v0.1.0 (2020-11-10), configs/Toxic_comment_classification_BERT.json
+# (the first version with dataset.args.classes, which detoxify.load_checkpoint reads), plus the
+# "device" key train.py sets (config["device"] = args.device) before Lightning saves the config
+# as a hyper-parameter (ToxicClassifier.__init__ calls save_hyperparameters()).
 DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+DETOXIFY_TRAIN_CONFIG = {
+    "name": "Jigsaw_BERT", "n_gpu": 1, "batch_size": 10, "accumulate_grad_batches": 3,
+    "loss": "binary_cross_entropy",
+    "arch": {"type": "BERT", "args": {
+        "num_classes": 6, "model_type": "bert-base-uncased",
+        "model_name": "BertForSequenceClassification", "tokenizer_name": "BertTokenizer"}},
+    "dataset": {"type": "JigsawDataOriginal", "args": {
+        "train_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/train.csv",
+        "test_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/val.csv",
+        "val_fraction": None, "create_val_set": False, "add_test_labels": False,
+        "classes": DETOXIFY_CLASSES}},
+    "optimizer": {"type": "Adam", "args": {"lr": 3e-5, "weight_decay": 3e-6, "amsgrad": True}},
+    "device": "0",
+}
+
+
+class AttributeDict(dict):
+    """PyTorch Lightning's hparams container (pytorch_lightning.utilities.parsing), a dict
+    subclass: pickled under Lightning's name by `lightning_pickle_module`."""
+
+
+class ModelCheckpoint:
+    """Stands for Lightning's ModelCheckpoint class, which a 1.0 checkpoint uses as the key of
+    its state in `callbacks`: pickled under Lightning's name by `lightning_pickle_module`."""
+
+
+LIGHTNING_NAMES = {AttributeDict: "pytorch_lightning.utilities.parsing.AttributeDict",
+                   ModelCheckpoint: "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"}
+
+
+def lightning_pickle_module(names: dict | None = None):
+    """A pickle module for `torch.save(..., pickle_module=...)` whose pickler writes the classes
+    in `names` ({class: "module.Name"}) as GLOBALs of those names: the file then names
+    Lightning's classes exactly as a checkpoint Lightning saved does, without Lightning
+    installed (pickle's own save_global insists the name resolve to the same object)."""
+    import pickle
+    import types
+
+    names = LIGHTNING_NAMES if names is None else names
+
+    class Pickler(pickle._Pickler):  # the Python pickler: its save_global can be overridden
+        def save_global(self, obj, name=None):
+            if obj not in names:
+                return super().save_global(obj, name)
+            module, qualname = names[obj].rsplit(".", 1)
+            self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("utf-8"))
+            self.memoize(obj)
+
+    module = types.ModuleType("lightning_pickle")
+    module.Pickler, module.Unpickler = Pickler, pickle.Unpickler
+    module.dump, module.load = pickle.dump, pickle.load
+    return module
+
+
+def lightning_checkpoint(state_dict: dict, config: dict) -> dict:
+    """What a PyTorch Lightning 1.0 checkpoint of Detoxify's training holds
+    (checkpoint_connector.dump_checkpoint: epoch, global_step, version, the callbacks' states
+    keyed by class, optimizer and scheduler states, state_dict, hparams_name and
+    hyper_parameters), with `config` beside `state_dict` as Detoxify's release reads it."""
+    params = [torch.nn.Parameter(v.detach().clone()) for v in state_dict.values()
+              if v.is_floating_point()]
+    optimizer = torch.optim.Adam(params, **config["optimizer"]["args"])
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # the moment estimates exist only after a step
+    return {
+        "epoch": 2, "global_step": 4000, "pytorch-lightning_version": "1.0.4",
+        # ModelCheckpoint.on_save_checkpoint of that era returns these five
+        "callbacks": {ModelCheckpoint: {
+            "monitor": "val_loss", "best_model_score": torch.tensor(0.0412),
+            "best_model_path": "saved/Jigsaw_BERT/lightning_logs/version_0/checkpoints/epoch=1.ckpt",
+            "current_score": torch.tensor(0.0437),
+            "dirpath": "saved/Jigsaw_BERT/lightning_logs/version_0/checkpoints"}},
+        "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [],
+        "state_dict": OrderedDict(state_dict),
+        "hparams_name": "kwargs",
+        "hyper_parameters": AttributeDict(config=config),
+        "config": config,
+    }
 
 
 def build_detoxify(checkpoint: Path, bert_repo: Path, words: list[str], seed: int = 0) -> None:
-    """toxic_original-c1212f89.ckpt: {"config": the training config, "state_dict": ...,
-    plus Lightning's bookkeeping}; bert-base-uncased: config.json, vocab.txt, tokenizer files,
-    model.safetensors (never fetched: Detoxify's weights are the checkpoint's)."""
+    """toxic_original-c1212f89.ckpt as a PyTorch Lightning checkpoint of 2020
+    (`lightning_checkpoint`: Lightning's own globals included, so the loader's allow-list is
+    exercised as on a cluster); google-bert/bert-base-uncased in its Hub layout: config.json
+    (no num_labels), vocab.txt, tokenizer.json, tokenizer_config.json, model.safetensors and
+    pytorch_model.bin (neither ever fetched: Detoxify's weights are the checkpoint's)."""
     from transformers import BertConfig, BertForSequenceClassification
 
     from icet.toy.judges import build_bert_tokenizer
@@ -201,28 +286,16 @@ def build_detoxify(checkpoint: Path, bert_repo: Path, words: list[str], seed: in
     build_bert_tokenizer([" ".join(words)], bert_repo, model_max_length=512)
     config = BertConfig(vocab_size=len(words) + 8, hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=512)
-    config.save_pretrained(bert_repo)
     torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(bert_repo)
+    bare = BertForSequenceClassification(config)
+    bare.save_pretrained(bert_repo)
+    torch.save(bare.state_dict(), bert_repo / "pytorch_model.bin")
     (bert_repo / "config.json").write_text(config.to_json_string())  # no num_labels: BERT's own
     labels = {k: v for k, v in config.to_dict().items() if k not in ("id2label", "label2id")}
     classifier = BertForSequenceClassification(BertConfig(**labels, num_labels=6))
-    train_config = {
-        "name": "Jigsaw_BERT", "n_gpu": 1, "batch_size": 10, "accumulate_grad_batches": 3,
-        "loss": "binary_cross_entropy",
-        "arch": {"type": "BERT", "args": {"num_classes": 6, "model_type": "bert-base-uncased",
-                                          "model_name": "BertForSequenceClassification",
-                                          "tokenizer_name": "BertTokenizer"}},
-        "dataset": {"type": "JigsawDataOriginal",
-                    "args": {"train_csv_file": "jigsaw_data/train.csv",
-                             "test_csv_file": "jigsaw_data/val.csv", "add_test_labels": False,
-                             "classes": DETOXIFY_CLASSES}},
-        "optimizer": {"type": "Adam", "args": {"lr": 3e-05, "weight_decay": 3e-06, "amsgrad": True}},
-    }
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 2, "global_step": 4000, "pytorch-lightning_version": "1.0.0",
-                "config": train_config,
-                "state_dict": OrderedDict(classifier.state_dict())}, checkpoint)
+    torch.save(lightning_checkpoint(classifier.state_dict(), DETOXIFY_TRAIN_CONFIG), checkpoint,
+               pickle_module=lightning_pickle_module())
 
 
 # cais/HarmBench-Llama-2-13b-cls at bda705349d1144fa618770bea64d99ce54e3835b, its file list as
