@@ -192,7 +192,7 @@ def test_authors_image_set_holds_every_listed_image_and_is_given_where_the_confi
     listed = {r["image_path"] for r in csv.DictReader(
         (snapshot / "JailBreakV_28K" / "JailBreakV_28K.csv").open())}
     authors = out / "jailbreakv-authors-images"
-    assert all((authors / "JailBreakV_28K" / p).is_file() for p in listed)
+    assert all((authors / "JailBreakV_28k" / p).is_file() for p in listed)  # the zip's spelling
     assert not all((snapshot / "JailBreakV_28K" / p).is_file() for p in listed)
     config = {"data": {"jailbreakv": {"repo": "x", "images_dir": None}}}
     assert by_hand_overlay(config, out) == {"data": {"jailbreakv": {"images_dir": str(authors)}}}

@@ -104,12 +104,18 @@ _JBV_FORMATS = [
 ]
 
 
+# The folder the authors' JailBreakV_28K.zip unpacks to: spelled with a lower-case k by the
+# current public loader that unpacks it (microsoft/PyRIT, jailbreakv_28k_dataset.py and its
+# test's zip members JailBreakV_28k/<image_path>); icet.paper_data accepts either spelling.
+AUTHORS_ZIP_FOLDER = "JailBreakV_28k"
+
+
 def build_jailbreakv(folder: Path, sizes: MirrorSizes, seed: int = 0,
                      present_share: float = 0.4, authors: Path | None = None) -> dict:
     """The Hub repo JailbreakV-28K/JailBreakV-28k as its files: the three CSVs under
     JailBreakV_28K/ and only part of the images. The full set comes from the authors (a zip
-    by request form, unpacked as JailBreakV_28K/<image_path>): written to `authors` if given,
-    as the folder a cluster user fetches by hand."""
+    by request form, unpacked as AUTHORS_ZIP_FOLDER/<image_path>): written to `authors` if
+    given, as the folder a cluster user fetches by hand."""
     rng = np.random.default_rng(seed)
     base = folder / "JailBreakV_28K"
     questions = [_request(rng) for _ in range(sizes.redteam)]
@@ -137,7 +143,7 @@ def build_jailbreakv(folder: Path, sizes: MirrorSizes, seed: int = 0,
         _image(base / image, seed * 1000 + j)
     if authors is not None:
         for j, image in enumerate(sorted(set(images))):
-            _image(authors / "JailBreakV_28K" / image, seed * 1000 + 500 + j)
+            _image(authors / AUTHORS_ZIP_FOLDER / image, seed * 1000 + 500 + j)
     (folder / "README.md").write_text(
         "---\nlicense: mit\ntask_categories:\n- text-generation\n---\n"
         "# JailBreakV-28K (mirror: layout only, fictional text)\n", encoding="utf-8")
