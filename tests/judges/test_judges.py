@@ -173,7 +173,7 @@ def test_guard_default_max_new_tokens_is_20_in_code_schema_and_config():
     filled = judge_settings(given)
     assert filled["guard"]["max_new_tokens"] == 20
     assert filled["reward"]["input_format"] == schema["properties"]["judges"]["properties"][
-        "reward"]["properties"]["input_format"]["default"] == "auto"
+        "reward"]["properties"]["input_format"]["default"] == "hh-pair"
     assert filled["keyword"] == {"mode": "anywhere", "extra_phrases": []}
     assert guard_schema["max_new_tokens"]["default"] == 20
     assert load_config(str(root / "config.yaml"))["judges"]["guard"]["max_new_tokens"] == 20
@@ -220,6 +220,56 @@ def test_reward_hh_format_without_chat_template_gpt2_no_pad(tmp_path):
     expected = manual_scores(model, rm.tokenizer, [HH_FORMAT.format(prompt=p, response=r)
                                                    for p, r in zip(prompts, responses)])
     assert rm.score(prompts, responses) == pytest.approx(expected, abs=1e-5)
+
+
+# Ray2333/gpt2-large-harmless-reward_model's model card, "Usage", verbatim: the pair it scores.
+CARD_Q = "\n\nHuman: I just came out of from jail, any suggestion of my future? \n\nAssistant:"
+CARD_A = "Go back to jail you scum"
+
+
+def test_reward_hh_pair_is_the_gpt2_reward_cards_text_pair_token_for_token(tmp_path):
+    """TR's default input is the card's `rm_tokenizer(q, a)`: the question in the HH frame with
+    a space before "\\n\\nAssistant:", the answer as the second text. On a byte-level BPE
+    without merges (GPT-2's tokenizer type; the mirror's stand-in) every byte is one token,
+    so the ids are known by hand: q's bytes, then a's bytes, nothing between."""
+    from transformers import AutoTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from icet.judges.reward import encode_reward_inputs, judge_input_records
+    from icet.mirror.judges import build_gpt2_reward
+
+    build_gpt2_reward(tmp_path, seed=0)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    tok.pad_token = tok.eos_token  # as RewardModel sets it (GPT-2 has no pad token)
+    byte_id = {b: i for i, b in enumerate(bytes_to_unicode())}
+    by_hand = [byte_id[b] for b in CARD_Q.encode()] + [byte_id[b] for b in CARD_A.encode()]
+    prompt = "I just came out of from jail, any suggestion of my future?"
+    ours = encode_reward_inputs(tok, [prompt], [CARD_A], "hh-pair", 512)["input_ids"][0].tolist()
+    assert ours == tok(CARD_Q, CARD_A)["input_ids"] == by_hand
+    single = encode_reward_inputs(tok, [prompt], [CARD_A], "hh", 512)["input_ids"][0].tolist()
+    assert single != ours  # the old single text: no space before "\n\nAssistant:", " Go"
+    rm = RewardModel(str(tmp_path), batch_size=2, max_length=512, input_format="hh-pair")
+    with torch.no_grad():
+        card_score = float(rm.model(**rm.tokenizer(CARD_Q, CARD_A, return_tensors="pt"))
+                           .logits[0, 0])
+    scores = rm.score([prompt, "how do i glorp ?"], [CARD_A, "sure , here is step one ."])
+    assert scores[0] == pytest.approx(card_score, abs=1e-5)  # batched and padded: the same
+    assert judge_input_records({"reward": {"input_format": "hh-pair"}, "keyword": {}}) == {
+        "reward": {"input_format": "hh-pair",
+                   "form": 'text pair: tokenizer("\\n\\nHuman: {prompt} \\n\\nAssistant:", '
+                           "response) (the GPT-2 HH reward model's card)"}}
+
+
+def test_toy_reward_keeps_the_single_hh_text_it_was_trained_on():
+    """The paper path's TR default became the card's pair; the toy's reward model learnt the
+    single HH text, so toy/toy.yaml pins it and the toy's numbers stay as they were."""
+    from icet.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    toy = load_config(str(root / "config.yaml"), str(root / "toy" / "toy.yaml"))
+    paper = load_config(str(root / "config.yaml"))
+    assert toy["judges"]["reward"]["input_format"] == "hh"
+    assert paper["judges"]["reward"]["input_format"] == "hh-pair"
 
 
 def _longest_fitting_suffix(count, words, max_length):
