@@ -119,6 +119,11 @@ def test_download_snapshot_reads_the_mirror_offline_with_pr_ref(mirror, tmp_path
         download_snapshot(DEBERTA, "main", tmp_path / "main")
     pr = download_snapshot(DEBERTA, "refs/pr/3", tmp_path / "pr3")
     assert "model.safetensors" in pr["files"]
+    # refs/pr/3 adds model.safetensors to main's files, pickles included: only it is fetched
+    snapshot = hub.snapshot_path(out / "hf" / "hub", DEBERTA, revision="refs/pr/3")
+    assert (snapshot / "pytorch_model.bin").is_file() and (snapshot / "training_args.bin").is_file()
+    assert not [f for f in pr["files"] if f.endswith((".bin", ".pt", ".pth"))]
+    assert not list((tmp_path / "pr3").rglob("*.bin"))
     commits = {(r["repo"], r["revision"]): r["commit"] for r in record["repos"]}
     assert pr["resolved_sha"] == commits[(DEBERTA, "refs/pr/3")] != commits[(DEBERTA, "main")]
     with pytest.raises(IcetError, match="offline"):

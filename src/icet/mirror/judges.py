@@ -129,11 +129,13 @@ def successor_llama(tok, chain: list[int], *, eos_token_id, pad_token_id):
 
 def build_guard(out: Path) -> Path:
     """Llama-Guard-3-8B's layout: config, generation_config, sharded safetensors, tokenizer
-    (tokenizer.json + tokenizer_config.json with the chat template), original/."""
-    from icet.mirror.models import write_meta_original
+    (tokenizer.json, special_tokens_map.json, tokenizer_config.json holding the chat template:
+    the repo keeps it there, the two public copies quote it from that file), original/."""
+    from icet.mirror.models import hub_layout, write_meta_original
 
     tok = guard_tokenizer(GUARD_ANSWER)
     tok.save_pretrained(out)
+    hub_layout(out, chat_template_json=False, template_in_tokenizer_config=True)
     model = automaton_guard(tok, [tok.convert_tokens_to_ids(t) for t in GUARD_ANSWER])
     model.save_pretrained(out, max_shard_size="200KB")
     write_meta_original(out)
@@ -141,9 +143,13 @@ def build_guard(out: Path) -> Path:
 
 
 def build_gpt2_reward(out: Path, seed: int = 0) -> Path:
-    """Ray2333/gpt2-large-harmless-reward_model: GPT-2 BPE tokenizer (vocab.json, merges.txt,
-    tokenizer.json), no pad token; a 1-label GPT2ForSequenceClassification."""
+    """Ray2333/gpt2-large-harmless-reward_model as its tree lists it (Hub tree pages at
+    865fb0d and b8f2f92): config.json, merges.txt, model.safetensors (one file, unsharded),
+    special_tokens_map.json, tokenizer.json, tokenizer_config.json, vocab.json; a GPT-2
+    byte-level BPE without a pad token, a 1-label GPT2ForSequenceClassification."""
     from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2TokenizerFast
+
+    from icet.mirror.models import hub_layout
 
     tok, n = _byte_level_bpe()
     tok.add_special_tokens(["<|endoftext|>"])
@@ -151,6 +157,7 @@ def build_gpt2_reward(out: Path, seed: int = 0) -> Path:
                              eos_token="<|endoftext|>", unk_token="<|endoftext|>",
                              model_max_length=1024)
     fast.save_pretrained(out)
+    hub_layout(out, chat_template_json=False)
     vocab = {ch: i for i, ch in enumerate(json.loads(tok.to_str())["model"]["vocab"])}
     vocab["<|endoftext|>"] = n
     (out / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
@@ -163,26 +170,75 @@ def build_gpt2_reward(out: Path, seed: int = 0) -> Path:
     return out
 
 
+# OpenAssistant/reward-model-deberta-v3-large-v2's tokenizer_config.json, as the Hub's file
+# view shows it (blob/main/tokenizer_config.json, 455 bytes): microsoft/deberta-v3-large's
+# sentencepiece tokenizer (spm.model). special_tokens_map.json holds the same tokens.
+DEBERTA_TOKENIZER_CONFIG = {
+    "bos_token": "[CLS]", "cls_token": "[CLS]", "do_lower_case": False, "eos_token": "[SEP]",
+    "mask_token": "[MASK]", "model_max_length": 1000000000000000019884624838656,
+    "name_or_path": "microsoft/deberta-v3-large", "pad_token": "[PAD]", "sep_token": "[SEP]",
+    "sp_model_kwargs": {}, "special_tokens_map_file": None, "split_by_punct": False,
+    "tokenizer_class": "DebertaV2Tokenizer", "unk_token": "[UNK]", "vocab_type": "spm"}
+DEBERTA_SPECIAL = {k: DEBERTA_TOKENIZER_CONFIG[k] for k in (
+    "bos_token", "cls_token", "eos_token", "mask_token", "pad_token", "sep_token", "unk_token")}
+
+
+def deberta_v3_tokenizer_files(out: Path, words: list[str]):
+    """DeBERTa-v3's tokenizer files as the OpenAssistant repo ships them: spm.model (a
+    sentencepiece unigram model; [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3 as in deberta-v3),
+    tokenizer.json, tokenizer_config.json (the repo's keys), special_tokens_map.json and
+    added_tokens.json ({"[MASK]": its id}, the one token outside spm.model)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import DebertaV2Tokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([" ".join(words)] * 4), model_writer=model, model_type="unigram",
+        vocab_size=len(words) + 8, hard_vocab_limit=False, character_coverage=1.0,
+        pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2, eos_piece="[SEP]",
+        unk_id=3, unk_piece="[UNK]", num_threads=1, minloglevel=2)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spm.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = DebertaV2Tokenizer(vocab=pieces, unk_id=3, model_max_length=512)
+    tok.add_special_tokens({"mask_token": "[MASK]"})
+    tok.save_pretrained(out)
+    (out / "tokenizer_config.json").write_text(json.dumps(DEBERTA_TOKENIZER_CONFIG, indent=2),
+                                               encoding="utf-8")
+    (out / "special_tokens_map.json").write_text(json.dumps(DEBERTA_SPECIAL, indent=2),
+                                                 encoding="utf-8")
+    (out / "added_tokens.json").write_text(
+        json.dumps({"[MASK]": tok.convert_tokens_to_ids("[MASK]")}), encoding="utf-8")
+    return tok
+
+
 def build_deberta_reward(main: Path, pr: Path, words: list[str], seed: int = 0) -> None:
-    """OpenAssistant/reward-model-deberta-v3-large-v2: `main` = config + tokenizer +
-    pytorch_model.bin; refs/pr/3 = the same with model.safetensors instead of the .bin."""
+    """OpenAssistant/reward-model-deberta-v3-large-v2 as its two refs hold it. `main` (Hub
+    tree page, c355404): added_tokens.json, config.json, pytorch_model.bin,
+    special_tokens_map.json, spm.model, tokenizer.json, tokenizer_config.json and
+    training_args.bin (a pickle of TrainingArguments). refs/pr/3 (discussion #3, SFconvertbot's
+    "Adding `safetensors` variant", one file added): all of main's files plus
+    model.safetensors. The download takes only the safetensors (icet.download forbids *.bin)."""
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-    from icet.toy.judges import build_bert_tokenizer
-
     for folder in (main, pr):
-        build_bert_tokenizer([" ".join(words)], folder, model_max_length=512)
+        tok = deberta_v3_tokenizer_files(folder, words)
     torch.manual_seed(seed)
-    config = DebertaV2Config(vocab_size=len(words) + 16, hidden_size=16, num_hidden_layers=2,
+    config = DebertaV2Config(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2,
                              num_attention_heads=2, intermediate_size=32,
                              max_position_embeddings=512, num_labels=1, pad_token_id=0,
                              relative_attention=True, position_buckets=16,
                              pos_att_type=["p2c", "c2p"], position_biased_input=False,
                              id2label={0: "LABEL_0"}, label2id={"LABEL_0": 0})
     model = DebertaV2ForSequenceClassification(config).eval()
-    model.save_pretrained(pr)  # model.safetensors + config.json
-    config.save_pretrained(main)
-    torch.save(OrderedDict(model.state_dict()), main / "pytorch_model.bin")
+    for folder in (main, pr):
+        config.save_pretrained(folder)
+        torch.save(OrderedDict(model.state_dict()), folder / "pytorch_model.bin")
+        torch.save({"output_dir": "reward-model-deberta-v3-large-v2"}, folder / "training_args.bin")
+    model.save_pretrained(pr)  # + model.safetensors: the PR's one added file
 
 
 # The training config of Detoxify `original` as its release carries it under "config":
