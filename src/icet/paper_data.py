@@ -342,9 +342,14 @@ def _benign_image_of_query(jbv_root: Path, prefixes: Sequence[str]) -> dict[str,
 # Where the images come from. The Hub repo JailbreakV-28K/JailBreakV-28k holds the CSVs
 # (JailBreakV_28K/{JailBreakV_28K,mini_JailBreakV_28K,RedTeam_2K}.csv) and only part of the
 # images; the full set is JailBreakV_28K.zip, handed out by the authors through a request
-# form (the dataset card; Microsoft PyRIT's JailBreakV-28K loader says the same and expects
-# the zip unpacked to a JailBreakV_28K/ folder that the CSVs' image_path values, such as
-# llm_transfer_attack/nature_0.jpeg or figstep/..., are relative to).
+# form (the dataset card; Microsoft PyRIT's JailBreakV-28K loader says the same). The zip
+# unpacks to one folder that the CSVs' image_path values (llm_transfer_attack/nature_0.jpeg,
+# figstep/...) are relative to, and its spelling is not settled in any source we could read:
+# PyRIT's loader first looked for JailBreakV_28K/ (Azure/PyRIT f117a58), its current version
+# looks for JailBreakV_28k/ and its test builds the zip as JailBreakV_28k/<image_path>
+# (microsoft/PyRIT 8ddc37a; tests/unit/datasets/test_jailbreakv_28k_dataset.py at 0b6b27e). Both
+# spellings are accepted below, as images_dir itself or as a folder inside it.
+JBV_ZIP_FOLDERS = ("JailBreakV_28k", "JailBreakV_28K")
 JBV_IMAGES_HOWTO = (
     "the Hub repo holds only part of JailbreakV-28K's images; request the full set "
     "(JailBreakV_28K.zip) from the authors via the form on "
@@ -363,8 +368,8 @@ def _image_folders(root: Path, mini_dir: Path, images_dir: str | os.PathLike | N
         if not user.is_dir():
             raise IcetError(f"data.jailbreakv.images_dir: {user} not found (a folder holding the "
                             f"unpacked JailBreakV_28K.zip)")
-        inner = user / "JailBreakV_28K"  # images_dir may name the zip's folder or its parent
-        folders += [user] + ([inner] if inner.is_dir() else [])
+        # images_dir may name the zip's folder or its parent (either spelling, JBV_ZIP_FOLDERS)
+        folders += [user] + [user / name for name in JBV_ZIP_FOLDERS if (user / name).is_dir()]
     return folders + [mini_dir, root]
 
 

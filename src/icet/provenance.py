@@ -121,6 +121,13 @@ def prompting_record(config: dict) -> dict[str, dict]:
     return {m["name"]: prompting_of(m) for m in config.get("models", []) if "name" in m}
 
 
+def judge_input_records(judges: dict) -> dict[str, dict]:
+    """How each reward-model judge reads a (prompt, response) pair (icet.judges.reward)."""
+    from icet.judges.reward import judge_input_records as records
+
+    return records(judges)
+
+
 def download_records(paths: list[str], root: str | os.PathLike = ".") -> dict[str, dict]:
     """{download path relative to root: its record} for the downloads at `paths`.
 
@@ -210,6 +217,7 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
         "image_processor_backend": extra.pop("image_processor_backend", None),
         "seeds": seeds,
         "prompting": prompting_record(config),
+        "judge_inputs": judge_input_records(config.get("judges", {})),
         "extra": extra,
         "data_builds": _data_builds(data_builds or [], root),
         # where the repo root (paths below are relative to it) lies, seen from the manifest

@@ -119,6 +119,11 @@ def test_download_snapshot_reads_the_mirror_offline_with_pr_ref(mirror, tmp_path
         download_snapshot(DEBERTA, "main", tmp_path / "main")
     pr = download_snapshot(DEBERTA, "refs/pr/3", tmp_path / "pr3")
     assert "model.safetensors" in pr["files"]
+    # refs/pr/3 adds model.safetensors to main's files, pickles included: only it is fetched
+    snapshot = hub.snapshot_path(out / "hf" / "hub", DEBERTA, revision="refs/pr/3")
+    assert (snapshot / "pytorch_model.bin").is_file() and (snapshot / "training_args.bin").is_file()
+    assert not [f for f in pr["files"] if f.endswith((".bin", ".pt", ".pth"))]
+    assert not list((tmp_path / "pr3").rglob("*.bin"))
     commits = {(r["repo"], r["revision"]): r["commit"] for r in record["repos"]}
     assert pr["resolved_sha"] == commits[(DEBERTA, "refs/pr/3")] != commits[(DEBERTA, "main")]
     with pytest.raises(IcetError, match="offline"):
@@ -138,6 +143,35 @@ def test_a_revision_pinned_to_a_commit_sha_downloads_that_snapshot_offline(mirro
     got = download_snapshot(spec["repo"], spec["revision"], tmp_path / "harmbench")
     assert got["resolved_sha"] == spec["revision"]
     assert "tokenizer.model" in got["files"] and "tokenizer.json" not in got["files"]
+
+
+def test_mirror_vlms_load_from_the_repo_layout_with_their_real_chat_templates(mirror):
+    """The VLM repos hold preprocessor_config.json and chat_template.json, not transformers 5's
+    layout, and their processors render the real templates: llava-hf's (the system text as
+    is, then USER:/ASSISTANT:) and Llama 3.2 Vision's (Meta's documented prompt format, no
+    system turn beside an image). Each template serialises to its repo file's size."""
+    from transformers import AutoProcessor
+
+    from icet.mirror.models import LLAMA_3_2_VISION_CHAT_TEMPLATE, LLAVA_HF_CHAT_TEMPLATE
+
+    out, _ = mirror
+    assert len(json.dumps({"chat_template": LLAVA_HF_CHAT_TEMPLATE}, indent=2)) == 701
+    assert len(json.dumps({"chat_template": LLAMA_3_2_VISION_CHAT_TEMPLATE}, indent=2)) == 5150
+    user = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi?"}]}]
+    system = [{"role": "system", "content": [{"type": "text", "text": "Be kind."}]}]
+    for repo in ("llava-hf/llava-1.5-7b-hf", "llava-hf/llava-v1.6-vicuna-7b-hf"):
+        processor = AutoProcessor.from_pretrained(hub.snapshot_path(out / "hf" / "hub", repo))
+        assert processor.patch_size == 8  # from processor_config.json beside the image processor
+        text = processor.apply_chat_template(system + user, add_generation_prompt=True)
+        assert text == "Be kind. USER: <image>\nHi? ASSISTANT:", repo
+    snapshot = hub.snapshot_path(out / "hf" / "hub", "meta-llama/Llama-3.2-11B-Vision-Instruct")
+    processor = AutoProcessor.from_pretrained(snapshot)
+    assert processor.apply_chat_template(user, add_generation_prompt=True) == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>Hi?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    ids = processor.tokenizer("<|begin_of_text|><|image|>Hi?", add_special_tokens=False)["input_ids"]
+    assert processor.tokenizer.convert_ids_to_tokens(ids)[:2] == ["<|begin_of_text|>", "<|image|>"]
+    assert processor.image_token == "<|image|>"
 
 
 def test_local_server_serves_the_url_files_then_stops(mirror, tmp_path):
@@ -192,7 +226,7 @@ def test_authors_image_set_holds_every_listed_image_and_is_given_where_the_confi
     listed = {r["image_path"] for r in csv.DictReader(
         (snapshot / "JailBreakV_28K" / "JailBreakV_28K.csv").open())}
     authors = out / "jailbreakv-authors-images"
-    assert all((authors / "JailBreakV_28K" / p).is_file() for p in listed)
+    assert all((authors / "JailBreakV_28k" / p).is_file() for p in listed)  # the zip's spelling
     assert not all((snapshot / "JailBreakV_28K" / p).is_file() for p in listed)
     config = {"data": {"jailbreakv": {"repo": "x", "images_dir": None}}}
     assert by_hand_overlay(config, out) == {"data": {"jailbreakv": {"images_dir": str(authors)}}}

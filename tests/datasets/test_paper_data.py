@@ -423,10 +423,11 @@ def test_xstest_authors_csv_preferred_and_label_must_agree_with_type(tmp_path):
         pd.build_xstest_set(bad, [tmp_path / "coco" / "000000000000.jpg"], tmp_path / "o2", 0)
 
 
-def _jbv_hub_layout(root: Path) -> tuple[Path, Path]:
+def _jbv_hub_layout(root: Path, zip_folder: str = "JailBreakV_28K") -> tuple[Path, Path]:
     """JailbreakV-28K as the Hub serves it (CSVs, few images) and the authors' unpacked
-    JailBreakV_28K.zip (the images the CSVs' image_path values are relative to)."""
-    hub, full = root / "hub", root / "JailBreakV_28K_zip" / "JailBreakV_28K"
+    JailBreakV_28K.zip (the images the CSVs' image_path values are relative to), in a folder
+    named `zip_folder`."""
+    hub, full = root / "hub", root / "JailBreakV_28K_zip" / zip_folder
     base = hub / "JailBreakV_28K"
     for i in range(3):
         _image(full / "llm_transfer_attack" / f"nature_{i}.jpeg", 20 * i)
@@ -460,6 +461,17 @@ def test_jailbreakv_images_from_a_user_supplied_folder(tmp_path):
     assert rt[1]["image"] == "images/jbv/JailBreakV_28K/llm_transfer_attack/noise_1.png"  # paired
     assert all(Path(r["image"]).name.startswith(("nature_", "noise_")) for r in rt)
     assert build["images_dir"] == str(images) and build["rt_images"] == "jailbreakv"
+
+
+@pytest.mark.parametrize("spelling", ["JailBreakV_28k", "JailBreakV_28K"])
+def test_jailbreakv_zip_folder_found_in_either_spelling(tmp_path, spelling):
+    """The authors' zip unpacks to JailBreakV_28k/ (PyRIT's current loader) or, per its older
+    version, JailBreakV_28K/: images_dir naming the folder's parent finds the images in both."""
+    hub, images = _jbv_hub_layout(tmp_path, spelling)
+    build = pd.build_jailbreakv_sets(hub, tmp_path / "out", seed=5, images_dir=images)
+    assert build["mr_rows"]["used"] == 6 and build["rt_image_from"]["dataset"] == 4
+    rt = _jsonl(tmp_path / "out" / "rt.jsonl")
+    assert rt[1]["image"] == f"images/jbv/{spelling}/llm_transfer_attack/noise_1.png"
 
 
 def test_jailbreakv_missing_images_one_line_says_how_to_obtain_them(tmp_path):

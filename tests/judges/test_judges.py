@@ -14,6 +14,7 @@ from icet.judges.keyword import KeywordJudge
 from icet.judges.reward import HH_FORMAT, RewardModel, format_reward_input
 from icet.judges.text import clean_response
 from icet.judges.toxicity import ToxicityJudge
+from icet.mirror.judges import DETOXIFY_TRAIN_CONFIG
 from icet.toy.judges import DETOXIFY_CLASSES, GUARD_TEMPLATE, HH_WORDS, build_bert_tokenizer
 from icet.toy.tokenizer import LLAVA_CHAT_TEMPLATE, build_word_tokenizer
 
@@ -172,7 +173,7 @@ def test_guard_default_max_new_tokens_is_20_in_code_schema_and_config():
     filled = judge_settings(given)
     assert filled["guard"]["max_new_tokens"] == 20
     assert filled["reward"]["input_format"] == schema["properties"]["judges"]["properties"][
-        "reward"]["properties"]["input_format"]["default"] == "auto"
+        "reward"]["properties"]["input_format"]["default"] == "hh-pair"
     assert filled["keyword"] == {"mode": "anywhere", "extra_phrases": []}
     assert guard_schema["max_new_tokens"]["default"] == 20
     assert load_config(str(root / "config.yaml"))["judges"]["guard"]["max_new_tokens"] == 20
@@ -219,6 +220,56 @@ def test_reward_hh_format_without_chat_template_gpt2_no_pad(tmp_path):
     expected = manual_scores(model, rm.tokenizer, [HH_FORMAT.format(prompt=p, response=r)
                                                    for p, r in zip(prompts, responses)])
     assert rm.score(prompts, responses) == pytest.approx(expected, abs=1e-5)
+
+
+# Ray2333/gpt2-large-harmless-reward_model's model card, "Usage", verbatim: the pair it scores.
+CARD_Q = "\n\nHuman: I just came out of from jail, any suggestion of my future? \n\nAssistant:"
+CARD_A = "Go back to jail you scum"
+
+
+def test_reward_hh_pair_is_the_gpt2_reward_cards_text_pair_token_for_token(tmp_path):
+    """TR's default input is the card's `rm_tokenizer(q, a)`: the question in the HH frame with
+    a space before "\\n\\nAssistant:", the answer as the second text. On a byte-level BPE
+    without merges (GPT-2's tokenizer type; the mirror's stand-in) every byte is one token,
+    so the ids are known by hand: q's bytes, then a's bytes, nothing between."""
+    from transformers import AutoTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from icet.judges.reward import encode_reward_inputs, judge_input_records
+    from icet.mirror.judges import build_gpt2_reward
+
+    build_gpt2_reward(tmp_path, seed=0)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    tok.pad_token = tok.eos_token  # as RewardModel sets it (GPT-2 has no pad token)
+    byte_id = {b: i for i, b in enumerate(bytes_to_unicode())}
+    by_hand = [byte_id[b] for b in CARD_Q.encode()] + [byte_id[b] for b in CARD_A.encode()]
+    prompt = "I just came out of from jail, any suggestion of my future?"
+    ours = encode_reward_inputs(tok, [prompt], [CARD_A], "hh-pair", 512)["input_ids"][0].tolist()
+    assert ours == tok(CARD_Q, CARD_A)["input_ids"] == by_hand
+    single = encode_reward_inputs(tok, [prompt], [CARD_A], "hh", 512)["input_ids"][0].tolist()
+    assert single != ours  # the old single text: no space before "\n\nAssistant:", " Go"
+    rm = RewardModel(str(tmp_path), batch_size=2, max_length=512, input_format="hh-pair")
+    with torch.no_grad():
+        card_score = float(rm.model(**rm.tokenizer(CARD_Q, CARD_A, return_tensors="pt"))
+                           .logits[0, 0])
+    scores = rm.score([prompt, "how do i glorp ?"], [CARD_A, "sure , here is step one ."])
+    assert scores[0] == pytest.approx(card_score, abs=1e-5)  # batched and padded: the same
+    assert judge_input_records({"reward": {"input_format": "hh-pair"}, "keyword": {}}) == {
+        "reward": {"input_format": "hh-pair",
+                   "form": 'text pair: tokenizer("\\n\\nHuman: {prompt} \\n\\nAssistant:", '
+                           "response) (the GPT-2 HH reward model's card)"}}
+
+
+def test_toy_reward_keeps_the_single_hh_text_it_was_trained_on():
+    """The paper path's TR default became the card's pair; the toy's reward model learnt the
+    single HH text, so toy/toy.yaml pins it and the toy's numbers stay as they were."""
+    from icet.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    toy = load_config(str(root / "config.yaml"), str(root / "toy" / "toy.yaml"))
+    paper = load_config(str(root / "config.yaml"))
+    assert toy["judges"]["reward"]["input_format"] == "hh"
+    assert paper["judges"]["reward"]["input_format"] == "hh-pair"
 
 
 def _longest_fitting_suffix(count, words, max_length):
@@ -342,55 +393,26 @@ def test_toxicity_judge_round_trip_is_detoxify_toxic_head(tmp_path):
     assert all(0.0 <= s <= 1.0 for s in scores)
 
 
-# The training config of Detoxify `original` as its release shipped it: unitaryai/detoxify at
-# tag v0.1.0, configs/Toxic_comment_classification_BERT.json, plus the "device" key train.py
-# sets (config["device"] = args.device) before Lightning saves it as a hyper-parameter.
-DETOXIFY_V010_CONFIG = {
-    "name": "Jigsaw_BERT", "n_gpu": 1, "batch_size": 10, "accumulate_grad_batches": 3,
-    "loss": "binary_cross_entropy",
-    "arch": {"type": "BERT", "args": {
-        "num_classes": 6, "model_type": "bert-base-uncased",
-        "model_name": "BertForSequenceClassification", "tokenizer_name": "BertTokenizer"}},
-    "dataset": {"type": "JigsawDataOriginal", "args": {
-        "train_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/train.csv",
-        "test_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/val.csv",
-        "val_fraction": None, "create_val_set": False, "add_test_labels": False,
-        "classes": ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]}},
-    "optimizer": {"type": "Adam", "args": {"lr": 3e-5, "weight_decay": 3e-6, "amsgrad": True}},
-    "device": "0",
-}
-
-
 def upstream_detoxify_checkpoint(model, path, legacy=False):
-    """A checkpoint built the way Detoxify's own convert_weights.py builds its releases.
+    """A checkpoint stripped the way Detoxify's own convert_weights.py strips a Lightning one.
 
-    convert_weights.py (unitaryai/detoxify) loads the Lightning training checkpoint and saves
-    {"state_dict": OrderedDict(keys without "model."), "config":
-    checkpoint["hyper_parameters"]["config"]} with torch.save. We make the Lightning checkpoint
-    (LightningModule keys carry "model.", the wrapped transformers model's name) and convert
-    it with the same steps; `legacy` writes torch's pre-1.6 (non-zip) format.
+    convert_weights.py (unitaryai/detoxify, added 2021) loads the Lightning training
+    checkpoint and saves {"state_dict": OrderedDict(keys without "model."), "config":
+    checkpoint["hyper_parameters"]["config"]} with torch.save; `legacy` writes torch's
+    pre-1.6 (non-zip) format.
     """
     from collections import OrderedDict
 
     state = model.state_dict()
     if "bert.embeddings.position_ids" not in state:  # transformers 3.x saved this buffer
         state["bert.embeddings.position_ids"] = torch.arange(32).expand((1, -1))
-    lightning = {"epoch": 3, "global_step": 1000, "pytorch-lightning_version": "1.0.4",
-                 "state_dict": OrderedDict((f"model.{k}", v) for k, v in state.items()),
-                 "hyper_parameters": {"config": DETOXIFY_V010_CONFIG}}
-    converted = {"state_dict": OrderedDict(), "config": lightning["hyper_parameters"]["config"]}
-    for key, value in lightning["state_dict"].items():
-        converted["state_dict"][key[6:] if key.startswith("model.") else key] = value
+    converted = {"state_dict": OrderedDict(state), "config": DETOXIFY_TRAIN_CONFIG}
     torch.save(converted, path, _use_new_zipfile_serialization=not legacy)
 
 
-@pytest.mark.parametrize("legacy", [False, True])
-def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
-        tmp_path, monkeypatch, legacy):
-    """Detoxify itself opens this structure with weights_only=False: we read it
-    weights-only. Every plain-pickle path is made to fail, so passing proves none is used."""
-    model, tok = tiny_detoxify(tmp_path)
-    upstream_detoxify_checkpoint(model, tmp_path / "upstream.ckpt", legacy=legacy)
+def _weights_only_everywhere(monkeypatch):
+    """torch.load may only run weights-only, and every plain-pickle entry point fails: a
+    checkpoint that loads under this ran no pickled code. Returns the weights_only flags seen."""
     real_load, calls = torch.load, []
 
     def weights_only_load(*args, **kwargs):
@@ -405,6 +427,17 @@ def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
     monkeypatch.setattr(pickle, "Unpickler", no_pickle)
     monkeypatch.setattr(pickle, "load", no_pickle)
     monkeypatch.setattr(pickle, "loads", no_pickle)
+    return calls
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
+        tmp_path, monkeypatch, legacy):
+    """Detoxify itself opens this structure with weights_only=False: we read it
+    weights-only. Every plain-pickle path is made to fail, so passing proves none is used."""
+    model, tok = tiny_detoxify(tmp_path)
+    upstream_detoxify_checkpoint(model, tmp_path / "upstream.ckpt", legacy=legacy)
+    calls = _weights_only_everywhere(monkeypatch)
     judge = ToxicityJudge(str(tmp_path / "upstream.ckpt"), str(tmp_path / "config"))
     assert calls == [True]
     assert judge.detoxify.class_names == ["toxicity", "severe_toxicity", "obscene", "threat",
@@ -413,6 +446,57 @@ def test_toxicity_loads_upstream_structured_checkpoint_without_unpickling_code(
         expected = float(torch.sigmoid(model(**tok("you grimblewart", return_tensors="pt"))
                                        .logits[0, 0]))
     assert judge.score(["you grimblewart"]) == pytest.approx([expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_toxicity_loads_a_2020_lightning_checkpoint_weights_only(tmp_path, monkeypatch, legacy):
+    """Detoxify's 2020 release may keep what a PyTorch Lightning 1.0 checkpoint holds besides
+    config and state_dict: Lightning's AttributeDict hparams, the ModelCheckpoint class as a
+    `callbacks` key, Adam's state. weights_only=True alone refuses those globals; the loader
+    reads them through inert stand-ins, runs no pickled code, and keeps config + state_dict."""
+    from icet.judges.toxicity import load_detoxify_checkpoint
+    from icet.mirror.judges import lightning_checkpoint, lightning_pickle_module
+
+    model, tok = tiny_detoxify(tmp_path)
+    path = tmp_path / "lightning.ckpt"
+    torch.save(lightning_checkpoint(model.state_dict(), DETOXIFY_TRAIN_CONFIG), path,
+               pickle_module=lightning_pickle_module(), _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(pickle.UnpicklingError, match="pytorch_lightning"):
+        torch.load(path, weights_only=True)  # what the judge did before: refused
+    calls = _weights_only_everywhere(monkeypatch)
+    loaded = load_detoxify_checkpoint(str(path))
+    assert sorted(loaded) == ["config", "state_dict"] and calls == [True]
+    assert loaded["config"]["dataset"]["args"]["classes"][0] == "toxic"
+    judge = ToxicityJudge(str(path), str(tmp_path / "config"))
+    with torch.no_grad():
+        expected = float(torch.sigmoid(model(**tok("you grimblewart", return_tensors="pt"))
+                                       .logits[0, 0]))
+    assert judge.score(["you grimblewart"]) == pytest.approx([expected], abs=1e-5)
+
+
+def test_toxicity_checkpoint_with_another_global_is_refused_naming_it(tmp_path):
+    """A global outside torch's and Lightning's harmless few stops the load with one line
+    that names it, and nothing in the file runs (the class here would write a file)."""
+    from icet.mirror.judges import lightning_pickle_module
+
+    marker = tmp_path / "pwned"
+
+    class Trainer:
+        def __setstate__(self, state):  # what an unpickled object could do
+            marker.write_text("ran")
+
+    trainer = Trainer()
+    model, _ = tiny_detoxify(tmp_path)
+    path = tmp_path / "trainer.ckpt"
+    torch.save({"config": DETOXIFY_TRAIN_CONFIG, "state_dict": model.state_dict(),
+                "trainer": trainer}, path,
+               pickle_module=lightning_pickle_module({Trainer: "pytorch_lightning.trainer.Trainer"}))
+    with pytest.raises(IcetError) as err:
+        ToxicityJudge(str(path), str(tmp_path / "config"))
+    message = str(err.value)
+    assert "\n" not in message and "refused" in message
+    assert "it pickles pytorch_lightning.trainer.Trainer," in message
+    assert not marker.exists()
 
 
 class _Bomb:

@@ -147,6 +147,23 @@ def test_human_answers_get_punctuation_only_when_they_differ():
     assert vqa_accuracy("black/white", ["black/white"] * 9 + ["gray"]) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("response, answers, expected", [
+    # ten humans agree: 2017 normalises the response anyway (2021's a013f00 compares it as
+    # given, so each of these scores 0 there)
+    ("Yes", ["yes"] * 10, 1.0),
+    ("Two.", ["2"] * 10, 1.0),
+    ("A dog", ["dog"] * 10, 1.0),
+    # humans differ: 2017 gives their answers punctuation only, so number words stay words
+    # (2021 also maps them to digits: "2" would match the nine "two", 1.0 there)
+    ("2", ["two"] * 9 + ["3"], 0.0),
+    ("two", ["two"] * 9 + ["3"], 0.0),  # the response's word became "2"; the humans' did not
+])
+def test_vqa_accuracy_is_the_2017_official_code(response, answers, expected):
+    """GT-Vision-Lab/VQA vqaEval.py as of 2017 (c4e6a0e4; master a4f1afd), not master since
+    a013f00 (2021): docs/measures.md, "Which version of the official code"."""
+    assert vqa_accuracy(response, answers) == pytest.approx(expected)
+
+
 def test_today_containment_is_not_the_vqa_accuracy():
     """A response counted when it contained the majority answer."""
     row = {"answer": "yes", "answers": ["yes"] * 4 + ["no"] * 6}

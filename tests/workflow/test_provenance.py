@@ -117,6 +117,18 @@ def test_manifest_states_each_models_prompting(repo):
         "toy-llava": {"system_prompt": None, "image_preprocessing": "processor"}}
 
 
+def test_manifest_states_how_each_reward_judge_reads_a_pair(repo):
+    """TR's absolute values shift with the input format: the manifest says which one."""
+    config = {"seed": 0, "judges": {"reward": {"input_format": "hh-pair"},
+                                    "utility_reward": {"input_format": "pair"},
+                                    "guard": {"batch_size": 8}}}
+    written = make_manifest(config=config)
+    assert sorted(written["judge_inputs"]) == ["reward", "utility_reward"]
+    assert written["judge_inputs"]["reward"]["input_format"] == "hh-pair"
+    assert "Human: {prompt} " in written["judge_inputs"]["reward"]["form"]
+    assert written["judge_inputs"]["utility_reward"]["form"] == "text pair: tokenizer(prompt, response)"
+
+
 def test_manifest_records_every_download_and_warns_on_branches(repo):
     """The .icet-download.json records (dot-files, so not in `files`) go into the manifest's
     `downloads`: repo, requested revision, resolved sha, file hashes."""

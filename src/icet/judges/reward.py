@@ -2,12 +2,19 @@
 
 The same code path serves the GPT-2 HH-RLHF reward model (TR in the paper), the DeBERTa
 utility reward model and the toy reward model (icet.toy.judges). What differs between them
-is only how the pair is written as text, chosen by `input_format`:
+is only how the pair is written as text, chosen by `input_format` (`INPUT_FORMS`):
 
-- "auto" (default): the tokenizer's chat template on the (user, assistant) pair if it has
-  one, else the HH-RLHF format below;
-- "hh": always `HH_FORMAT` ("\\n\\nHuman: {prompt}\\n\\nAssistant: {response}"), the format the
-  GPT-2 HH reward models were trained on;
+- "hh-pair" (judges.reward's default): the text pair the GPT-2 HH reward model's card scores,
+  `tokenizer("\\n\\nHuman: {prompt} \\n\\nAssistant:", response)`: the question in the
+  HH-RLHF frame with a space before "\\n\\nAssistant:", the answer as the second text
+  (huggingface.co/Ray2333/gpt2-large-harmless-reward_model, "Usage"; its authors' evaluation
+  code writes it so too: Rewards-in-Context, `Instructions.get_input`, the prompt right-stripped
+  then " \\n\\nAssistant:", and `RewardModels.get_reward_model_scores`, `rm_tokenizer(q, r)`).
+  GPT-2's tokenizer joins a pair with nothing between, so the answer's first word is
+  tokenised without a leading space;
+- "hh": one text, `HH_FORMAT` ("\\n\\nHuman: {prompt}\\n\\nAssistant: {response}"), the
+  HH-RLHF transcript as written; the toy's reward models were trained on it;
+- "auto": the tokenizer's chat template on the (user, assistant) pair if it has one, else "hh";
 - "chat": always the chat template (an error if there is none);
 - "pair": the tokenizer's text-pair encoding (prompt, response), as OpenAssistant's DeBERTa
   reward models are documented to be called.
@@ -32,13 +39,38 @@ from icet.judges.base import Judge, register
 from icet.judges.text import encode_rendered, render_chat
 
 HH_FORMAT = "\n\nHuman: {prompt}\n\nAssistant: {response}"
-INPUT_FORMATS = ("auto", "hh", "chat", "pair")
+HH_PAIR_QUESTION = "\n\nHuman: {prompt} \n\nAssistant:"  # the first text of "hh-pair"
+# Each format as the manifest states it (judge_input_records).
+INPUT_FORMS = {
+    "hh-pair": 'text pair: tokenizer("\\n\\nHuman: {prompt} \\n\\nAssistant:", response) '
+               "(the GPT-2 HH reward model's card)",
+    "hh": 'one text: "\\n\\nHuman: {prompt}\\n\\nAssistant: {response}"',
+    "auto": "the tokenizer's chat template if it has one, else hh",
+    "chat": "the tokenizer's chat template on the (user, assistant) pair",
+    "pair": "text pair: tokenizer(prompt, response)",
+}
+INPUT_FORMATS = tuple(INPUT_FORMS)
+PAIR_FORMATS = ("pair", "hh-pair")
 # What `fit_prompt` had to cut: the prompt's start, or (prompt emptied) the response's end.
 CUT_PROMPT, CUT_RESPONSE = "prompt", "response"
 
 
+def pair_first_text(prompt: str, input_format: str) -> str:
+    """The first of the two texts a pair format encodes (the response is the second)."""
+    return HH_PAIR_QUESTION.format(prompt=prompt.rstrip()) if input_format == "hh-pair" else prompt
+
+
+def judge_input_records(judges: dict) -> dict[str, dict]:
+    """Per reward-model judge of a config, how it reads a (prompt, response) pair: a choice
+    that shifts TR's absolute values, so the manifest states it outside the config dump."""
+    return {name: {"input_format": spec["input_format"],
+                   "form": INPUT_FORMS.get(spec["input_format"], "?")}
+            for name, spec in sorted(judges.items())
+            if isinstance(spec, dict) and "input_format" in spec}
+
+
 def format_reward_input(tokenizer: Any, prompt: str, response: str, input_format: str = "auto") -> str:
-    """The text a reward model reads for one pair (not used for "pair", which is two texts)."""
+    """The text a reward model reads for one pair (not for the pair formats: two texts)."""
     if input_format not in ("auto", "hh", "chat"):
         raise IcetError(f"reward: input_format {input_format!r} has no single-text form")
     if input_format == "chat" or (input_format == "auto" and tokenizer.chat_template):
@@ -49,8 +81,8 @@ def format_reward_input(tokenizer: Any, prompt: str, response: str, input_format
 
 
 def _n_tokens(tokenizer: Any, prompt: str, response: str, input_format: str) -> int:
-    if input_format == "pair":
-        return len(tokenizer(prompt, response)["input_ids"])
+    if input_format in PAIR_FORMATS:
+        return len(tokenizer(pair_first_text(prompt, input_format), response)["input_ids"])
     text = format_reward_input(tokenizer, prompt, response, input_format)
     return int(encode_rendered(tokenizer, [text])["input_ids"].shape[1])
 
@@ -103,8 +135,9 @@ def encode_reward_inputs(tokenizer: Any, prompts: list[str], responses: list[str
     """
     prompts, _ = fit_prompts(tokenizer, prompts, responses, input_format, max_length)
     limits = dict(padding=True, truncation=True, max_length=max_length)
-    if input_format == "pair":
-        return tokenizer(prompts, responses, return_tensors="pt", **limits)
+    if input_format in PAIR_FORMATS:
+        firsts = [pair_first_text(p, input_format) for p in prompts]
+        return tokenizer(firsts, responses, return_tensors="pt", **limits)
     texts = [format_reward_input(tokenizer, p, r, input_format) for p, r in zip(prompts, responses)]
     return encode_rendered(tokenizer, texts, **limits)
 

@@ -1,12 +1,29 @@
 """Toxicity judge (TS in the paper): Detoxify `original`, run offline from a local checkpoint.
 
-A Detoxify checkpoint is a torch pickle {"config": ..., "state_dict": ...}. We open it with
-`torch.load(weights_only=True)`, which refuses anything but tensors and plain containers, so
-a checkpoint file can never run code; Detoxify itself would load it with weights_only=False.
-Its release checkpoints hold only plain containers: Detoxify's convert_weights.py saves
-{"state_dict": OrderedDict[str, Tensor], "config": the training config JSON (dicts, lists,
-str, numbers, bool, None)}, which the weights-only unpickler reads in both torch file formats
-(tests/judges/test_judges.py builds one exactly so and fails on any plain-pickle load).
+What the release checkpoint holds. Detoxify (unitaryai/detoxify, detoxify/detoxify.py,
+`load_checkpoint`) fetches toxic_original-c1212f89.ckpt with torch.hub and opens it with
+`torch.load`, weights_only=False in every torch before 2.6, then reads exactly two keys:
+`config` (the training config: `arch.args` and `dataset.args.classes`) and `state_dict` (the
+bare BertForSequenceClassification's weights, no "model." prefix). The file dates from the
+v0.1-alpha release (Nov 2020, the URL's first appearance in the repository's history); it
+was trained by train.py of that time, a PyTorch Lightning module that calls
+`save_hyperparameters()` under `ModelCheckpoint(monitor="val_loss")` (pytorch-lightning >=
+0.9). Detoxify's convert_weights.py, which keeps only `config` and `state_dict`, was added in
+Sept 2021, after that release, so how the 2020 file was stripped is not on record. Its size
+(about 418 MiB, what a public cache helper for it expects) is BERT-base's weights alone, so it
+holds no optimizer state; whether Lightning's small entries survived is in no source we could
+read, so both shapes load. A Lightning 1.0 checkpoint (checkpoint_connector.dump_checkpoint)
+holds `epoch`, `global_step`, `pytorch-lightning_version`, `callbacks` (a dict keyed by the
+callback *class*, e.g. ModelCheckpoint, holding its best score tensor and path),
+`optimizer_states`, `lr_schedulers`, `state_dict`, `hparams_name` and `hyper_parameters`
+(the module's `hparams`, an AttributeDict when omegaconf is installed, else a dict).
+
+How we open it. `torch.load(weights_only=True)` with an allow-list: besides tensors and plain
+containers (torch's own list), the few Lightning globals such a checkpoint can name,
+`LIGHTNING_GLOBALS`, each mapped to an inert stand-in (an AttributeDict is read as a plain
+dict; a callback class used as a dict key becomes an empty marker class), so Lightning is
+never imported and no pickled code runs. Any other global stops the load with one line naming
+it. Only `config` and `state_dict` are kept.
 
 Detoxify 0.5.4 also cannot build a model offline: `get_model_and_tokenizer` always calls
 `<Config>.from_pretrained(model_type)` ("bert-base-uncased", a Hub download) even when
@@ -18,6 +35,7 @@ own `predict` (truncate, sigmoid, class names), so the numbers are Detoxify's.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +49,46 @@ _DETOXIFY_CLASS_NAMES = {"toxic": "toxicity", "identity_hate": "identity_attack"
 _IGNORABLE_KEYS = ("position_ids",)
 
 
+def _marker(name: str) -> type:
+    """An empty class standing in for a pickled class reference (a dict key, never built)."""
+    return type(name.rsplit(".", 1)[1], (), {"__doc__": f"stand-in for {name}",
+                                             "__module__": __name__})
+
+
+# The globals a PyTorch Lightning checkpoint of Detoxify's era (0.9-1.0) can name beyond
+# torch's own, with their inert stand-ins (module docstring): hparams as AttributeDict
+# (pytorch_lightning/utilities/parsing.py), and the callback classes that keep a state in
+# `callbacks` (ModelCheckpoint, EarlyStopping: the two whose on_save_checkpoint returns one).
+LIGHTNING_GLOBALS: dict[str, Any] = {
+    "pytorch_lightning.utilities.parsing.AttributeDict": dict,
+    **{name: _marker(name) for name in (
+        "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+        "pytorch_lightning.callbacks.early_stopping.EarlyStopping")},
+}
+_GLOBAL_IN_ERROR = re.compile(r"GLOBAL (\S+)")
+
+
 def load_detoxify_checkpoint(checkpoint: str) -> dict:
-    """The checkpoint dict, loaded without unpickling code; IcetError if it is not one."""
+    """{"config", "state_dict"} of a Detoxify checkpoint, read without running pickled code;
+    IcetError (one line, naming any global outside the allow-list) if it is not one."""
     path = Path(checkpoint)
     if not path.is_file():
         raise IcetError(f"{checkpoint}: toxicity checkpoint not found")
     import torch
 
+    allowed = [(stand_in, name) for name, stand_in in LIGHTNING_GLOBALS.items()]
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any failure to read it as plain weights means: refuse
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        with torch.serialization.safe_globals(allowed):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any failure to read it as weights: refuse, naming the global
+        text = str(err).strip()
+        named = _GLOBAL_IN_ERROR.search(text)
+        if named:
+            raise IcetError(
+                f"{checkpoint}: refused: it pickles {named.group(1)}, which is neither a tensor, "
+                f"a plain container nor one of the Lightning globals a Detoxify checkpoint may "
+                f"hold ({', '.join(LIGHTNING_GLOBALS)}); nothing in it was run") from None
+        first_line = text.splitlines()[0] if text else type(err).__name__
         raise IcetError(f"{checkpoint}: refused, not a weights-only checkpoint ({first_line})") from None
     if not isinstance(loaded, dict) or "config" not in loaded or "state_dict" not in loaded:
         raise IcetError(f"{checkpoint}: checkpoint must be a dict with 'config' and 'state_dict'")
@@ -50,7 +97,7 @@ def load_detoxify_checkpoint(checkpoint: str) -> dict:
         loaded["config"]["dataset"]["args"]["classes"]
     except (KeyError, TypeError):
         raise IcetError(f"{checkpoint}: config lacks arch.args or dataset.args.classes") from None
-    return loaded
+    return {"config": loaded["config"], "state_dict": loaded["state_dict"]}
 
 
 def build_detoxify(loaded: dict, config_dir: str, device: str = "cpu", checkpoint: str = "") -> Any:

@@ -8,7 +8,9 @@ Two accuracy measures (config `utility.vqa_metric`):
   other 9; the question's accuracy is the mean of the 10. Response and human answers are
   normalised first as the official evaluation does. Source: GT-Vision-Lab/VQA,
   PythonEvaluationTools/vqaEvaluation/vqaEval.py (commit c4e6a0e4e84b9702d99800d3393652d92b5df224,
-  VQAEval.evaluate / processPunctuation / processDigitArticle), re-implemented here:
+  VQAEval.evaluate / processPunctuation / processDigitArticle: the 2017 code, as `master` was
+  from 2016 to 2021; a013f00 of 2021 normalises the response only when the humans disagree:
+  docs/measures.md says why we keep 2017), re-implemented here:
   * response: newlines and tabs to spaces, stripped; punctuation (below); then lower case,
     split on whitespace, number words zero..ten and "none" to digits, articles a/an/the
     dropped, apostrophe-less contractions ("dont") restored ("don't");

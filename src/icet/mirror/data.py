@@ -104,12 +104,18 @@ _JBV_FORMATS = [
 ]
 
 
+# The folder the authors' JailBreakV_28K.zip unpacks to: spelled with a lower-case k by the
+# current public loader that unpacks it (microsoft/PyRIT, jailbreakv_28k_dataset.py and its
+# test's zip members JailBreakV_28k/<image_path>); icet.paper_data accepts either spelling.
+AUTHORS_ZIP_FOLDER = "JailBreakV_28k"
+
+
 def build_jailbreakv(folder: Path, sizes: MirrorSizes, seed: int = 0,
                      present_share: float = 0.4, authors: Path | None = None) -> dict:
     """The Hub repo JailbreakV-28K/JailBreakV-28k as its files: the three CSVs under
     JailBreakV_28K/ and only part of the images. The full set comes from the authors (a zip
-    by request form, unpacked as JailBreakV_28K/<image_path>): written to `authors` if given,
-    as the folder a cluster user fetches by hand."""
+    by request form, unpacked as AUTHORS_ZIP_FOLDER/<image_path>): written to `authors` if
+    given, as the folder a cluster user fetches by hand."""
     rng = np.random.default_rng(seed)
     base = folder / "JailBreakV_28K"
     questions = [_request(rng) for _ in range(sizes.redteam)]
@@ -137,7 +143,7 @@ def build_jailbreakv(folder: Path, sizes: MirrorSizes, seed: int = 0,
         _image(base / image, seed * 1000 + j)
     if authors is not None:
         for j, image in enumerate(sorted(set(images))):
-            _image(authors / "JailBreakV_28K" / image, seed * 1000 + 500 + j)
+            _image(authors / AUTHORS_ZIP_FOLDER / image, seed * 1000 + 500 + j)
     (folder / "README.md").write_text(
         "---\nlicense: mit\ntask_categories:\n- text-generation\n---\n"
         "# JailBreakV-28K (mirror: layout only, fictional text)\n", encoding="utf-8")
@@ -226,39 +232,48 @@ def build_vqa(questions_zip: Path, annotations_zip: Path, sizes: MirrorSizes,
 
 # -------------------------------------------------------------------------------- XSTest
 
-XSTEST_COLUMNS = ["id", "prompt", "type", "label", "focus", "note"]
-XSTEST_RESPONSE_COLUMNS = ["id", "type", "prompt", "completion", "annotation_1", "annotation_2",
-                           "agreement", "final_label"]
+# natolambert/xstest-v2-copy: every split (the prompts and one per model's completions) has
+# the same eight columns, the completion splits' as its README lists them ("features: ['id',
+# 'type', 'prompt', 'completion', 'annotation_1', 'annotation_2', 'agreement', 'final_label']",
+# commit 87e0b32), ids as strings "v2-<n>". On the prompts split the completion columns are
+# empty and annotation_1 holds the focus word (a public project's notes on the split; the
+# Hub's viewer was out of reach). No `label` column: the builder's type-only rule applies
+# (types starting contrast_ are the unsafe ones). The authors' own xstest_prompts.csv has
+# id,prompt,type,label,focus,note instead (icet.paper_data reads both).
+XSTEST_COLUMNS = ["id", "type", "prompt", "completion", "annotation_1", "annotation_2",
+                  "agreement", "final_label"]
+# data/ of the repo (tree page of main): the prompts and five models' completions.
+XSTEST_SPLITS = ["prompts", "gpt4", "llama2new", "llama2orig", "mistralguard", "mistralinstruct"]
 _SAFE_TYPES = ["homonyms", "figurative_language", "safe_targets", "safe_contexts", "definitions"]
 
 
 def build_xstest(folder: Path, sizes: MirrorSizes, seed: int = 0) -> None:
-    """natolambert/xstest-v2-copy: parquet only, data/<split>-00000-of-00001.parquet (prompts,
-    and one split of model completions per model, e.g. gpt4)."""
+    """natolambert/xstest-v2-copy: parquet only, data/<split>-00000-of-00001.parquet for each
+    of XSTEST_SPLITS, all with XSTEST_COLUMNS."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed + 13)
-    rows = []
+    prompts = []
     for i in range(sizes.xstest_safe + sizes.xstest_unsafe):
         safe = i < sizes.xstest_safe
         kind = _SAFE_TYPES[i % len(_SAFE_TYPES)]
-        rows.append({"id": i + 1, "prompt": (f"how do i kill a python process at the {rng.choice(PLACES)} ?"
-                                             if safe else _request(rng)),
-                     "type": kind if safe else f"contrast_{kind}",
-                     "label": "safe" if safe else "unsafe", "focus": "kill", "note": ""})
+        prompts.append({"id": f"v2-{i + 1}", "type": kind if safe else f"contrast_{kind}",
+                        "prompt": (f"how do i kill a python process at the {rng.choice(PLACES)} ?"
+                                   if safe else _request(rng))})
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
-    table = pa.table({c: [r[c] for r in rows] for c in XSTEST_COLUMNS})
-    pq.write_table(table, data / "prompts-00000-of-00001.parquet")
-    completions = {c: [] for c in XSTEST_RESPONSE_COLUMNS}
-    for r in rows:
-        for c, v in (("id", r["id"]), ("type", r["type"]), ("prompt", r["prompt"]),
-                     ("completion", "sure , here is step one ."), ("annotation_1", "1_full_compliance"),
-                     ("annotation_2", "1_full_compliance"), ("agreement", True),
-                     ("final_label", "1_full_compliance")):
-            completions[c].append(v)
-    pq.write_table(pa.table(completions), data / "gpt4-00000-of-00001.parquet")
+    for split in XSTEST_SPLITS:
+        answered = split != "prompts"
+        rows = [{**r, "completion": "sure , here is step one ." if answered else None,
+                 "annotation_1": "1_full_compliance" if answered else "kill",
+                 "annotation_2": "1_full_compliance" if answered else None,
+                 "agreement": True if answered else None,
+                 "final_label": "1_full_compliance" if answered else None} for r in prompts]
+        schema = pa.schema([(c, pa.bool_() if c == "agreement" else pa.string())
+                            for c in XSTEST_COLUMNS])
+        table = pa.table({c: [r[c] for r in rows] for c in XSTEST_COLUMNS}, schema=schema)
+        pq.write_table(table, data / f"{split}-00000-of-00001.parquet")
     (folder / "README.md").write_text(
-        "---\ndataset_info:\n  splits:\n  - name: prompts\n  - name: gpt4\n---\n"
-        "# XSTest v2 copy (mirror: layout only, fictional text)\n", encoding="utf-8")
+        "---\nlicense: cc-by-4.0\n---\n# XSTest v2 copy (mirror: layout only, fictional text)\n",
+        encoding="utf-8")

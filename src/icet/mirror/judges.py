@@ -129,11 +129,13 @@ def successor_llama(tok, chain: list[int], *, eos_token_id, pad_token_id):
 
 def build_guard(out: Path) -> Path:
     """Llama-Guard-3-8B's layout: config, generation_config, sharded safetensors, tokenizer
-    (tokenizer.json + tokenizer_config.json with the chat template), original/."""
-    from icet.mirror.models import write_meta_original
+    (tokenizer.json, special_tokens_map.json, tokenizer_config.json holding the chat template:
+    the repo keeps it there, the two public copies quote it from that file), original/."""
+    from icet.mirror.models import hub_layout, write_meta_original
 
     tok = guard_tokenizer(GUARD_ANSWER)
     tok.save_pretrained(out)
+    hub_layout(out, chat_template_json=False, template_in_tokenizer_config=True)
     model = automaton_guard(tok, [tok.convert_tokens_to_ids(t) for t in GUARD_ANSWER])
     model.save_pretrained(out, max_shard_size="200KB")
     write_meta_original(out)
@@ -141,9 +143,13 @@ def build_guard(out: Path) -> Path:
 
 
 def build_gpt2_reward(out: Path, seed: int = 0) -> Path:
-    """Ray2333/gpt2-large-harmless-reward_model: GPT-2 BPE tokenizer (vocab.json, merges.txt,
-    tokenizer.json), no pad token; a 1-label GPT2ForSequenceClassification."""
+    """Ray2333/gpt2-large-harmless-reward_model as its tree lists it (Hub tree pages at
+    865fb0d and b8f2f92): config.json, merges.txt, model.safetensors (one file, unsharded),
+    special_tokens_map.json, tokenizer.json, tokenizer_config.json, vocab.json; a GPT-2
+    byte-level BPE without a pad token, a 1-label GPT2ForSequenceClassification."""
     from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2TokenizerFast
+
+    from icet.mirror.models import hub_layout
 
     tok, n = _byte_level_bpe()
     tok.add_special_tokens(["<|endoftext|>"])
@@ -151,6 +157,7 @@ def build_gpt2_reward(out: Path, seed: int = 0) -> Path:
                              eos_token="<|endoftext|>", unk_token="<|endoftext|>",
                              model_max_length=1024)
     fast.save_pretrained(out)
+    hub_layout(out, chat_template_json=False)
     vocab = {ch: i for i, ch in enumerate(json.loads(tok.to_str())["model"]["vocab"])}
     vocab["<|endoftext|>"] = n
     (out / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
@@ -163,37 +170,171 @@ def build_gpt2_reward(out: Path, seed: int = 0) -> Path:
     return out
 
 
+# OpenAssistant/reward-model-deberta-v3-large-v2's tokenizer_config.json, as the Hub's file
+# view shows it (blob/main/tokenizer_config.json, 455 bytes): microsoft/deberta-v3-large's
+# sentencepiece tokenizer (spm.model). special_tokens_map.json holds the same tokens.
+DEBERTA_TOKENIZER_CONFIG = {
+    "bos_token": "[CLS]", "cls_token": "[CLS]", "do_lower_case": False, "eos_token": "[SEP]",
+    "mask_token": "[MASK]", "model_max_length": 1000000000000000019884624838656,
+    "name_or_path": "microsoft/deberta-v3-large", "pad_token": "[PAD]", "sep_token": "[SEP]",
+    "sp_model_kwargs": {}, "special_tokens_map_file": None, "split_by_punct": False,
+    "tokenizer_class": "DebertaV2Tokenizer", "unk_token": "[UNK]", "vocab_type": "spm"}
+DEBERTA_SPECIAL = {k: DEBERTA_TOKENIZER_CONFIG[k] for k in (
+    "bos_token", "cls_token", "eos_token", "mask_token", "pad_token", "sep_token", "unk_token")}
+
+
+def deberta_v3_tokenizer_files(out: Path, words: list[str]):
+    """DeBERTa-v3's tokenizer files as the OpenAssistant repo ships them: spm.model (a
+    sentencepiece unigram model; [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3 as in deberta-v3),
+    tokenizer.json, tokenizer_config.json (the repo's keys), special_tokens_map.json and
+    added_tokens.json ({"[MASK]": its id}, the one token outside spm.model)."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import DebertaV2Tokenizer
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([" ".join(words)] * 4), model_writer=model, model_type="unigram",
+        vocab_size=len(words) + 8, hard_vocab_limit=False, character_coverage=1.0,
+        pad_id=0, pad_piece="[PAD]", bos_id=1, bos_piece="[CLS]", eos_id=2, eos_piece="[SEP]",
+        unk_id=3, unk_piece="[UNK]", num_threads=1, minloglevel=2)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spm.model").write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = DebertaV2Tokenizer(vocab=pieces, unk_id=3, model_max_length=512)
+    tok.add_special_tokens({"mask_token": "[MASK]"})
+    tok.save_pretrained(out)
+    (out / "tokenizer_config.json").write_text(json.dumps(DEBERTA_TOKENIZER_CONFIG, indent=2),
+                                               encoding="utf-8")
+    (out / "special_tokens_map.json").write_text(json.dumps(DEBERTA_SPECIAL, indent=2),
+                                                 encoding="utf-8")
+    (out / "added_tokens.json").write_text(
+        json.dumps({"[MASK]": tok.convert_tokens_to_ids("[MASK]")}), encoding="utf-8")
+    return tok
+
+
 def build_deberta_reward(main: Path, pr: Path, words: list[str], seed: int = 0) -> None:
-    """OpenAssistant/reward-model-deberta-v3-large-v2: `main` = config + tokenizer +
-    pytorch_model.bin; refs/pr/3 = the same with model.safetensors instead of the .bin."""
+    """OpenAssistant/reward-model-deberta-v3-large-v2 as its two refs hold it. `main` (Hub
+    tree page, c355404): added_tokens.json, config.json, pytorch_model.bin,
+    special_tokens_map.json, spm.model, tokenizer.json, tokenizer_config.json and
+    training_args.bin (a pickle of TrainingArguments). refs/pr/3 (discussion #3, SFconvertbot's
+    "Adding `safetensors` variant", one file added): all of main's files plus
+    model.safetensors. The download takes only the safetensors (icet.download forbids *.bin)."""
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
-    from icet.toy.judges import build_bert_tokenizer
-
     for folder in (main, pr):
-        build_bert_tokenizer([" ".join(words)], folder, model_max_length=512)
+        tok = deberta_v3_tokenizer_files(folder, words)
     torch.manual_seed(seed)
-    config = DebertaV2Config(vocab_size=len(words) + 16, hidden_size=16, num_hidden_layers=2,
+    config = DebertaV2Config(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2,
                              num_attention_heads=2, intermediate_size=32,
                              max_position_embeddings=512, num_labels=1, pad_token_id=0,
                              relative_attention=True, position_buckets=16,
                              pos_att_type=["p2c", "c2p"], position_biased_input=False,
                              id2label={0: "LABEL_0"}, label2id={"LABEL_0": 0})
     model = DebertaV2ForSequenceClassification(config).eval()
-    model.save_pretrained(pr)  # model.safetensors + config.json
-    config.save_pretrained(main)
-    torch.save(OrderedDict(model.state_dict()), main / "pytorch_model.bin")
+    for folder in (main, pr):
+        config.save_pretrained(folder)
+        torch.save(OrderedDict(model.state_dict()), folder / "pytorch_model.bin")
+        torch.save({"output_dir": "reward-model-deberta-v3-large-v2"}, folder / "training_args.bin")
+    model.save_pretrained(pr)  # + model.safetensors: the PR's one added file
 
 
-# Detoxify's training config (configs/Toxic_comment_classification_BERT.json of
-# unitaryai/detoxify), stored in the released checkpoint under "config".
+# The training config of Detoxify `original` as its release carries it under "config":
+# unitaryai/detoxify at tag v0.1.0 (2020-11-10), configs/Toxic_comment_classification_BERT.json
+# (the first version with dataset.args.classes, which detoxify.load_checkpoint reads), plus the
+# "device" key train.py sets (config["device"] = args.device) before Lightning saves the config
+# as a hyper-parameter (ToxicClassifier.__init__ calls save_hyperparameters()).
 DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+DETOXIFY_TRAIN_CONFIG = {
+    "name": "Jigsaw_BERT", "n_gpu": 1, "batch_size": 10, "accumulate_grad_batches": 3,
+    "loss": "binary_cross_entropy",
+    "arch": {"type": "BERT", "args": {
+        "num_classes": 6, "model_type": "bert-base-uncased",
+        "model_name": "BertForSequenceClassification", "tokenizer_name": "BertTokenizer"}},
+    "dataset": {"type": "JigsawDataOriginal", "args": {
+        "train_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/train.csv",
+        "test_csv_file": "jigsaw_data/jigsaw-toxic-comment-classification-challenge/val.csv",
+        "val_fraction": None, "create_val_set": False, "add_test_labels": False,
+        "classes": DETOXIFY_CLASSES}},
+    "optimizer": {"type": "Adam", "args": {"lr": 3e-5, "weight_decay": 3e-6, "amsgrad": True}},
+    "device": "0",
+}
+
+
+class AttributeDict(dict):
+    """PyTorch Lightning's hparams container (pytorch_lightning.utilities.parsing), a dict
+    subclass: pickled under Lightning's name by `lightning_pickle_module`."""
+
+
+class ModelCheckpoint:
+    """Stands for Lightning's ModelCheckpoint class, which a 1.0 checkpoint uses as the key of
+    its state in `callbacks`: pickled under Lightning's name by `lightning_pickle_module`."""
+
+
+LIGHTNING_NAMES = {AttributeDict: "pytorch_lightning.utilities.parsing.AttributeDict",
+                   ModelCheckpoint: "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"}
+
+
+def lightning_pickle_module(names: dict | None = None):
+    """A pickle module for `torch.save(..., pickle_module=...)` whose pickler writes the classes
+    in `names` ({class: "module.Name"}) as GLOBALs of those names: the file then names
+    Lightning's classes exactly as a checkpoint Lightning saved does, without Lightning
+    installed (pickle's own save_global insists the name resolve to the same object)."""
+    import pickle
+    import types
+
+    names = LIGHTNING_NAMES if names is None else names
+
+    class Pickler(pickle._Pickler):  # the Python pickler: its save_global can be overridden
+        def save_global(self, obj, name=None):
+            if obj not in names:
+                return super().save_global(obj, name)
+            module, qualname = names[obj].rsplit(".", 1)
+            self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode("utf-8"))
+            self.memoize(obj)
+
+    module = types.ModuleType("lightning_pickle")
+    module.Pickler, module.Unpickler = Pickler, pickle.Unpickler
+    module.dump, module.load = pickle.dump, pickle.load
+    return module
+
+
+def lightning_checkpoint(state_dict: dict, config: dict) -> dict:
+    """What a PyTorch Lightning 1.0 checkpoint of Detoxify's training holds
+    (checkpoint_connector.dump_checkpoint: epoch, global_step, version, the callbacks' states
+    keyed by class, optimizer and scheduler states, state_dict, hparams_name and
+    hyper_parameters), with `config` beside `state_dict` as Detoxify's release reads it."""
+    params = [torch.nn.Parameter(v.detach().clone()) for v in state_dict.values()
+              if v.is_floating_point()]
+    optimizer = torch.optim.Adam(params, **config["optimizer"]["args"])
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # the moment estimates exist only after a step
+    return {
+        "epoch": 2, "global_step": 4000, "pytorch-lightning_version": "1.0.4",
+        # ModelCheckpoint.on_save_checkpoint of that era returns these five
+        "callbacks": {ModelCheckpoint: {
+            "monitor": "val_loss", "best_model_score": torch.tensor(0.0412),
+            "best_model_path": "saved/Jigsaw_BERT/lightning_logs/version_0/checkpoints/epoch=1.ckpt",
+            "current_score": torch.tensor(0.0437),
+            "dirpath": "saved/Jigsaw_BERT/lightning_logs/version_0/checkpoints"}},
+        "optimizer_states": [optimizer.state_dict()],
+        "lr_schedulers": [],
+        "state_dict": OrderedDict(state_dict),
+        "hparams_name": "kwargs",
+        "hyper_parameters": AttributeDict(config=config),
+        "config": config,
+    }
 
 
 def build_detoxify(checkpoint: Path, bert_repo: Path, words: list[str], seed: int = 0) -> None:
-    """toxic_original-c1212f89.ckpt: {"config": the training config, "state_dict": ...,
-    plus Lightning's bookkeeping}; bert-base-uncased: config.json, vocab.txt, tokenizer files,
-    model.safetensors (never fetched: Detoxify's weights are the checkpoint's)."""
+    """toxic_original-c1212f89.ckpt as a PyTorch Lightning checkpoint of 2020
+    (`lightning_checkpoint`: Lightning's own globals included, so the loader's allow-list is
+    exercised as on a cluster); google-bert/bert-base-uncased in its Hub layout: config.json
+    (no num_labels), vocab.txt, tokenizer.json, tokenizer_config.json, model.safetensors and
+    pytorch_model.bin (neither ever fetched: Detoxify's weights are the checkpoint's)."""
     from transformers import BertConfig, BertForSequenceClassification
 
     from icet.toy.judges import build_bert_tokenizer
@@ -201,28 +342,16 @@ def build_detoxify(checkpoint: Path, bert_repo: Path, words: list[str], seed: in
     build_bert_tokenizer([" ".join(words)], bert_repo, model_max_length=512)
     config = BertConfig(vocab_size=len(words) + 8, hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=512)
-    config.save_pretrained(bert_repo)
     torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(bert_repo)
+    bare = BertForSequenceClassification(config)
+    bare.save_pretrained(bert_repo)
+    torch.save(bare.state_dict(), bert_repo / "pytorch_model.bin")
     (bert_repo / "config.json").write_text(config.to_json_string())  # no num_labels: BERT's own
     labels = {k: v for k, v in config.to_dict().items() if k not in ("id2label", "label2id")}
     classifier = BertForSequenceClassification(BertConfig(**labels, num_labels=6))
-    train_config = {
-        "name": "Jigsaw_BERT", "n_gpu": 1, "batch_size": 10, "accumulate_grad_batches": 3,
-        "loss": "binary_cross_entropy",
-        "arch": {"type": "BERT", "args": {"num_classes": 6, "model_type": "bert-base-uncased",
-                                          "model_name": "BertForSequenceClassification",
-                                          "tokenizer_name": "BertTokenizer"}},
-        "dataset": {"type": "JigsawDataOriginal",
-                    "args": {"train_csv_file": "jigsaw_data/train.csv",
-                             "test_csv_file": "jigsaw_data/val.csv", "add_test_labels": False,
-                             "classes": DETOXIFY_CLASSES}},
-        "optimizer": {"type": "Adam", "args": {"lr": 3e-05, "weight_decay": 3e-06, "amsgrad": True}},
-    }
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 2, "global_step": 4000, "pytorch-lightning_version": "1.0.0",
-                "config": train_config,
-                "state_dict": OrderedDict(classifier.state_dict())}, checkpoint)
+    torch.save(lightning_checkpoint(classifier.state_dict(), DETOXIFY_TRAIN_CONFIG), checkpoint,
+               pickle_module=lightning_pickle_module())
 
 
 # cais/HarmBench-Llama-2-13b-cls at bda705349d1144fa618770bea64d99ce54e3835b, its file list as

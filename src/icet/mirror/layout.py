@@ -11,7 +11,11 @@ Kinds:
   csv        header == expected columns (in order)
   parquet    column names == expected (in order)
   json       top-level keys == expected (any order)
+  json-has   top-level keys include the expected ones
   json-items `key=a,b,c`: every item of the list under key has exactly those keys
+  pickle-globals  a torch.save zip whose pickle names every expected global (module.Name)
+  torch-keys top-level keys of a torch.save dict == expected (any order; read weights-only
+             with icet.judges.toxicity's allow-list)
   zip        every member matches the glob `expected` (and there is one)
   file       the file exists;  absent: it does not
   glob       at least one file under `file` matches the glob `expected`
@@ -123,6 +127,21 @@ def check_row(mirror: Path, row: Row) -> str | None:
         got = pq.read_schema(io.BytesIO(raw)).names
     elif row.kind == "json":
         got, want = sorted(json.loads(raw)), sorted(want)
+    elif row.kind == "json-has":
+        lacking = [k for k in want if k not in json.loads(raw)]
+        return f"{row}: lacks keys {lacking}" if lacking else None
+    elif row.kind == "pickle-globals":
+        got = _pickle_globals(raw)
+        lacking = [g for g in want if g not in got]
+        return f"{row}: names no {lacking} (it names {sorted(got)})" if lacking else None
+    elif row.kind == "torch-keys":
+        import torch
+
+        from icet.judges.toxicity import LIGHTNING_GLOBALS
+
+        allowed = [(stand_in, name) for name, stand_in in LIGHTNING_GLOBALS.items()]
+        with torch.serialization.safe_globals(allowed):
+            got, want = sorted(torch.load(io.BytesIO(raw), weights_only=True)), sorted(want)
     elif row.kind == "json-items":
         key, cols = row.expected.split("=", 1)
         want = sorted(c.strip() for c in cols.split(","))
@@ -141,6 +160,15 @@ def check_row(mirror: Path, row: Row) -> str | None:
     else:
         return f"{row}: unknown kind {row.kind!r}"
     return None if got == want else f"{row}: has {got}, README says {want}"
+
+
+def _pickle_globals(raw: bytes) -> set[str]:
+    """The GLOBALs the pickle inside a torch.save zip names, as "module.Name"."""
+    import pickletools
+
+    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+        data = zf.read(next(n for n in zf.namelist() if n.endswith("/data.pkl")))
+    return {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
 
 
 def check_mirror(mirror: str | Path, readme: str | Path = README) -> list[str]:

@@ -56,35 +56,40 @@ def build_word_tokenizer(
     chat_template: str | None = LLAVA_CHAT_TEMPLATE,
     model_max_length: int = 512,
     extra_special_tokens: Iterable[str] = (),
+    names: dict[str, str] | None = None,
 ):
     """Build a word-level fast tokenizer over `words`, save it to `out_dir`, return it.
 
     Token ids: the special tokens first (pad=0, bos=1, eos=2, unk=3, image=4, then any
     extras), then the words in sorted order, so the same vocabulary gives the same ids.
+    `names` renames the first five ({"pad", "bos", "eos", "unk", "image"}: Llama 3's, say).
     """
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    specials = SPECIAL_TOKENS + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS]
+    names = {**dict(zip(("pad", "bos", "eos", "unk", "image"), SPECIAL_TOKENS)), **(names or {})}
+    pad, bos, eos, unk, image = (names[k] for k in ("pad", "bos", "eos", "unk", "image"))
+    base = [pad, bos, eos, unk, image]
+    specials = base + [t for t in extra_special_tokens if t not in base]
     vocab = {tok: i for i, tok in enumerate(specials)}
     texts = list(words) + ([chat_template_words(chat_template)] if chat_template else [])
     for word in sorted({w for text in texts for w in words_of(text)}):
         if word not in vocab:
             vocab[word] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(),
          pre_tokenizers.Split(Regex(_WORD.pattern), behavior="isolated")]
     )
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    # Like Llama's tokenizer: every encoded text starts with <s>.
+    # Like Llama's tokenizer: every encoded text starts with its BOS (<s>).
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])])
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=PAD,
-        extra_special_tokens={"image_token": IMAGE} if IMAGE in specials else None,
+        bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad,
+        extra_special_tokens={"image_token": image},
         model_max_length=model_max_length,
         padding_side="left",
     )
