@@ -94,6 +94,7 @@ class LppoParams:
     keep_checkpoints: int  # newest checkpoints kept on disk
     reward_batch_size: int | None  # reward model batch size; None = judges.reward's
     reward_max_length: int | None  # reward model truncation; None = judges.reward's
+    reward_input_format: str | None  # how the pair is written for it; None = judges.reward's
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "LppoParams":
@@ -132,6 +133,11 @@ class LppoParams:
         need(self.rollout_batch % self.minibatch == 0, "minibatch", "must divide rollout_batch")
         need(self.minibatch % self.grad_accum == 0, "grad_accum", "must divide minibatch")
         need(self.layer_mode in LAYER_MODES, "layer_mode", f"must be one of {LAYER_MODES}")
+        if self.reward_input_format is not None:
+            from icet.judges.reward import INPUT_FORMATS
+
+            need(self.reward_input_format in INPUT_FORMATS, "reward_input_format",
+                 f"must be one of {INPUT_FORMATS} or null")
         need(self.kl_mode in KL_MODES, "kl_mode", f"must be one of {KL_MODES}")
         need(self.temperature > 0, "temperature", "must be > 0")
         need(self.top_k >= 0, "top_k", "must be >= 0")
@@ -146,12 +152,13 @@ class LppoParams:
                     or not all(isinstance(b, int) for b in bounds) or bounds[0] > bounds[1]):
                 raise IcetError(f"lppo params: groups.{name} = {bounds!r}: must be [lo, hi], lo <= hi")
 
-    def reward_settings(self) -> dict[str, int]:
-        """The reward model's batch_size and max_length: these params', else the schema's
-        judges.reward defaults."""
+    def reward_settings(self) -> dict[str, Any]:
+        """The reward model's batch_size, max_length and input_format: these params', else
+        the schema's judges.reward defaults."""
         judge = reward_judge_defaults()
         return {"batch_size": self.reward_batch_size or judge["batch_size"],
-                "max_length": self.reward_max_length or judge["max_length"]}
+                "max_length": self.reward_max_length or judge["max_length"],
+                "input_format": self.reward_input_format or judge["input_format"]}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

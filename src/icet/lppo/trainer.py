@@ -624,12 +624,14 @@ def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
                    device: str = "auto", threads: int = 1, log: str | None = None,
                    prompting: dict | None = None, num_layers: int | None = None) -> dict[str, Any]:
     """The workflow's entry (rule lppo_train): `reward` is the config's judge entry, whose
-    batch_size / max_length size the reward model's batches unless params set them."""
+    batch_size / max_length / input_format the reward function uses unless params set them
+    (so L-PPO optimises the reward that TR measures, written the same way)."""
     torch.set_num_threads(max(1, int(threads)))
     merged = dict(params)
-    for key, param in (("batch_size", "reward_batch_size"), ("max_length", "reward_max_length")):
+    for key, param in (("batch_size", "reward_batch_size"), ("max_length", "reward_max_length"),
+                       ("input_format", "reward_input_format")):
         if merged.get(param) is None and (reward or {}).get(key) is not None:
-            merged[param] = int(reward[key])  # null in the lppo block: the judge's
+            merged[param] = reward[key]  # null in the lppo block: the judge's
     return train_lppo(model_dir, rt_jsonl, out_dir, merged, seed,
                       reward_model_dir=reward_model_dir, device=device, log=log, prompting=prompting,
                       num_layers=num_layers)
