@@ -112,14 +112,15 @@ def free_bytes(device: torch.device) -> int:
 
 
 def plan_batch(batch_size: int | str, adapter: Any, prompts: list[str], layers: list[int],
-               max_new_tokens: int) -> tuple[int, int | None]:
+               max_new_tokens: int, memory_budget: int | None = None) -> tuple[int, int | None]:
     """(rows per decode batch, images per vision pass) for sweeping `prompts` at `layers`.
 
     "auto": the most rows whose predicted peak (icet.memory.sweep_plan), at the longest
     prompt of all plus max_new_tokens, fits MEMORY_SHARE of the free memory (`free_bytes`),
     at most MAX_AUTO_ROWS (CPU_AUTO_ROWS on a CPU); an integer is taken as given. The vision
-    sub-batch is sized the same way for the rows chosen. An architecture the memory model
-    does not know (Qwen2.5-VL) gets CPU_AUTO_ROWS under "auto" and one vision pass a batch.
+    sub-batch is sized the same way for the rows chosen. `memory_budget` (bytes beyond the
+    weights) replaces the free-memory figure. An architecture the memory model does not know
+    (Qwen2.5-VL) gets CPU_AUTO_ROWS under "auto" and one vision pass a batch.
     """
     from icet.memory.model import sweep_plan
 
@@ -130,7 +131,8 @@ def plan_batch(batch_size: int | str, adapter: Any, prompts: list[str], layers: 
         return (CPU_AUTO_ROWS if batch_size == "auto" else int(batch_size)), None
     positions = max(adapter.prompt_positions(prompts)) if prompts else 1
     cap = MAX_AUTO_ROWS if adapter.device.type == "cuda" else CPU_AUTO_ROWS
-    budget = int(free_bytes(adapter.device) * MEMORY_SHARE)
+    budget = (int(memory_budget) if memory_budget is not None
+              else int(free_bytes(adapter.device) * MEMORY_SHARE))
     plan = sweep_plan(arch, budget=budget, prompt_positions=positions, max_new_tokens=max_new_tokens,
                       n_prompts=len(prompts), layers=len(layers), dtype_bytes=adapter_dtype_bytes(adapter),
                       rows=None if batch_size == "auto" else int(batch_size), max_rows=cap,
@@ -292,15 +294,17 @@ def plan_groups(n_prompts: int, layers: list[int], rows: int) -> list[list[int]]
 
 def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list[int], *,
                max_new_tokens: int, batch_size: int | str = "auto", on_layer: LayerDone | None = None,
-               logger: Any = None) -> dict[int, list[dict[str, Any]]]:
-    """Every layer's responses to the (prompt, image) pairs, in order; `on_layer` as each layer completes."""
+               logger: Any = None, memory_budget: int | None = None) -> dict[int, list[dict[str, Any]]]:
+    """Every layer's responses to the (prompt, image) pairs, in order; `on_layer` as each
+    layer completes. `memory_budget`: bytes the batches may use beyond the weights (None:
+    the device's free memory, `plan_batch`)."""
     if len(prompts) != len(images):
         raise IcetError(f"{len(prompts)} prompts but {len(images)} images")
     for layer in layers:
         adapter.check_layer(layer)
     eos_ids = adapter.eos_token_ids
     # Sized for the longest row of all (the memory model), whichever batch it falls in.
-    rows, vision_batch = plan_batch(batch_size, adapter, prompts, layers, max_new_tokens)
+    rows, vision_batch = plan_batch(batch_size, adapter, prompts, layers, max_new_tokens, memory_budget)
     if logger is not None:
         logger.info("fast engine: %d rows per batch, vision encoder on %s images at a time "
                     "(batch_size %s)", rows, vision_batch or "all", batch_size)

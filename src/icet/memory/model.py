@@ -65,11 +65,14 @@ class Estimate:
     def describe(self) -> str:
         """One line: the peak, resident memory, and the largest phase with its largest terms."""
         phase = self.peak_phase
-        top = sorted(phase.terms.items(), key=lambda kv: -kv[1])[:3]
-        parts = ", ".join(f"{name} {value / GB:.1f}" for name, value in top)
+
+        def listed(terms: dict[str, int]) -> str:
+            top = sorted(terms.items(), key=lambda kv: -kv[1])[:3]
+            return ", ".join(f"{name} {value / GB:.1f}" for name, value in top)
+
         return (f"{self.what}: {self.peak / GB:.1f} GB at its peak = "
-                f"{sum(self.resident.values()) / GB:.1f} GB resident (weights ...) + "
-                f"{phase.bytes / GB:.1f} GB in its {phase.name} ({parts})")
+                f"{sum(self.resident.values()) / GB:.1f} GB held ({listed(self.resident)}) + "
+                f"{phase.bytes / GB:.1f} GB in its {phase.name} ({listed(phase.terms)})")
 
 
 # ---- the language model ---------------------------------------------------------------------
@@ -254,3 +257,146 @@ def sweep_plan(arch: Arch, *, budget: int, prompt_positions: int, max_new_tokens
 
 def phases_table(phases: Iterable[Phase]) -> list[tuple[str, int]]:
     return [(p.name, p.bytes) for p in phases]
+
+
+# ---- L-PPO --------------------------------------------------------------------------------
+
+# The PPO update's activations, per token of a micro-batch, in elements of the compute dtype
+# (b bytes): `saved_h` x hidden + `saved_i` x MLP width per LM layer (what autograd keeps for
+# the backward: with LoRA on a frozen base, the layer input, norms, q/k/v, attention output
+# and the MLP's gate/up/SiLU; under bf16 autocast also the fp32 RMSNorm inputs and each LoRA
+# input's bf16 copy; with gradient checkpointing only the layer input); then the larger of
+# two moments: the loss's fp32 logits copies (`logits` x micro-batch x response x vocab x 4
+# bytes: float, temperature, mask, log-softmax, entropy and their gradients) or one layer's
+# recomputation and backward (`back_h` x hidden + `back_i` x MLP width per token). Read off
+# CPU runs of this code path (LLaVA shapes scaled down, LoRA r 16 on q/k/v/o) by varying one
+# dimension at a time; "bf16" ran under CPU autocast as the GPU's mixed precision runs, and is
+# the figure a GPU device check confirms (docs/performance.md). tests/memory checks all four
+# at a shape not used to read them.
+UPDATE_BYTES = {
+    ("fp32", False): {"saved_h": 6.42, "saved_i": 3.36, "logits": 7.31, "back_h": 7.29, "back_i": 1.04},
+    ("fp32", True): {"saved_h": 1.005, "saved_i": 0.0, "logits": 7.99, "back_h": 9.98, "back_i": 6.61},
+    ("bf16", False): {"saved_h": 13.65, "saved_i": 3.0, "logits": 7.87, "back_h": 34.38, "back_i": 0.56},
+    ("bf16", True): {"saved_h": 1.01, "saved_i": 0.0, "logits": 8.83, "back_h": 35.54, "back_i": 3.13},
+}
+
+
+def lora_params(arch: Arch, r: int, targets: Iterable[str]) -> int:
+    """LoRA A and B of rank r on the LM's named projections (every decoder layer, the
+    cross-attention layers' too: the regex matches inside the language model)."""
+    t = arch.text
+    q, kv = t.heads * t.head_dim, t.kv_heads * t.head_dim
+    shapes = {"q_proj": (t.hidden, q), "k_proj": (t.hidden, kv), "v_proj": (t.hidden, kv),
+              "o_proj": (q, t.hidden), "gate_proj": (t.hidden, t.intermediate),
+              "up_proj": (t.hidden, t.intermediate), "down_proj": (t.intermediate, t.hidden)}
+    per_layer = sum(r * (shapes[name][0] + shapes[name][1]) for name in targets if name in shapes)
+    return t.layers * per_layer
+
+
+def lppo_update_terms(arch: Arch, rows: int, prompt: int, response: int, precision: str,
+                      checkpointing: bool, b: int) -> dict[str, int]:
+    """The update phase of one micro-batch of `rows` samples (prompt + response positions)."""
+    t, k = arch.text, UPDATE_BYTES[(precision, checkpointing)]
+    tokens = rows * (prompt + response)
+    saved = int(t.layers * tokens * (k["saved_h"] * t.hidden + k["saved_i"] * t.intermediate) * b)
+    logits = int(k["logits"] * rows * response * t.vocab * 4)
+    backward = int(tokens * (k["back_h"] * t.hidden + k["back_i"] * t.intermediate) * b)
+    terms = {"saved activations": saved, "loss and backward": max(logits, backward)}
+    if arch.cross_positions:  # Mllama: each cross-attention layer keeps its vision-state K/V input
+        c = arch.cross_positions
+        terms["cross-attention"] = rows * c * (t.hidden + len(t.cross_layers) * 2
+                                               * t.kv_heads * t.head_dim) * b
+    return terms
+
+
+def lppo_estimate(arch: Arch, params: dict, *, prompt_positions: int, reward: Arch | None,
+                  reward_batch: int, reward_length: int, on_gpu: bool = True,
+                  checkpointing: bool | None = None, what: str = "lppo") -> Estimate:
+    """One L-PPO step as train_lppo runs it with every sample of a minibatch batched across
+    layers: rollout (generate over rollout_batch rows), scoring (minibatch // grad_accum rows
+    at a time, policy with hidden states then reference, no grad), the reward model, and the
+    update (the same micro-batches with gradients)."""
+    t = arch.text
+    full = bool(params.get("full_finetune", False))
+    # bf16 autocast on a GPU whatever the weights' dtype (fp32 master weights in a full
+    # fine-tune, bf16 frozen base with LoRA); fp32 throughout on a CPU
+    precision = "bf16" if on_gpu else "fp32"
+    b = 2 if on_gpu else 4
+    weights_b = 4 if full or not on_gpu else 2
+    gc = bool(params.get("gradient_checkpointing", False) if checkpointing is None else checkpointing)
+    rollout_rows, n = int(params["rollout_batch"]), int(params["max_new_tokens"])
+    micro = max(1, int(params["minibatch"]) // max(1, int(params.get("grad_accum", 1))))
+    p = prompt_positions
+    lm_params = arch.params.get("embedding", 0) + arch.params.get("decoder", 0) + arch.params.get("lm_head", 0)
+    resident = {"policy weights": weight_bytes(arch, weights_b), "value head": (t.hidden + 1) * 16}
+    if full:  # fp32 master weights, a frozen deep copy as the reference, grads and AdamW for the LM
+        resident["reference copy"] = weight_bytes(arch, 4)
+        resident["gradients and AdamW"] = 12 * lm_params
+    else:
+        lora = params.get("lora") or {}
+        resident["LoRA, gradients and AdamW"] = 16 * lora_params(
+            arch, int(lora.get("r", 16)), lora.get("target_modules", ("q_proj", "k_proj", "v_proj", "o_proj")))
+    if reward is not None:
+        resident["reward model"] = reward.n_params * 4  # judges load it in fp32 (icet.judges.base)
+    rollout = {**lm_prefill_terms(arch, rollout_rows, p, b), **cross_terms(arch, rollout_rows, p, b, True)}
+    decode = {"kv cache": rollout_rows * t.kv_elements(p + n) * b,
+              "kv growing": 2 * rollout_rows * t.kv_elements(p + n) * b // max(1, t.self_layers),
+              "logits": rollout_rows * t.vocab * 4, **cross_terms(arch, rollout_rows, p, b, False)}
+    vision = {"pixels": pixel_bytes(arch, rollout_rows, b),
+              **vision_terms(arch, rollout_rows, 1, b)}
+    tokens = micro * (p + n)
+    score = {"hidden states": (t.layers + 1) * tokens * t.hidden * b,
+             "layer": tokens * (3 * t.hidden + 3 * t.intermediate) * b,
+             "logits": 4 * micro * (n + 1) * t.vocab * 4,
+             **cross_terms(arch, micro, p + n, b, True)}
+    phases = [Phase("rollout vision pass", vision), Phase("rollout prefill", rollout),
+              Phase("rollout decode", decode), Phase("scoring", score),
+              Phase("update", lppo_update_terms(arch, micro, p, n, precision, gc, b))]
+    if reward is not None:
+        phases.append(Phase("reward model", judge_activation_terms(reward, reward_batch, reward_length, 4)))
+    return Estimate(what, resident, phases, {"micro_batch": micro, "gradient_checkpointing": gc,
+                                             "precision": precision})
+
+
+# ---- judges -------------------------------------------------------------------------------
+
+def decoder_generate_phases(arch: Arch, rows: int, positions: int, new_tokens: int, b: int) -> list[Phase]:
+    """transformers' generate: the prefill (last position's logits only), then the decode with a
+    DynamicCache, whose torch.cat holds one layer's cache twice."""
+    t = arch.text
+    prefill = lm_prefill_terms(arch, rows, positions, b)
+    prefill["logits"] = rows * t.vocab * (b + 4)
+    total = positions + new_tokens
+    decode = {"kv cache": rows * t.kv_elements(total) * b,
+              "kv growing": rows * t.kv_elements(total) * b // max(1, t.self_layers),
+              "logits": rows * t.vocab * (b + 4)}
+    return [Phase("prefill", prefill), Phase("decode", decode)]
+
+
+def judge_activation_terms(arch: Arch, rows: int, positions: int, b: int) -> dict[str, int]:
+    """A no-grad forward of an encoder judge over rows x positions. Per token, read off CPU
+    runs (tests/memory): GPT-2 keeps its K/V per layer (use_cache) and ~5 hidden-size plus
+    4 MLP-size activations at its MLP; BERT ~3.5 and 2; DeBERTa-v2 materialises its
+    disentangled attention (~2.6 score-sized tensors a head) and ~24 hidden-size
+    activations, plus one hidden state per layer."""
+    e = arch.encoder
+    tokens = rows * positions
+    if arch.model_type == "gpt2":
+        return {"kv cache": 2 * e["layers"] * tokens * e["hidden"] * b,
+                "layer": tokens * (5.1 * e["hidden"] + 4 * e["intermediate"]) * b}
+    if arch.model_type == "bert":
+        return {"layer": int(tokens * (3.5 * e["hidden"] + 2 * e["intermediate"]) * b)}
+    return {"hidden states": e["layers"] * tokens * e["hidden"] * b,
+            "attention": int(2.6 * rows * e["heads"] * positions ** 2 * 4),
+            "layer": int(tokens * 23.7 * e["hidden"] * b)}
+
+
+def judge_estimate(arch: Arch, *, rows: int, positions: int, new_tokens: int = 0, b: int,
+                   what: str) -> Estimate:
+    """A judge: a generating decoder (Llama Guard, HarmBench's classifier) or an encoder."""
+    if arch.text is not None:
+        phases = decoder_generate_phases(arch, rows, positions, new_tokens, b)
+    else:
+        phases = [Phase("forward", {k: int(v) for k, v in judge_activation_terms(arch, rows, positions, b).items()})]
+    return Estimate(what, {"weights": weight_bytes(arch, b)}, phases,
+                    {"rows": rows, "positions": positions})

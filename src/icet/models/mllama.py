@@ -174,7 +174,12 @@ def vision_states_per_layer(model: Any, inputs: dict[str, torch.Tensor],
 class IcetMllamaForConditionalGeneration(MllamaForConditionalGeneration):
     """MllamaForConditionalGeneration with an `icet_layer` keyword (see the module docstring)."""
 
-    def forward(self, *args: Any, icet_layer: int | None = None, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, icet_layer: int | None = None,
+                logits_to_keep: int | torch.Tensor = 0, **kwargs: Any) -> Any:
+        # `logits_to_keep` is named so that `generate` sees the model supports it and asks
+        # for the last position's logits only (else a prefill computes all: 16 rows x 1,100
+        # positions x 128,256 is 4.5 GB in bf16).
+        kwargs["logits_to_keep"] = logits_to_keep
         layers = self.model.vision_model.transformer.layers
         if icet_layer is not None and (isinstance(icet_layer, bool) or not isinstance(icet_layer, int)
                                        or not 0 <= icet_layer <= len(layers)):
