@@ -49,6 +49,7 @@ def score_responses(response_files: list[str], out: str, judges: dict,
 
     `response_files` are shard files or sweep indexes (icet.shards) standing for them.
     """
+    from icet.memory.jobs import check_judge_fits
     from icet.runtime import configure, release_memory, resolve_device
 
     configure(threads)
@@ -68,6 +69,7 @@ def score_responses(response_files: list[str], out: str, judges: dict,
         pairs = sorted(set(shown))
         logger.info("%s: %d distinct (%s, response) pairs", cls.name, len(pairs),
                     " / ".join(cls.prompt_keys))
+        check_judge_fits(cls.name, settings[cls.name], device)  # one line before loading if too big
         judge = cls.load(settings[cls.name], device)
         values = judge.score([p for p, _ in pairs], [c for _, c in pairs])
         if list(values) != list(cls.columns) or any(len(v) != len(pairs) for v in values.values()):
