@@ -177,3 +177,28 @@ def test_image_positions_and_shapes_of_the_real_configs():
     assert llava.image_positions == 576 and nxt.image_positions == 576 + 48 * 48 + 48
     assert mllama.cross_positions == 4 * 1601 and mllama.vision.padded == 1608
     assert config_of("meta-llama/Llama-3.2-11B-Vision-Instruct")["image_token_index"] == mllama.text.vocab
+
+
+@pytest.mark.parametrize("kind", ["llava", "mllama"])
+def test_vision_pass_and_assembly_within_15_percent(kind, tmp_path):
+    """The phases before the prefill, on their own: 12 prompts at 3 layers, the encoder on 4
+    images at a time (what bounds Llama-3.2-Vision's pass on a real card)."""
+    from icet.bench.memory import builders
+    from icet.engine import row_inputs_of, stack_rows
+    from icet.memory.model import sweep_phases
+
+    module = builders(kind)
+    adapter = module.build_adapter("scaled", "cpu", torch.bfloat16, tmp_path)
+    prompts, images = module.bench_inputs(adapter, 12)
+    layers = [1, 3, 5]
+
+    def assemble():
+        _, embeds = adapter.layer_embeddings(prompts, images, layers, vision_batch=4)
+        return stack_rows([row_inputs_of(embeds.pop(layer)) for layer in layers])
+
+    measured, _ = cpu_peak(assemble)
+    phases = sweep_phases(adapter.memory_arch(), rows=36, vision_batch=4,
+                          prompt_positions=max(adapter.prompt_positions(prompts)),
+                          max_new_tokens=1, layers=3, b=2)
+    predicted = max(p.bytes for p in phases if p.name in ("vision pass", "input assembly"))
+    assert within(predicted, measured), (predicted, measured)

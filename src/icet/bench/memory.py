@@ -32,8 +32,8 @@ from typing import Any, Callable
 SWEEP_CASES = {
     "scaled": [("llava", 0.060, 16, 16), ("llava", 0.120, 8, 160), ("mllama", 0.040, 12, 16),
                ("mllama", 0.110, 8, 160)],
-    "full": [("llava", 40.0, 96, 16), ("llava", 40.0, 64, 600), ("mllama", 40.0, 96, 16),
-             ("mllama", 40.0, 64, 600)],
+    "full": [("llava", 40.0, 64, 16), ("llava", 40.0, 32, 600), ("mllama", 40.0, 64, 16),
+             ("mllama", 40.0, 32, 600)],
 }
 UPDATE_CASES = {"scaled": (4, 48), "full": (4, 128)}  # (micro-batch rows, response tokens)
 
