@@ -86,43 +86,13 @@ def unseen_llava(tmp_path_factory):
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_lppo_update_within_15_percent_at_an_unseen_shape(unseen_llava, checkpointing):
-    from icet.lppo.config import LppoParams
-    from icet.lppo.losses import masked_mean, ppo_clip_loss, token_entropy, value_loss
-    from icet.lppo.rollout import PolicyWithValue, Sample, collate, response_tokens, token_logp
-    from icet.lppo.trainer import build_policy, enable_checkpointing
+    from icet.bench.memory import update_micro_step
     from icet.memory.model import lppo_update_terms
-    from icet.bench import vlm7b
 
     adapter = unseen_llava()
     micro, response = 6, 40
-    params = LppoParams.from_dict({"rollout_batch": micro, "minibatch": micro, "layer_mode": "uniform",
-                                   "max_new_tokens": response,
-                                   "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
-                                            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}})
-    if checkpointing:
-        enable_checkpointing(adapter.model)
-    policy, _ = build_policy(adapter.model, params)
-    module = PolicyWithValue(policy, 768, False).train()
-    prompts, images = vlm7b.bench_inputs(adapter, micro)
-    inputs = adapter.prepare(prompts, images)
-    generator = torch.Generator().manual_seed(0)
-    samples = [Sample(row_id=str(i), prompt=p, layer=2,
-                      prompt_ids=inputs["input_ids"][i][inputs["attention_mask"][i].bool()],
-                      extra={"pixel_values": inputs["pixel_values"][i]},
-                      response_ids=torch.randint(10, 5990, (response,), generator=generator))
-               for i, p in enumerate(prompts)]
-    batch = collate(samples, response, 0)
-    tokens = response_tokens(samples, response, 0)
-    ones, zeros = torch.ones(micro, response), torch.zeros(micro, response)
-
-    def step():
-        logits, values = module(batch, response, adapter.feature_kwargs(2), 1.0)
-        pg, _ = ppo_clip_loss(token_logp(logits, tokens), zeros - 5, ones, ones, 0.2)
-        vl, _ = value_loss(values, zeros, ones, ones, 0.2)
-        (pg + 0.1 * vl - 0.01 * masked_mean(token_entropy(logits), ones)).backward()
-
+    step, prompt, _, _ = update_micro_step(adapter, micro, response, checkpointing, layer=2)
     measured, _ = cpu_peak(step)
-    prompt = batch["input_ids"].shape[1] - response
     predicted = sum(lppo_update_terms(adapter.memory_arch(), micro, prompt, response, "fp32",
                                       checkpointing, 4).values())
     assert within(predicted, measured), (predicted, measured)

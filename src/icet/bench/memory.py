@@ -106,7 +106,13 @@ def sweep_cases(size: str, device: Any, dtype: Any, work: str, peak: Callable) -
     return rows
 
 
-def lppo_cases(size: str, device: Any, dtype: Any, work: str, peak: Callable) -> list[dict]:
+def update_micro_step(adapter: Any, micro: int, response: int, checkpointing: bool,
+                      layer: int = 1) -> tuple[Callable[[], None], int, Any, dict]:
+    """One micro-batch of L-PPO's update on `adapter`'s model (LoRA r 16 on q/k/v/o, the
+    policy and value head forward, clipped policy and value losses, entropy, backward), all
+    `micro` samples at `layer` (the batched step's memory does not depend on which layers).
+    Returns (the step, prompt positions, the policy, the prepared inputs); the step runs
+    under bf16 autocast on a GPU, as train_lppo's accelerator does."""
     import torch
 
     from icet.bench import vlm7b
@@ -114,6 +120,49 @@ def lppo_cases(size: str, device: Any, dtype: Any, work: str, peak: Callable) ->
     from icet.lppo.losses import masked_mean, ppo_clip_loss, token_entropy, value_loss
     from icet.lppo.rollout import PolicyWithValue, Sample, collate, response_tokens, token_logp
     from icet.lppo.trainer import build_policy, enable_checkpointing
+
+    device = adapter.device
+    params = LppoParams.from_dict({"rollout_batch": micro, "minibatch": micro, "layer_mode": "uniform",
+                                   "max_new_tokens": response,
+                                   "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
+                                            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}})
+    if checkpointing:
+        enable_checkpointing(adapter.model)
+    policy, _ = build_policy(adapter.model, params)
+    hidden = adapter.model.config.text_config.hidden_size
+    module = PolicyWithValue(policy, hidden, False).to(device).train()
+    prompts, images = vlm7b.bench_inputs(adapter, micro)
+    inputs = adapter.prepare(prompts, images)
+    vocab = adapter.model.config.text_config.vocab_size
+    generator = torch.Generator().manual_seed(0)
+    samples = [Sample(row_id=str(i), prompt=prompts[i], layer=layer,
+                      prompt_ids=inputs["input_ids"][i][inputs["attention_mask"][i].bool()].cpu(),
+                      extra={"pixel_values": inputs["pixel_values"][i].cpu()},
+                      response_ids=torch.randint(10, vocab - 8, (response,), generator=generator))
+               for i in range(micro)]
+    pad = adapter.processor.tokenizer.pad_token_id
+    batch = collate(samples, response, pad, device)
+    tokens = response_tokens(samples, response, pad).to(device)
+    ones = torch.ones(micro, response, device=device)
+    zeros = torch.zeros(micro, response, device=device)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+
+    def step() -> None:
+        with autocast:
+            logits, values = module(batch, response, adapter.feature_kwargs(layer), 1.0)
+            pg, _ = ppo_clip_loss(token_logp(logits, tokens), zeros - 5, ones, ones, 0.2)
+            vl, _ = value_loss(values, zeros, ones, ones, 0.2)
+            loss = pg + 0.1 * vl - 0.01 * masked_mean(token_entropy(logits), ones)
+        loss.backward()
+
+    return step, batch["input_ids"].shape[1] - response, policy, inputs
+
+
+def lppo_cases(size: str, device: Any, dtype: Any, work: str, peak: Callable) -> list[dict]:
+    import torch
+
+    from icet.bench import vlm7b
     from icet.memory.model import decoder_generate_phases, lppo_update_terms
 
     rows, (micro, response) = [], UPDATE_CASES[size]
@@ -121,59 +170,28 @@ def lppo_cases(size: str, device: Any, dtype: Any, work: str, peak: Callable) ->
     b = torch.tensor([], dtype=dtype).element_size()
     for checkpointing in (False, True):
         adapter = vlm7b.build_adapter(model_size("llava", size), str(device), dtype, work)
-        params = LppoParams.from_dict({"rollout_batch": micro, "minibatch": micro, "layer_mode": "uniform",
-                                       "max_new_tokens": response,
-                                       "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
-                                                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}})
-        if checkpointing:
-            enable_checkpointing(adapter.model)
-        policy, _ = build_policy(adapter.model, params)
-        hidden = adapter.model.config.text_config.hidden_size
-        module = PolicyWithValue(policy, hidden, False).to(device)
-        prompts, images = vlm7b.bench_inputs(adapter, micro)
-        inputs = adapter.prepare(prompts, images)
-        vocab = adapter.model.config.text_config.vocab_size
-        generator = torch.Generator().manual_seed(0)
-        samples = [Sample(row_id=str(i), prompt=prompts[i], layer=1,
-                          prompt_ids=inputs["input_ids"][i][inputs["attention_mask"][i].bool()].cpu(),
-                          extra={"pixel_values": inputs["pixel_values"][i].cpu()},
-                          response_ids=torch.randint(10, vocab - 8, (response,), generator=generator))
-                   for i in range(micro)]
-        pad = adapter.processor.tokenizer.pad_token_id
-        batch = collate(samples, response, pad, device)
-        tokens = response_tokens(samples, response, pad).to(device)
-        mask = torch.ones(micro, response, device=device)
-        zeros = torch.zeros(micro, response, device=device)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else contextlib.nullcontext())
-        module.train()
-
-        def step():
-            with autocast:
-                logits, values = module(batch, response, adapter.feature_kwargs(1), 1.0)
-                pg, _ = ppo_clip_loss(token_logp(logits, tokens), zeros - 5, zeros + 1, mask, 0.2)
-                vl, _ = value_loss(values, zeros, zeros + 1, mask, 0.2)
-                loss = pg + 0.1 * vl - 0.0 * masked_mean(token_entropy(logits), mask)
-            loss.backward()
-
+        step, prompt, policy, inputs = update_micro_step(adapter, micro, response, checkpointing)
         measured = peak(step)
-        prompt = batch["input_ids"].shape[1] - response
         terms = lppo_update_terms(adapter.memory_arch(), micro, prompt, response,
                                   "bf16" if on_gpu else "fp32", checkpointing, b)
         rows.append({"case": f"lppo update{' (checkpointing)' if checkpointing else ''}",
                      "rows": micro, "predicted": sum(terms.values()), "measured": measured,
                      "phase": "update"})
         if not checkpointing:  # the rollout: one generate over every sample
-            module.eval()
+            vocab = adapter.model.config.text_config.vocab_size
+            autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu
+                        else contextlib.nullcontext())
+            policy.eval()
             with torch.no_grad(), autocast:
                 measured = peak(lambda: policy.generate(
                     **inputs, **adapter.feature_kwargs(1), do_sample=True, max_new_tokens=response,
-                    eos_token_id=vocab, pad_token_id=pad))
+                    eos_token_id=vocab, pad_token_id=adapter.processor.tokenizer.pad_token_id))
             width = inputs["input_ids"].shape[1]
             predicted = max(p.bytes for p in decoder_generate_phases(adapter.memory_arch(), micro, width,
                                                                      response, b))
             rows.append({"case": "lppo rollout (generate)", "rows": micro, "predicted": predicted,
                          "measured": measured, "phase": "rollout"})
-        del adapter, policy, module
+        del adapter, policy, step
         if on_gpu:
             torch.cuda.empty_cache()
     return rows

@@ -72,10 +72,7 @@ class MllamaPixelAdapter(MllamaAdapter):
     def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
         from icet.models.mllama import cross_attention_mask_for
 
-        if len(prompts) != len(images):
-            raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(images)} images")
-        if not prompts:
-            raise IcetError(f"{self.name}: empty batch")
+        self.check_batch(prompts, images)
         tokenizer = self.processor.tokenizer
         encoded = tokenizer(self.chat_texts(prompts), padding=True, return_tensors="pt",
                             add_special_tokens=False)

@@ -84,10 +84,7 @@ class PixelAdapter(LlavaAdapter):
     """LlavaAdapter whose images are pixel tensors [3, S, S] (see the module docstring)."""
 
     def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        if len(prompts) != len(images):
-            raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(images)} images")
-        if not prompts:
-            raise IcetError(f"{self.name}: empty batch")
+        self.check_batch(prompts, images)
         tokenizer = self.processor.tokenizer
         slot = tokenizer.image_token
         texts = [t.replace(slot, slot * self.processor.image_tokens) for t in self.chat_texts(prompts)]

@@ -228,15 +228,18 @@ def check_judge_fits(judge: str, spec: Mapping[str, Any], device: str) -> None:
         check_fits(job.estimate, device, hint=f"judges.{judge}.batch_size sizes its batches")
 
 
+def gpu_arch(model_dir: str | Path, device: str) -> Arch | None:
+    """The Arch of a model folder for a job on a GPU; None on a CPU or without config.json."""
+    found = folder_config(model_dir) if str(device).startswith("cuda") else None
+    return arch_of(found) if found is not None else None
+
+
 def check_sweep_fits(model_dir: str | Path, config_max_new_tokens: int, device: str, what: str) -> None:
     """Before a sweep job loads its model: one line if even one row of the longest prompt the
     table assumes (SWEEP_PROMPT_TOKENS) does not fit the GPU's free memory."""
-    if not str(device).startswith("cuda"):
+    arch = gpu_arch(model_dir, device)
+    if arch is None:
         return
-    found = folder_config(model_dir)
-    if found is None:
-        return
-    arch = arch_of(found)
     estimate = sweep_estimate(arch, rows=1, vision_batch=1,
                               prompt_positions=SWEEP_PROMPT_TOKENS - 1 + arch.image_positions,
                               max_new_tokens=config_max_new_tokens, layers=1, what=what)
@@ -247,12 +250,9 @@ def check_lppo_fits(model_dir: str | Path, params: Mapping[str, Any], reward_dir
                     device: str, what: str = "L-PPO") -> None:
     """Before L-PPO loads its model: one line if a step as configured needs more than the GPU
     has free, saying which settings shrink it."""
-    if not str(device).startswith("cuda"):
+    arch = gpu_arch(model_dir, device)
+    if arch is None:
         return
-    found = folder_config(model_dir)
-    if found is None:
-        return
-    arch = arch_of(found)
     reward = folder_config(reward_dir)
     estimate = lppo_estimate(arch, dict(params), prompt_positions=LPPO_PROMPT_TOKENS - 1 + arch.image_positions,
                              reward=arch_of(reward) if reward else None,

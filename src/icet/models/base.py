@@ -211,12 +211,16 @@ class VLMAdapter(abc.ABC):
         mean = self.processor.image_processor.image_mean
         return expand_to_square(image, tuple(int(m * 255) for m in mean))
 
-    def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        """Chat-format and tokenise prompts (left padded) with their images: model inputs."""
+    def check_batch(self, prompts: list[str], images: list[Any]) -> None:
+        """One image per prompt, and at least one prompt."""
         if len(prompts) != len(images):
             raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(images)} images")
         if not prompts:
             raise IcetError(f"{self.name}: empty batch")
+
+    def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+        """Chat-format and tokenise prompts (left padded) with their images: model inputs."""
+        self.check_batch(prompts, images)
         inputs = self.processor(text=self.chat_texts(prompts), images=self.processor_images(images),
                                 padding=True, return_tensors="pt", **self.processor_kwargs)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
