@@ -5,7 +5,8 @@ The naive loop (`respond`, engine "naive") calls `generate` per layer: it reruns
 encoder for every layer and decodes one layer's batch at a time. In the fast engine the vision
 tower runs once per image per layer group with all hidden states, every layer's features go
 through the frozen projector, and the (prompt, layer) rows are decoded as one left-padded
-batch with a KV cache, greedily, dropping rows from the batch as they reach EOS. With greedy
+batch with a KV cache, greedily, dropping rows from the batch once a quarter of it reached
+EOS (each drop copies the cache; a finished row decodes on meanwhile, ignored). With greedy
 fp32 decoding the responses are token-identical to the naive loop's (tests/models/test_engine.py).
 
 An adapter opts in with `supports_fast_sweep = True` and the fast-sweep members of
@@ -49,6 +50,10 @@ MAX_AUTO_ROWS = 1024  # beyond this a GPU step is bandwidth bound on the KV cach
 # counts allocated bytes (validated within 15 % on CPU runs, docs/performance.md); the rest
 # covers the caching allocator's fragmentation, cuBLAS workspaces and the model's error.
 MEMORY_SHARE = 0.85
+
+# Finished rows are dropped from a decode batch (a copy of its whole KV cache) once they make
+# up 1/COMPACT_SHARE of it, not one EOS at a time: at most ~COMPACT_SHARE copies a batch.
+COMPACT_SHARE = 4
 
 MAX_NEW_TOKENS = 32  # enough for the toy organism's templated answers; the paper's runs use more
 BATCH_SIZE = 16  # fits a 7B LLaVA in bf16 on one GPU with 576 image tokens per prompt
@@ -213,8 +218,10 @@ def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: tor
     """Greedy responses (token ids up to and including EOS, finished) of left-padded rows.
 
     Position ids skip the left padding and the mask grows by one column a step, as in
-    `generate`; a row that emits EOS leaves the batch (and its KV cache and `row_inputs`,
-    the adapter's extra per-row model inputs) at once. `row_inputs` is consumed: the
+    `generate`; a row that emits EOS stops generating, and finished rows leave the batch
+    (with their KV cache and `row_inputs`, the adapter's extra per-row model inputs) once
+    they are 1/COMPACT_SHARE of it: each leaving copies the whole cache, so not at every EOS
+    (meanwhile a finished row decodes on, ignored, as in `generate`). `row_inputs` is consumed: the
     adapter's prefill-only inputs are popped from it after the prefill, so a caller that
     hands over its only reference frees them (and `inputs_embeds`) for the decode.
     """
@@ -234,22 +241,24 @@ def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: tor
             row_inputs.pop(name, None)
         extras = dict(row_inputs)
         row_inputs.clear()
+        live = [True] * rows  # per batch position: still generating
         for step in range(max_new_tokens):
             chosen = logits.argmax(-1)
             done = torch.isin(chosen, eos)
-            for row, token, stop in zip(alive.tolist(), chosen.tolist(), done.tolist()):
-                tokens[row].append(token)
-                finished[row] = stop
-            if step == max_new_tokens - 1:
+            for pos, (row, token, stop) in enumerate(zip(alive.tolist(), chosen.tolist(), done.tolist())):
+                if live[pos]:
+                    tokens[row].append(token)
+                    finished[row] = stop
+                    live[pos] = not stop
+            if step == max_new_tokens - 1 or not any(live):
                 break
-            if bool(done.any()):
-                keep = (~done).nonzero().squeeze(-1)
-                if keep.numel() == 0:
-                    break
+            if live.count(False) >= max(1, len(live) // COMPACT_SHARE):
+                keep = torch.tensor([pos for pos, on in enumerate(live) if on], device=chosen.device)
                 cache.batch_select_indices(keep)
                 alive, mask, chosen = alive[keep.cpu()], mask[keep], chosen[keep]
                 positions = positions[keep]
                 extras = {name: value[keep] for name, value in extras.items()}
+                live = [True] * len(keep)
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
             positions = positions[:, -1:] + 1
             logits = adapter.lm_forward(adapter.embed_tokens(chosen[:, None]), mask, positions, cache,
