@@ -125,7 +125,8 @@ def plan_batch(batch_size: int | str, adapter: Any, prompts: list[str], layers: 
     at most MAX_AUTO_ROWS (CPU_AUTO_ROWS on a CPU); an integer is taken as given. The vision
     sub-batch is sized the same way for the rows chosen. `memory_budget` (bytes beyond the
     weights) replaces the free-memory figure. An architecture the memory model does not know
-    (Qwen2.5-VL) gets CPU_AUTO_ROWS under "auto" and one vision pass a batch.
+    (Qwen2.5-VL, whose image token counts vary with the image) gets, under "auto",
+    CPU_AUTO_ROWS on a CPU and BATCH_SIZE rows on a GPU, with one vision pass a batch.
     """
     from icet.memory.model import sweep_plan
 
@@ -133,7 +134,9 @@ def plan_batch(batch_size: int | str, adapter: Any, prompts: list[str], layers: 
     try:
         arch = adapter.memory_arch()
     except IcetError:
-        return (CPU_AUTO_ROWS if batch_size == "auto" else int(batch_size)), None
+        if batch_size != "auto":
+            return int(batch_size), None
+        return (BATCH_SIZE if adapter.device.type == "cuda" else CPU_AUTO_ROWS), None
     positions = max(adapter.prompt_positions(prompts)) if prompts else 1
     cap = MAX_AUTO_ROWS if adapter.device.type == "cuda" else CPU_AUTO_ROWS
     budget = (int(memory_budget) if memory_budget is not None
