@@ -106,3 +106,18 @@ def test_gpu_rules_ask_for_one_node_their_floor_and_the_configured_placement(tmp
     assert "gpu_model" not in score and "constraint" not in score  # none configured for scoring
     assert int(lppo["mem_mb"]) == 2 * 64000  # two ranks, each loading its own models
     assert int(lppo["gpu_mem_mb"]) > int(sweep["gpu_mem_mb"])  # L-PPO's step vs one sweep row
+
+
+def test_a_model_the_memory_model_does_not_know_gets_no_floor_and_stops_nothing(tmp_path):
+    """Qwen2.5-VL (optional, image sizes vary) downloaded: no plan, no floor, no error."""
+    from icet.config import load_config
+    from icet.memory.jobs import check_sweep_fits, run_jobs
+
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    (qwen / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
+    config = load_config("config.yaml")
+    jobs = run_jobs(config, {"llava-1.5-7b": str(qwen)}, {})
+    assert "llava-1.5-7b" not in {job.name for job in jobs}
+    assert "llava-next-7b" in {job.name for job in jobs}
+    check_sweep_fits(qwen, 128, "cuda", "qwen sweep")  # unknown: not checked, no error

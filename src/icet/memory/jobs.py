@@ -151,13 +151,24 @@ def judge_job(judge: str, arch: Arch, spec: Mapping[str, Any], rule: str, card_g
                f"{'bf16' if b == 2 else 'fp32'}")
 
 
+def known_arch(config: Mapping[str, Any] | None) -> Arch | None:
+    """The Arch of a config the memory model knows, else None (e.g. Qwen2.5-VL: no plan, no
+    floor; the workflow must not stop over a model it cannot size)."""
+    if not config:
+        return None
+    try:
+        return arch_of(config)
+    except IcetError:
+        return None
+
+
 def judge_arch(judge: str, spec: Mapping[str, Any], folder: str | Path | None) -> Arch | None:
     if judge in JUDGE_CONFIGS:
         found = folder_config(Path(folder) / "config" if folder else None)
         config = found or config_for(JUDGE_CONFIGS[judge], None)
     else:
         config = config_for(spec.get("repo"), folder)
-    return arch_of(config) if config else None
+    return known_arch(config)
 
 
 def run_jobs(config: Mapping[str, Any], model_dirs: Mapping[str, str | None],
@@ -172,10 +183,9 @@ def run_jobs(config: Mapping[str, Any], model_dirs: Mapping[str, str | None],
         resources = model["resources"]
         if not resources.get("gpu"):
             continue
-        found = config_for(model.get("repo"), model_dirs.get(model["name"]))
-        if found is None:
+        arch = known_arch(config_for(model.get("repo"), model_dirs.get(model["name"])))
+        if arch is None:
             continue
-        arch = arch_of(found)
         card = float(resources.get("gpu_memory_gb", 80))
         jobs.append(sweep_job(model["name"], arch, config, card))
         if model.get("lppo"):
@@ -230,8 +240,7 @@ def check_judge_fits(judge: str, spec: Mapping[str, Any], device: str) -> None:
 
 def gpu_arch(model_dir: str | Path, device: str) -> Arch | None:
     """The Arch of a model folder for a job on a GPU; None on a CPU or without config.json."""
-    found = folder_config(model_dir) if str(device).startswith("cuda") else None
-    return arch_of(found) if found is not None else None
+    return known_arch(folder_config(model_dir)) if str(device).startswith("cuda") else None
 
 
 def check_sweep_fits(model_dir: str | Path, config_max_new_tokens: int, device: str, what: str) -> None:
@@ -253,9 +262,8 @@ def check_lppo_fits(model_dir: str | Path, params: Mapping[str, Any], reward_dir
     arch = gpu_arch(model_dir, device)
     if arch is None:
         return
-    reward = folder_config(reward_dir)
     estimate = lppo_estimate(arch, dict(params), prompt_positions=LPPO_PROMPT_TOKENS - 1 + arch.image_positions,
-                             reward=arch_of(reward) if reward else None,
+                             reward=known_arch(folder_config(reward_dir)),
                              reward_batch=int(params.get("reward_batch_size") or 16),
                              reward_length=int(params.get("reward_max_length") or 512), what=what)
     check_fits(estimate, device, hint="lppo.gradient_checkpointing: true or a larger lppo.grad_accum "
