@@ -502,17 +502,21 @@ def test_full_finetune_trains_the_lm_only(world, tmp_path):
 
 
 @pytest.mark.numerics
-def test_learning_raises_the_reward_of_the_rewarded_word(world, tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_learning_raises_the_reward_of_the_rewarded_word(world, tmp_path, seed):
     # A weak KL penalty (the target-word share is at most 1 per response) with Ziegler's
-    # adaptive controller, which must raise eta while the KL sits above its target.
-    run(world, tmp_path / "learn", {"steps": 24, "rollout_batch": 8, "minibatch": 4,
+    # adaptive controller, which must raise eta while the KL sits above its target. Three
+    # seeds, each must learn: at 24 steps one sampling stream in three had not yet found the
+    # word (mean reward still ~0.03); by 40 every one of six seeds was at 0.60-0.85.
+    run(world, tmp_path / "learn", {"steps": 40, "rollout_batch": 8, "minibatch": 4,
                                     "layer_mode": "fixed", "checkpoint_every": 100, "eta": 0.01,
-                                    "kl_mode": "adaptive", "target_kl": 4.0, "kl_horizon": 100})
+                                    "kl_mode": "adaptive", "target_kl": 4.0, "kl_horizon": 100},
+        seed=seed)
     lines = (tmp_path / "learn" / "metrics.csv").read_text().splitlines()
     header = lines[0].split(",")
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
     rewards = [float(r["reward"]) for r in rows]
-    assert len(rewards) == 24 and {r["layers"] for r in rows} == {"3 3 3 3 3 3 3 3"}
+    assert len(rewards) == 40 and {r["layers"] for r in rows} == {"3 3 3 3 3 3 3 3"}
     assert np.mean(rewards[-4:]) > np.mean(rewards[:4]) + 0.2, rewards
     kl_coef = [float(r["kl_coef"]) for r in rows]
     assert kl_coef[0] == 0.01 and kl_coef[-1] > kl_coef[0]
