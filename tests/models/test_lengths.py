@@ -10,7 +10,6 @@ from PIL import Image
 import icet.models.loading as loading
 from icet.config import REPO_ROOT, load_config
 from icet.errors import IcetError
-from icet.lengths import max_positions
 from icet.sweep import run_sweep_job
 from tiny_models import build_tiny_llava
 
@@ -45,6 +44,8 @@ def sweep(model_dir, data, tmp_path, **settings):
 
 
 def test_the_tiny_models_positions_are_read_from_its_config(model_dir):
+    from icet.lengths import max_positions
+
     assert max_positions(model_dir) == 256  # text_config.max_position_embeddings
 
 
