@@ -31,11 +31,13 @@ from icet.toy import settings as toy_settings
 
 # A profile's own config files (the toy profile's toy/toy.yaml) stay under a user's
 # --configfile, which Snakemake lets replace them (icet.command_line); the user's files
-# and --config still come last. Cluster jobs get the resolved config files from their parent.
+# and --config still come last. They are put first in the command line's list too, which
+# Snakemake hands every cluster job (spawn_jobs: --configfiles).
 if not workflow.remote_exec:
-    for _profile_config in profile_configfiles(sys.argv, workflow.basedir,
-                                               workflow.overwrite_configfiles):
+    for _at, _profile_config in enumerate(profile_configfiles(
+            sys.argv, workflow.basedir, workflow.overwrite_configfiles)):
         workflow.configfile(str(_profile_config))
+        workflow.overwrite_configfiles.insert(_at, _profile_config)
 
 # Nested --config values arrive as strings from Snakemake; give them the schema's types.
 config.update(merge(config, typed_overrides(dict(workflow.config_settings.config))))
