@@ -509,7 +509,7 @@ def chosen_settings():
     metrics our scorers differ on (icet.report.reproduction.run_settings)."""
     from icet.report.reproduction import run_settings
 
-    chosen = run_settings(config, judge_names())
+    chosen = run_settings(RESULT_CONFIG, judge_names())  # what defines results, no speed knobs
     chosen["settings"]["system prompt and image preprocessing"] = {
         m: prompting_of(spec) for m, spec in MODELS.items()}
     if not IS_TOY:

@@ -259,7 +259,9 @@ rule manifest:
     log:
         f"{LOGS}/manifest/{config['run']}.log",
     params:
-        config=dict(config),
+        config=RESULT_CONFIG,
+        # speed and memory keys, recorded apart: changing one reruns nothing, not even this
+        tuning=tuning(TUNING_CONFIG),
         seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": config["seed"]},
         folders={"responses": [f"{RUN}/sweep"]},
         builds=paper_builds(),

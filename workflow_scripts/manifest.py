@@ -7,6 +7,7 @@ job = Job(snakemake)  # inputs checked; an error ends the job's log
 write_manifest(
     snakemake.output[0],
     config=snakemake.params.config,
+    tuning=snakemake.params.tuning,
     files={**{group: list(snakemake.input[group]) for group in snakemake.input.keys()},
            **snakemake.params.folders},
     seeds=snakemake.params.seeds,

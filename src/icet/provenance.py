@@ -186,7 +186,7 @@ def download_warnings(records: dict[str, dict]) -> list[str]:
 
 def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, list[str]],
                    seeds: dict, extra: dict | None = None, downloads: list[str] | None = None,
-                   data_builds: list[str] | None = None,
+                   data_builds: list[str] | None = None, tuning: dict | None = None,
                    log: str | os.PathLike | None = None) -> dict:
     """Write the run manifest JSON to `out` (a file, or a folder -> folder/manifest.json).
 
@@ -194,7 +194,10 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
     recording, e.g. {"image_processor_backend": "pil"}; `downloads` are the download folders
     and files whose records (`download_records`) go under "downloads". `data_builds` are the paper data
     sets' build.json files: their choices and counts (RT's image source, MR's rows used of
-    280, VQA's question pool) are recorded under "data_builds". Returns the manifest written.
+    280, VQA's question pool) are recorded under "data_builds". `tuning`: the config's speed
+    and memory keys (schema x-tuning), which the rule keeps out of `config` so that changing
+    one reruns nothing; recorded as they were when the manifest was written. Returns the
+    manifest written.
     """
     from icet.chain import Chain
     from icet.machine import machine
@@ -215,10 +218,12 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
     secrets = sorted({os.environ[v] for v in SECRET_VARS if os.environ.get(v)}, key=len,
                      reverse=True)
     # only caller-supplied sections can carry a secret; hashes and versions are ours
-    config, seeds, extra = _redact([config, seeds, dict(extra or {})], secrets)
+    config, seeds, extra, tuning = _redact([config, seeds, dict(extra or {}), dict(tuning or {})],
+                                           secrets)
     manifest = {
         "git": git_state(root),
         "config": config,
+        "tuning": tuning,  # speed and memory keys only: none changes a number
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "platform": platform.platform(),

@@ -126,3 +126,11 @@ def test_a_target_after_forcerun_stops_with_one_line(toy_run):
     assert result.returncode != 0
     assert ("icet: command line: sweep after --forcerun/-R is read as a rule to force, not a "
             "target") in result.stderr
+
+
+def test_the_html_report_holds_the_summary_and_the_reproduction_report(copy):
+    report = copy / RUN / "report.html"
+    result = run_snakemake(copy, "--report", str(report), timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    html = report.read_text(encoding="utf-8")
+    assert "summary.md" in html and "reproduction.md" in html
