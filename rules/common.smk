@@ -8,7 +8,7 @@ from pathlib import Path
 # or the `-e ..` line of envs/*.yaml); this path only serves the parsing of this workflow.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from icet.command_line import profile_configfiles, swallowed_targets
+from icet.command_line import command_line_config, profile_configfiles, swallowed_targets
 from icet.config import (check_config, merge, model_layers, prompting_of, split_tuning,
                          typed_overrides, utility_reward_settings)
 from icet.errors import IcetError
@@ -30,14 +30,18 @@ from icet.toy.stages import STAGES as TOY_STAGE_ORDER, stage_inputs
 from icet.toy import settings as toy_settings
 
 # A profile's own config files (the toy profile's toy/toy.yaml) stay under a user's
-# --configfile, which Snakemake lets replace them (icet.command_line); the user's files
-# and --config still come last. They are put first in the command line's list too, which
-# Snakemake hands every cluster job (spawn_jobs: --configfiles).
+# --configfile, which Snakemake lets replace them (icet.command_line): the config is built
+# as if they had been named first on the command line, and they are put first in its list,
+# which Snakemake hands every cluster job (spawn_jobs: --configfiles).
 if not workflow.remote_exec:
-    for _at, _profile_config in enumerate(profile_configfiles(
-            sys.argv, workflow.basedir, workflow.overwrite_configfiles)):
-        workflow.configfile(str(_profile_config))
-        workflow.overwrite_configfiles.insert(_at, _profile_config)
+    _profile_files = profile_configfiles(sys.argv, workflow.basedir, workflow.overwrite_configfiles)
+    if _profile_files:
+        workflow.overwrite_configfiles[:0] = _profile_files
+        _config = command_line_config(Path(workflow.basedir) / "config.yaml",
+                                      workflow.overwrite_configfiles,
+                                      dict(workflow.config_settings.config))
+        config.clear()
+        config.update(_config)
 
 # Nested --config values arrive as strings from Snakemake; give them the schema's types.
 config.update(merge(config, typed_overrides(dict(workflow.config_settings.config))))

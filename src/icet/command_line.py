@@ -84,6 +84,22 @@ def profile_configfiles(argv: Sequence[str], basedir: str | os.PathLike,
     return found
 
 
+def command_line_config(workflow_config: str | os.PathLike, configfiles: Iterable[str | os.PathLike],
+                        overrides: dict) -> dict:
+    """The config Snakemake builds when `configfiles` are named on the command line with
+    `overrides` (--config) and the Snakefile loads `workflow_config`: the command line's merged
+    first, the Snakefile's file over it, the command line's again on top. Rebuilt this way, a
+    profile's file put back first gives the very dict (key order included: params are
+    compared by repr) that naming it first would have given."""
+    from icet.config import load_yaml, merge
+
+    given: dict = {}
+    for path in configfiles:
+        given = merge(given, load_yaml(path))
+    given = merge(given, overrides)
+    return merge(merge(given, load_yaml(workflow_config)), given)
+
+
 def swallowed_targets(argv: Sequence[str], targets: Iterable[str]) -> list[str]:
     """Target rules (rules with no output: all, sweep, score...) given as values of
     --forcerun / -R, where argparse took them: forcing a target rule does nothing, so the

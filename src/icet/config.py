@@ -260,7 +260,19 @@ def split_tuning(block: Any, at: tuple[str, ...] = ()) -> tuple[Any, dict]:
         if path[:len(at)] != at or len(path) == len(at):
             continue
         _move(result, tuning, path[len(at):])
-    return result, tuning
+    return sorted_keys(result), sorted_keys(tuning)
+
+
+def sorted_keys(value: Any) -> Any:
+    """`value` with every mapping's keys in sorted order (lists keep theirs). Snakemake
+    compares a param by its repr, and a config's key order depends on how its files were
+    loaded (command line or profile, which file first): sorted, a param is the same
+    whichever way the same settings arrived."""
+    if isinstance(value, dict):
+        return {key: sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(item) for item in value]
+    return value
 
 
 def _move(source: Any, target: dict, path: tuple[str, ...]) -> None:
