@@ -101,6 +101,10 @@ def test_speed_knobs_rerun_nothing(toy_run, tmp_path):
                            str(CI_CONFIG), str(knobs))
     assert result.returncode == 0, result.stderr[-3000:]
     assert planned(result) == set(), planned(result)
+    # the same with the toy profile putting toy/toy.yaml back under the user's files
+    result = run_snakemake(workdir, "-n", "--configfile", str(CI_CONFIG), str(knobs))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert planned(result) == set(), planned(result)
     # a nested --config override (strings from Snakemake) takes the schema's types
     nested = run_snakemake(workdir, "-n", "--config", "judges={guard: {batch_size: 32}}")
     assert nested.returncode == 0, nested.stderr[-2000:]
