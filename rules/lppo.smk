@@ -19,13 +19,16 @@ rule lppo_train:
         f"{LOGS}/lppo_train/{{model}}.benchmark.tsv"
     params:
         params=lambda w: lppo_params(w.model),
-        reward=config["judges"]["reward"],
+        reward=RESULT_CONFIG["judges"]["reward"],
         seed=lppo_seed(),
-        device=lambda w: model_device(w.model),
         workdir=lambda w: f"{RUN}/lppo/{w.model}",
         prompting=lambda w: prompting_of(MODELS[w.model]),
         num_layers=lambda w: MODELS[w.model]["num_layers"],
         processes=lambda w: lppo_processes(w.model),
+        # batch sizes, checkpointing, the device: no rerun, and a resume may change them
+        tuning=tuning(lambda w: {"lppo": TUNING_CONFIG["lppo"],
+                                 "reward": TUNING_CONFIG["judges"]["reward"],
+                                 "device": model_device(w.model)}),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),

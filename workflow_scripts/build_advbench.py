@@ -1,7 +1,10 @@
 """CP and AC from AdvBench and COCO.  Rule `build_advbench` (rules/datasets.smk)."""
 from pathlib import Path
 
+from icet.chain import Job
 from icet.paper_jobs import build_advbench
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 build_advbench(
     snakemake.input.advbench,
@@ -12,3 +15,4 @@ build_advbench(
     cp_images=snakemake.params.cp_images,
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

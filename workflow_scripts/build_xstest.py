@@ -1,7 +1,10 @@
 """XSTest's safe prompts with safe images.  Rule `build_xstest` (rules/datasets.smk)."""
 from pathlib import Path
 
+from icet.chain import Job
 from icet.paper_jobs import build_xstest
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 build_xstest(
     snakemake.input.xstest,
@@ -10,3 +13,4 @@ build_xstest(
     seed=snakemake.params.seed,
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

@@ -30,6 +30,16 @@ def _lppo_schema() -> tuple[dict, dict]:
     return schema["properties"]["lppo"], schema
 
 
+@functools.lru_cache(maxsize=1)
+def tuning_keys() -> frozenset[str]:
+    """The lppo keys that only tune speed or memory (the schema marks them x-tuning: batch
+    sizes, gradient accumulation and checkpointing, checkpoint spacing): a rule passes them
+    apart from the params that rerun it, and a resume may change them."""
+    from icet.config import tuning_paths
+
+    return frozenset(path[1] for path in tuning_paths() if path[0] == "lppo" and len(path) == 2)
+
+
 def schema_defaults() -> dict[str, Any]:
     """Every lppo default of schema/config.schema.yaml (a fresh copy)."""
     return fill_lppo({})

@@ -48,6 +48,7 @@ from icet.lppo.losses import (AdaptiveKLController, FixedKLController, gae, kl_p
                               masked_mean, masked_whiten, ppo_clip_loss, token_entropy, value_loss)
 from icet.lppo.rollout import (PolicyWithValue, Rollout, collate, generate_samples, pieces,
                                response_tokens, sample_layers, score_samples, token_logp)
+from icet.lppo.resume import intact
 from icet.seeding import seed_everything
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
@@ -66,7 +67,8 @@ UPDATE_COLUMNS = ["step", "epoch", "minibatch", "policy_loss", "value_loss", "cl
                   "value_grad_norm", "skipped"]
 # (wall time per step goes to the log only: metrics.csv must be byte-identical per seed)
 # Keys that may differ between a checkpoint and the run resuming it: they do not change what
-# the steps already taken did.
+# the steps already taken did; nor do the speed and memory keys (batch sizes, gradient
+# checkpointing: schema x-tuning, icet.lppo.config.tuning_keys).
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints"}
 
 
@@ -283,9 +285,12 @@ def check_resume(ckpt: Path, state: dict, params: LppoParams, seed: int,
     if step > params.steps:
         raise IcetError(f"{ckpt}: checkpoint is at step {step}, past steps = {params.steps}; "
                         f"raise steps or delete {ckpt.parent} to train {params.steps} steps")
+    from icet.lppo.config import tuning_keys
+
     now = json.loads(dumps(params.to_dict()))  # as JSON stores it (tuples -> lists)
+    resumable = RESUMABLE_CHANGES | tuning_keys()
     changed = sorted(k for k in set(state["params"]) | set(now)
-                     if k not in RESUMABLE_CHANGES and state["params"].get(k) != now.get(k))
+                     if k not in resumable and state["params"].get(k) != now.get(k))
     if state["seed"] != seed:
         changed.append("seed")
     recorded = state.get("inputs")
@@ -293,9 +298,11 @@ def check_resume(ckpt: Path, state: dict, params: LppoParams, seed: int,
         raise IcetError(f"{ckpt}: checkpoint records no input fingerprints (made by an older "
                         f"icet); delete {ckpt.parent} to start fresh")
     changed += sorted(k for k in set(recorded) | set(inputs) if recorded.get(k) != inputs.get(k))
-    if changed:
+    if changed:  # the finished steps stay: nothing here deletes a checkpoint
         raise IcetError(f"{ckpt}: checkpoint was made with different {', '.join(changed)}; "
-                        f"delete {ckpt.parent} to start fresh or restore them")
+                        f"delete {ckpt.parent} to start fresh or restore them (its {step} "
+                        f"finished steps are kept: with the settings and inputs it was made "
+                        f"with, a rerun writes its adapter again without training)")
 
 
 def step_seed(seed: int, step: int, process: int) -> int:
@@ -460,7 +467,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     inputs = broadcast_object_list([
         input_fingerprints(model_dir, rt_jsonl, rows, reward_model_dir, reward_fn, world)
         if accelerator.is_main_process else None])[0]
-    found = checkpoint_dirs(out)
+    found = intact(checkpoint_dirs(out), logger)  # a cut file: the older checkpoint, or one line
     if found:  # refuse a checkpoint of other inputs before loading anything
         check_resume(found[-1][1], read_json(found[-1][1] / "state.json"), p, seed, inputs)
     from icet.memory.jobs import check_lppo_fits
