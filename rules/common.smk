@@ -162,6 +162,19 @@ def lppo_processes(name):
     return processes_for(MODELS[name]["resources"])
 
 
+def lppo_seed():
+    """L-PPO's seed: its own (config lppo.seed), else the run's."""
+    seed = config["lppo"].get("seed")
+    return config["seed"] if seed is None else seed
+
+
+def lppo_params(name):
+    """A model's L-PPO hyperparameters (icet.lppo.config.LppoParams): the lppo block less its
+    seed (the rule's `seed`), plus the model's layer groups."""
+    return {**{k: v for k, v in RESULT_CONFIG["lppo"].items() if k != "seed"},
+            "groups": MODELS[name]["groups"]}
+
+
 def lppo_models():
     return [m for m, spec in MODELS.items() if spec.get("lppo")]
 

@@ -18,9 +18,9 @@ rule lppo_train:
     benchmark:
         f"{LOGS}/lppo_train/{{model}}.benchmark.tsv"
     params:
-        params=lambda w: {**RESULT_CONFIG["lppo"], "groups": MODELS[w.model]["groups"]},
+        params=lambda w: lppo_params(w.model),
         reward=RESULT_CONFIG["judges"]["reward"],
-        seed=config["seed"],
+        seed=lppo_seed(),
         workdir=lambda w: f"{RUN}/lppo/{w.model}",
         prompting=lambda w: prompting_of(MODELS[w.model]),
         num_layers=lambda w: MODELS[w.model]["num_layers"],
@@ -58,7 +58,7 @@ rule lppo_learning:
     log:
         f"{LOGS}/lppo_learning/{{model}}.log",
     params:
-        params=lambda w: {**RESULT_CONFIG["lppo"], "groups": MODELS[w.model]["groups"]},
+        params=lambda w: lppo_params(w.model),
         num_layers=lambda w: MODELS[w.model]["num_layers"],
         default_layer=lambda w: default_layer(w.model),
         report=report_params(),

@@ -262,7 +262,7 @@ rule manifest:
         config=RESULT_CONFIG,
         # speed and memory keys, recorded apart: changing one reruns nothing, not even this
         tuning=tuning(TUNING_CONFIG),
-        seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": config["seed"]},
+        seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": lppo_seed()},
         folders={"responses": [f"{RUN}/sweep"]},
         builds=paper_builds(),
         downloads=download_paths(),

@@ -41,7 +41,8 @@ def test_lppo_checks_hand_computed(tmp_path):
               lppo_checks(metrics, table2, utility, "m", 2, target_kl=1.0)}
     assert checks["mean"] == (True, "-1.000 -> 0.500 over 20 steps")
     assert checks["KL"][0] is False  # KL 2.0 over the last steps, budget 1.0
-    assert checks["VQA"] == (False, "90.0 -> 80.0 %")  # a 10-point drop
+    # a 10-point drop; no paired change in these rows, so the two accuracies decide
+    assert checks["VQA"] == (False, "90.0 -> 80.0 %, drop +10.0 [+10.0, +10.0] (n ?)")
     assert checks["no"] == (False, "CP early")
 
 
