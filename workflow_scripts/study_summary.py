@@ -2,7 +2,7 @@
 from icet.toy.study import write_summary
 
 write_summary(
-    list(snakemake.input),
+    list(snakemake.input.evals),
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.png,
@@ -11,5 +11,7 @@ write_summary(
     bootstrap=snakemake.params.bootstrap,
     hypotheses=snakemake.params.hypotheses,
     variant_groups=snakemake.params.variant_groups,
+    bases=snakemake.params.bases,
+    text_files=list(snakemake.input.text_evals),
     log=snakemake.log[0],
 )
