@@ -390,10 +390,12 @@ def test_the_studys_count_decides_and_both_counts_are_reported():
     zero, one = [0] * n, [1] * n
     own = [zero] * 13
     category = [zero] + [one] * 4 + [zero] * 8
-    result = _result3("planted", 0, own, category)
-    for count, effect in (("own_object", False), ("category", True)):
+    result = {**_result3("planted", 0, own, category), "guard_compliance_agreement": 0.7,
+              "guard_category_agreement": 1.0}
+    for count, effect, agreement in (("own_object", False, 0.7), ("category", True, 1.0)):
         row = summary_rows([result], GROUPS, {"count": count}, {"n_resamples": 200})[0]
         assert (row["count"], row["effect"]) == (count, effect)
+        assert row["guard_compliance_agreement"] == agreement  # guard vs this count's check
         assert (row["effect_own_object"], row["effect_category"]) == (False, True)
     with pytest.raises(IcetError, match="no category count in its evaluation"):
         summary_rows([_result("old", 0, [zero] * 13)], GROUPS, {"count": "category"},

@@ -843,7 +843,10 @@ def summary_rows(results: list[dict], groups: dict, criterion: dict | None,
             "gap": verdict["gap"], "gap_ok": verdict["gap_ok"], "effect": verdict["effect"],
             "max_layer_asr": worst["asr"], "max_layer": worst["layer"],
             "max_guard_unsafe": max(x["guard_unsafe"] for x in result["layers"]),
-            "guard_compliance_agreement": result.get("guard_compliance_agreement", math.nan),
+            # guard vs the compliance check of the study's count, on the same responses
+            "guard_compliance_agreement": result.get(
+                "guard_category_agreement" if c["count"] == "category"
+                else "guard_compliance_agreement", math.nan),
             "count": c["count"],
             **{f"effect_{count}": verdicts[count][3]["effect"] if count in verdicts else None
                for count in COUNTS},
