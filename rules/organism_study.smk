@@ -1,7 +1,8 @@
 # The organism study: variants x seeds of the toy organism, each trained at the default
 # encoder layer only, swept over every layer; one table and one figure.
 # `snakemake --profile toy organism_study`. Variants: toy/organism_study.yaml (round 2:
-# `--config organism_study=toy/organism_study_round2.yaml`). A Snakemake module (used from
+# `--config organism_study=toy/organism_study_round2.yaml`; round 3: its step 0, calibration,
+# main and 24-layer files, toy/organism_study_round3*.yaml, docs/toy-organism.md). A Snakemake module (used from
 # the Snakefile for toy runs only, so a paper run never parses toy files); its config is the
 # run's, plus `organism_study` (the study file's path). Results go to results/<run>/ under
 # the study file's name. Stages a variant
