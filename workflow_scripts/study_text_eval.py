@@ -1,5 +1,8 @@
 """A text-safe LM without images, for its gate.  Rule `study_text_eval` (rules/organism_study.smk)."""
+from icet.chain import Job
 from icet.toy.study import evaluate_text_model
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 evaluate_text_model(
     snakemake.input.model,
@@ -11,3 +14,4 @@ evaluate_text_model(
     threads=snakemake.threads,
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)
