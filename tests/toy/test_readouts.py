@@ -121,7 +121,7 @@ def test_text_only_responses_equal_generate_without_an_image(adapter):
     with torch.inference_mode():
         out = adapter.model.generate(**batch, do_sample=False, max_new_tokens=6)
     width = batch["input_ids"].shape[1]
-    # generate pads finished rows; greedy_decode stops a row at EOS: equal once decoded.
+    # generate pads finished rows; decode stops a row at EOS: equal once decoded.
     assert got == [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
 

@@ -109,7 +109,7 @@ def prefilled_responses(adapter, prompts: list[str], images: list[Any], layers: 
                         rows_per_batch: int = 256) -> dict[int, list[str]]:
     """Per ICET layer, each prompt's response when the assistant turn starts with `opener`
     (returned with the opener, as the judges read a whole response)."""
-    from icet.engine import greedy_decode
+    from icet.engine import decode
 
     tokenizer = adapter.processor.tokenizer
     opener_tokens = tokenizer(opener, add_special_tokens=False)["input_ids"]
@@ -124,8 +124,8 @@ def prefilled_responses(adapter, prompts: list[str], images: list[Any], layers: 
         group = layers[start:start + per_batch]
         with torch.inference_mode():
             stacked = torch.cat([torch.cat([embeds[layer], tail], dim=1) for layer in group])
-        decoded = greedy_decode(adapter, stacked, mask.repeat(len(group), 1), max_new_tokens,
-                                adapter.eos_token_ids)
+        decoded = decode(adapter, stacked, mask.repeat(len(group), 1), max_new_tokens,
+                         adapter.eos_token_ids)
         for k, layer in enumerate(group):
             out[layer] = [f"{opener} {adapter.response_text(ids)}".strip()
                           for ids, _ in decoded[k * n:(k + 1) * n]]
@@ -133,7 +133,7 @@ def prefilled_responses(adapter, prompts: list[str], images: list[Any], layers: 
 
 
 class _TextOnly:
-    """The LM of a LLaVA (or a bare Llama LM) behind the members icet.engine.greedy_decode
+    """The LM of a LLaVA (or a bare Llama LM) behind the members icet.engine.decode
     calls, so a text-only prompt decodes exactly as the sweep's rows do."""
 
     def __init__(self, model):
@@ -165,7 +165,7 @@ def text_only_responses(model, tokenizer, prompts: list[str], *, max_new_tokens:
                         batch_size: int = 64) -> list[str]:
     """Each prompt's greedy response with no image: the chat template with the prompt as the
     user's plain text, as the base LM was trained (icet.toy.train.encode_dialogue)."""
-    from icet.engine import greedy_decode
+    from icet.engine import decode
 
     lm = _TextOnly(model)
     eos = tokenizer.eos_token_id
@@ -178,7 +178,7 @@ def text_only_responses(model, tokenizer, prompts: list[str], *, max_new_tokens:
         batch = tokenizer(texts[start:start + batch_size], padding=True, return_tensors="pt")
         with torch.inference_mode():
             embeds = lm.embed_tokens(batch["input_ids"])
-        decoded = greedy_decode(lm, embeds, batch["attention_mask"], max_new_tokens, {eos})
+        decoded = decode(lm, embeds, batch["attention_mask"], max_new_tokens, {eos})
         out += [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids, _ in decoded]
     return out
 
