@@ -126,6 +126,11 @@ def judge_spec(judge):
     return config["judges"][judge]
 
 
+def judge_folders():
+    """Every judge that has a folder (a model), by name."""
+    return {j: judge_path(j) for j, cls in JUDGES.items() if cls.download is not None}
+
+
 def judge_path(judge):
     """Folder of a judge: downloaded, local, or the toy judge trained here (the plug-in's
     `toy` names it: the toy's one reward model serves as the utility reward model too)."""
@@ -150,6 +155,36 @@ def judges_for_scoring():
             if cls.download is not None:
                 out[judge]["path"] = judge_path(judge)
     return out
+
+
+# ---- GPU memory (icet.memory) ------------------------------------------------------------
+
+# Every GPU job kind's predicted peak from its model's config.json (the downloaded one, else
+# the real values in icet.memory.paper; torch-free): the `gpu_mem_mb` floor each GPU rule
+# asks for. `python -m icet memory config.yaml` prints them all beside the card they plan for.
+from icet.memory.jobs import rule_floor_mb, run_jobs
+
+GPU_JOBS = run_jobs(config, {m: model_dir(m) for m in MODELS}, judge_folders())
+
+
+def gpu_floor_mb(rule, name=None):
+    """GPU memory (MB) a rule's job needs at least, or None where the model is unknown."""
+    return rule_floor_mb(GPU_JOBS, rule, name)
+
+
+def gpu_placement(block, key):
+    """SLURM placement of a GPU job (`key` of its resources block): one node, and the GPU
+    type (sbatch --gpus=<type>:N) and node features (-C) the config names; None = unset,
+    which Snakemake leaves out of the job's resources."""
+    return {"nodes": 1, "gpu_model": block.get("gpu_model"), "constraint": block.get("constraint")}[key]
+
+
+def scoring_resources(block, rule):
+    """A scoring rule's resources: its config block's, its placement and its memory floor."""
+    resources = {k: block[k] for k in ("gpu", "mem_mb", "runtime")}
+    resources.update({k: gpu_placement(block, k) for k in ("nodes", "gpu_model", "constraint")})
+    resources["gpu_mem_mb"] = gpu_floor_mb(rule)
+    return {k: v for k, v in resources.items() if v is not None}
 
 
 def judge_name(judge):

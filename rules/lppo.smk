@@ -29,9 +29,14 @@ rule lppo_train:
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),
-        mem_mb=lambda w: model_resources(w.model, "mem_mb"),
+        # each trainer process loads its own model and reward model into host memory first
+        mem_mb=lambda w: model_resources(w.model, "mem_mb") * lppo_processes(w.model),
         runtime=lambda w: 4 * model_resources(w.model, "runtime"),
         cpus_per_task=lambda w: model_resources(w.model, "cpus"),
+        nodes=1,
+        gpu_model=lambda w: gpu_placement(MODELS[w.model]["resources"], "gpu_model"),
+        constraint=lambda w: gpu_placement(MODELS[w.model]["resources"], "constraint"),
+        gpu_mem_mb=lambda w: gpu_floor_mb("lppo_train", w.model),
     conda:
         "../envs/torch.yaml"
     script:

@@ -20,7 +20,7 @@ rule score_testset:
         device=job_device(config["device"], config["scoring_resources"]["safety"]["gpu"]),
     threads: 1
     resources:
-        **config["scoring_resources"]["safety"],
+        **scoring_resources(config["scoring_resources"]["safety"], "score_testset"),
     conda:
         "../envs/torch.yaml"
     script:
@@ -44,7 +44,7 @@ rule score_utility:
         device=job_device(config["device"], config["scoring_resources"]["utility"]["gpu"]),
     threads: 1
     resources:
-        **config["scoring_resources"]["utility"],
+        **scoring_resources(config["scoring_resources"]["utility"], "score_utility"),
     conda:
         "../envs/torch.yaml"
     script:

@@ -35,6 +35,10 @@ rule sweep_shard:
         mem_mb=lambda w: model_resources(w.model, "mem_mb"),
         runtime=lambda w: model_resources(w.model, "runtime"),
         cpus_per_task=lambda w: model_resources(w.model, "cpus"),
+        nodes=1,
+        gpu_model=lambda w: gpu_placement(MODELS[w.model]["resources"], "gpu_model"),
+        constraint=lambda w: gpu_placement(MODELS[w.model]["resources"], "constraint"),
+        gpu_mem_mb=lambda w: gpu_floor_mb("sweep_shard", w.model),
     conda:
         "../envs/torch.yaml"
     script:

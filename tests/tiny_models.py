@@ -139,30 +139,56 @@ MLLAMA_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_mllama(out_dir: str | os.PathLike, seed: int = 0, words=TINY_WORDS) -> Path:
-    """Save a random tiny MllamaForConditionalGeneration + MllamaProcessor to `out_dir`."""
+def _real_layout_tokenizer(words, out_dir: Path):
+    """A word tokenizer whose image token `<|image|>` is its LAST id, one past the text
+    vocabulary, as in meta-llama/Llama-3.2-11B-Vision-Instruct: config.json has
+    image_token_index 128256 and text_config.vocab_size 128256, the tokenizer 128257 entries
+    with <|image|> = 128256 (danbev/learning-ai, notes/llama.cpp/llama-3-2-vision.md, which
+    quotes the config and inspects the tokenizer); transformers' MllamaTextModel embeds
+    vocab_size + 8 ids while its lm_head has vocab_size outputs (modeling_mllama.py)."""
+    from icet.toy.tokenizer import build_word_tokenizer, chat_template_words
+
+    tokenizer = build_word_tokenizer(list(words) + ["user assistant",
+                                                    chat_template_words(MLLAMA_CHAT_TEMPLATE)],
+                                     out_dir, chat_template=None)
+    tokenizer.add_tokens(["<|image|>"], special_tokens=True)
+    tokenizer.image_token = "<|image|>"
+    tokenizer.chat_template = MLLAMA_CHAT_TEMPLATE.replace("<image>", "<|image|>")
+    return tokenizer
+
+
+def build_tiny_mllama(out_dir: str | os.PathLike, seed: int = 0, words=TINY_WORDS,
+                      image_token_last: bool = False) -> Path:
+    """Save a random tiny MllamaForConditionalGeneration + MllamaProcessor to `out_dir`.
+
+    `image_token_last`: the real layout, the image token one past the LM head's vocabulary
+    (`_real_layout_tokenizer`); else it sits inside the vocabulary (id 4)."""
     from transformers import (MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil,
                               MllamaProcessor, MllamaTextConfig, MllamaVisionConfig)
 
     from icet.toy.tokenizer import build_word_tokenizer
 
     out_dir = Path(out_dir)
-    tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out_dir,
-                                     chat_template=MLLAMA_CHAT_TEMPLATE)
+    if image_token_last:
+        tokenizer = _real_layout_tokenizer(words, out_dir)
+    else:
+        tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out_dir,
+                                         chat_template=MLLAMA_CHAT_TEMPLATE)
+    image_id = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
     vision = MllamaVisionConfig(hidden_size=16, num_hidden_layers=MLLAMA_LAYERS, num_global_layers=2,
                                 attention_heads=2, intermediate_size=32, image_size=16, patch_size=8,
                                 max_num_tiles=4, intermediate_layers_indices=MLLAMA_TAPS,
                                 vision_output_dim=16 * (len(MLLAMA_TAPS) + 1), initializer_range=0.2)
     text = MllamaTextConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                            num_key_value_heads=1, intermediate_size=64, vocab_size=len(tokenizer),
+                            num_key_value_heads=1, intermediate_size=64,
+                            vocab_size=image_id if image_token_last else len(tokenizer),
                             cross_attention_layers=[1], max_position_embeddings=256,
                             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, initializer_range=0.2)
-    config = MllamaConfig(vision_config=vision, text_config=text,
-                          image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    config = MllamaConfig(vision_config=vision, text_config=text, image_token_index=image_id)
     image_processor = MllamaImageProcessorPil(size={"height": 16, "width": 16}, max_image_tiles=4)
     processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                chat_template=MLLAMA_CHAT_TEMPLATE)
+                                chat_template=tokenizer.chat_template)
     torch.manual_seed(seed)
     model = MllamaForConditionalGeneration(config).eval()
     # Random init leaves the cross-attention gates at 0 (tanh(0) = 0: the LM ignores the

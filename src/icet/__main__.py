@@ -1,6 +1,8 @@
-"""Command line: check a config before queueing jobs; verify a run against its manifest.
+"""Command line: check a config before queueing jobs; size its GPU jobs; verify a run
+against its manifest.
 
     python -m icet check-config config.yaml toy/toy.yaml
+    python -m icet memory config.yaml
     python -m icet verify results/toy
 """
 
@@ -19,8 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("files", nargs="+")
     verify = sub.add_parser("verify", help="re-hash a run's files against its manifest.json")
     verify.add_argument("run_dir")
+    memory = sub.add_parser("memory", help="predicted peak GPU memory of every GPU rule's jobs")
+    memory.add_argument("files", nargs="+", help="config files (merged in order)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "memory":
+            return memory_table(args.files)
         if args.command == "check-config":
             from icet.config import load_config
 
@@ -45,6 +51,25 @@ def main(argv: list[str] | None = None) -> int:
 
         print(redact(f"icet: {err}"), file=sys.stderr)
         return 2
+
+
+def memory_table(files: list[str]) -> int:
+    """Print every GPU job kind's predicted peak beside the card it is planned for (icet.memory);
+    1 if one does not fit."""
+    from icet.config import load_config
+    from icet.memory.jobs import folders_of, run_jobs, table
+
+    config = load_config(*files)
+    jobs = run_jobs(config, *folders_of(config))
+    print(table(jobs))
+    print("peak: predicted peak on the card, CUDA context (~1 GB) included; floor: the least it "
+          "runs in (a sweep shrinks its batch down to one row); needs: the smallest common card "
+          "holding the floor; config.json from each folder, else the real values in "
+          "icet.memory.paper")
+    short = [job for job in jobs if not job.fits]
+    for job in short:
+        print(f"does not fit: {job.estimate.describe()}", file=sys.stderr)
+    return 1 if short else 0
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 A download lands in a temporary folder beside its target and is renamed into place only
 when every file is there, so an interrupted download never looks finished. Each snapshot
 folder carries `.icet-download.json`: the requested revision, the commit it resolved to,
-the patterns used and the sha256 of every file, so a result can name exactly which weights
-made it. URL downloads are recorded the same way (url, sha256, whether config pinned it; an
+the patterns used and the sha256 and size of every file, so a result can name exactly which
+weights made it, and every later job fingerprints the folder from that record instead of
+hashing it again (icet.shards.fingerprint). URL downloads are recorded the same way (url, sha256, whether config pinned it; an
 archive's record also hashes every unpacked file; a single file's record lies beside it as
 `.<name>.icet-download.json`); icet.provenance copies every record into the run manifest.
 The Hub token comes from `HF_TOKEN` in the environment only; it is never logged or
@@ -225,11 +226,13 @@ def download_snapshot(
                         f"as the Hub's safetensors-conversion PR ref refs/pr/N")
 
     hashes: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     placed = {"link": 0, "copy": 0}
     with atomic_dir(out_dir) as tmp:
         for rel in progress(files, desc=f"place {repo_id}", unit="file"):
             placed[_place_file(snapshot / rel, tmp / rel)] += 1
             hashes[rel] = sha256_file(tmp / rel)
+            sizes[rel] = (tmp / rel).stat().st_size
         manifest = {
             "repo_id": repo_id,
             "repo_type": repo_type,
@@ -238,6 +241,9 @@ def download_snapshot(
             "allow_patterns": patterns,
             "ignore_patterns": ignore,
             "files": hashes,
+            # With the hashes, what lets a job trust them instead of re-hashing the folder
+            # (icet.shards.fingerprint): a 7-11B model is 14-21 GB to read per job.
+            "sizes": sizes,
         }
         write_json(tmp / MANIFEST_NAME, manifest)
     logger.info("%s@%s -> commit %s: %d files (%d hard-linked, %d copied) in %s", repo_id,

@@ -5,7 +5,8 @@ The naive loop (`respond`, engine "naive") calls `generate` per layer: it reruns
 encoder for every layer and decodes one layer's batch at a time. In the fast engine the vision
 tower runs once per image per layer group with all hidden states, every layer's features go
 through the frozen projector, and the (prompt, layer) rows are decoded as one left-padded
-batch with a KV cache, greedily, dropping rows from the batch as they reach EOS. With greedy
+batch with a KV cache, greedily, dropping rows from the batch once a quarter of it reached
+EOS (each drop copies the cache; a finished row decodes on meanwhile, ignored). With greedy
 fp32 decoding the responses are token-identical to the naive loop's (tests/models/test_engine.py).
 
 An adapter opts in with `supports_fast_sweep = True` and the fast-sweep members of
@@ -19,9 +20,15 @@ An architecture whose image reaches the LM other than through `inputs_embeds` (M
 cross-attention states and a per-token cross-attention mask) returns, per layer, a dict
 `{"inputs_embeds": ..., name: per-row tensor, ...}` instead; the engine stacks every entry
 along the row axis as it does the embeddings, passes the extras to every `lm_forward` call
-as keywords, and drops finished rows from them as from the cache. An adapter may also
-declare `fast_row_bytes(max_tokens)`, the memory a row holds beyond its self-attention KV
-cache, for the "auto" batch size.
+as keywords, and drops finished rows from them as from the cache; those the adapter names
+in `prefill_only_inputs` (Mllama's vision states, cached by its cross-attention) are
+dropped after the prefill.
+
+Memory: "auto" sizes the batch with the memory model (icet.memory) for the longest row of
+the data set (its prompt positions plus max_new_tokens), and the vision encoder runs on
+sub-batches the model sizes too (it holds every layer's state of the images it runs). The
+KV cache is preallocated at the first decode step for the rest of the response
+(`PreallocatedLayer`): no concatenation per step.
 """
 
 from __future__ import annotations
@@ -39,7 +46,14 @@ ENGINES = ("fast", "naive")
 # bound and larger batches only add padding (docs/performance.md).
 CPU_AUTO_ROWS = 256
 MAX_AUTO_ROWS = 1024  # beyond this a GPU step is bandwidth bound on the KV cache anyway
-GPU_MEMORY_SHARE = 0.5  # of free memory for the KV cache and activations; the rest is headroom
+# Of the memory free once the model is loaded, what "auto" plans to fill: the memory model
+# counts allocated bytes (validated within 15 % on CPU runs, docs/performance.md); the rest
+# covers the caching allocator's fragmentation, cuBLAS workspaces and the model's error.
+MEMORY_SHARE = 0.85
+
+# Finished rows are dropped from a decode batch (a copy of its whole KV cache) once they make
+# up 1/COMPACT_SHARE of it, not one EOS at a time: at most ~COMPACT_SHARE copies a batch.
+COMPACT_SHARE = 4
 
 MAX_NEW_TOKENS = 32  # enough for the toy organism's templated answers; the paper's runs use more
 BATCH_SIZE = 16  # fits a 7B LLaVA in bf16 on one GPU with 576 image tokens per prompt
@@ -85,30 +99,120 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def resolve_batch_size(batch_size: int | str, adapter: Any, max_tokens: int) -> int:
-    """Rows per decode batch: an integer as given, or "auto" from the device's free memory.
+def check_batch_size(batch_size: int | str) -> int | str:
+    if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                 or batch_size < 1):
+        raise IcetError(f"sweep batch_size must be an integer >= 1 or 'auto', got {batch_size!r}")
+    return batch_size
 
-    On a GPU a row costs its KV cache (2 x LM layers x KV heads x head dim x `max_tokens`
-    positions) plus one row of logits; GPU_MEMORY_SHARE of free memory is spent on rows.
+
+def free_bytes(device: torch.device) -> int:
+    """Memory free for activations on `device` now: the GPU's (the model already loaded), or
+    on a CPU the host's available physical memory."""
+    import os
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def plan_batch(batch_size: int | str, adapter: Any, prompts: list[str], layers: list[int],
+               max_new_tokens: int, memory_budget: int | None = None) -> tuple[int, int | None]:
+    """(rows per decode batch, images per vision pass) for sweeping `prompts` at `layers`.
+
+    "auto": the most rows whose predicted peak (icet.memory.sweep_plan), at the longest
+    prompt of all plus max_new_tokens, fits MEMORY_SHARE of the free memory (`free_bytes`),
+    at most MAX_AUTO_ROWS (CPU_AUTO_ROWS on a CPU); an integer is taken as given. The vision
+    sub-batch is sized the same way for the rows chosen. `memory_budget` (bytes beyond the
+    weights) replaces the free-memory figure. An architecture the memory model does not know
+    (Qwen2.5-VL, whose image token counts vary with the image) gets, under "auto",
+    CPU_AUTO_ROWS on a CPU and BATCH_SIZE rows on a GPU, with one vision pass a batch.
     """
-    if batch_size != "auto":
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise IcetError(f"sweep batch_size must be an integer >= 1 or 'auto', got {batch_size!r}")
-        return batch_size
-    device = adapter.device
-    if device.type != "cuda":
-        return CPU_AUTO_ROWS
-    text = adapter.model.config.get_text_config()
-    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    itemsize = torch.tensor([], dtype=adapter.dtype).element_size()
-    per_row = (2 * text.num_hidden_layers * heads * head_dim * max_tokens * itemsize
-               + 4 * text.vocab_size + 8 * max_tokens * text.hidden_size * itemsize)
-    extra = getattr(adapter, "fast_row_bytes", None)
-    if extra is not None:
-        per_row += int(extra(max_tokens))
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(MAX_AUTO_ROWS, int(free * GPU_MEMORY_SHARE // per_row)))
+    from icet.memory.model import sweep_plan
+
+    check_batch_size(batch_size)
+    try:
+        arch = adapter.memory_arch()
+    except IcetError:
+        if batch_size != "auto":
+            return int(batch_size), None
+        return (BATCH_SIZE if adapter.device.type == "cuda" else CPU_AUTO_ROWS), None
+    positions = max(adapter.prompt_positions(prompts)) if prompts else 1
+    cap = MAX_AUTO_ROWS if adapter.device.type == "cuda" else CPU_AUTO_ROWS
+    budget = (int(memory_budget) if memory_budget is not None
+              else int(free_bytes(adapter.device) * MEMORY_SHARE))
+    plan = sweep_plan(arch, budget=budget, prompt_positions=positions, max_new_tokens=max_new_tokens,
+                      n_prompts=len(prompts), layers=len(layers), dtype_bytes=adapter_dtype_bytes(adapter),
+                      rows=None if batch_size == "auto" else int(batch_size), max_rows=cap,
+                      where=adapter.name)
+    return plan.rows, plan.vision_batch
+
+
+def adapter_dtype_bytes(adapter: Any) -> int:
+    return torch.tensor([], dtype=adapter.dtype).element_size()
+
+
+def preallocated_layer_class() -> type:
+    """A transformers DynamicLayer that stops concatenating (built lazily: transformers loads
+    on first use). The prefill's keys and values are kept as they come; the first decode
+    step moves them into buffers with room for `room` more positions, and every later step
+    writes its position in place. Attention reads views of the filled part: the same values
+    and shapes DynamicLayer's torch.cat would give, without a new cache tensor a step.
+    A layer updated only once (Mllama's cross-attention) keeps its prefill tensors."""
+    global _LAYER_CLASS
+    if _LAYER_CLASS is not None:
+        return _LAYER_CLASS
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(self, room: int):
+            super().__init__()
+            self.room = max(1, int(room))
+            self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.keys, self.values = key_states, value_states
+                return self.keys, self.values
+            filled, new = self.keys.shape[-2], key_states.shape[-2]
+            if self.buffers is None or filled + new > self.buffers[0].shape[-2]:
+                capacity = filled + max(new, self.room)
+                grown = []
+                for old in (self.keys, self.values):
+                    buffer = old.new_empty((*old.shape[:-2], capacity, old.shape[-1]))
+                    buffer[..., :filled, :] = old
+                    grown.append(buffer)
+                self.buffers = (grown[0], grown[1])
+            keys, values = self.buffers
+            keys[..., filled:filled + new, :] = key_states
+            values[..., filled:filled + new, :] = value_states
+            self.keys, self.values = keys[..., :filled + new, :], values[..., :filled + new, :]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.buffers is None:
+                super().batch_select_indices(indices)
+                return
+            filled = self.keys.shape[-2]
+            self.buffers = (self.buffers[0][indices], self.buffers[1][indices])
+            self.keys, self.values = self.buffers[0][..., :filled, :], self.buffers[1][..., :filled, :]
+
+    _LAYER_CLASS = PreallocatedLayer
+    return PreallocatedLayer
+
+
+_LAYER_CLASS: type | None = None
+
+
+def preallocate(cache: Any, room: int) -> Any:
+    """`cache` (a transformers DynamicCache) with its plain layers preallocating (see
+    `preallocated_layer_class`); other layer kinds (sliding windows) are left as they are."""
+    from transformers.cache_utils import DynamicLayer
+
+    layer_class = preallocated_layer_class()
+    cache.layers = [layer_class(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
@@ -117,41 +221,62 @@ def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: tor
     """Greedy responses (token ids up to and including EOS, finished) of left-padded rows.
 
     Position ids skip the left padding and the mask grows by one column a step, as in
-    `generate`; a row that emits EOS leaves the batch (and its KV cache and `row_inputs`,
-    the adapter's extra per-row model inputs) at once.
+    `generate`; a row that emits EOS stops generating, and finished rows leave the batch
+    (with their KV cache and `row_inputs`, the adapter's extra per-row model inputs) once
+    they are 1/COMPACT_SHARE of it: each leaving copies the whole cache, so not at every EOS
+    (meanwhile a finished row decodes on, ignored, as in `generate`). `row_inputs` is consumed: the
+    adapter's prefill-only inputs are popped from it after the prefill, so a caller that
+    hands over its only reference frees them (and `inputs_embeds`) for the decode.
     """
-    extras = dict(row_inputs or {})
+    row_inputs = row_inputs if row_inputs is not None else {}
     rows = inputs_embeds.shape[0]
     tokens: list[list[int]] = [[] for _ in range(rows)]
     finished = [False] * rows
     alive = torch.arange(rows)
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    cache = adapter.new_cache()
+    cache = preallocate(adapter.new_cache(), max_new_tokens - 1)
     eos = torch.tensor(sorted(eos_ids), device=inputs_embeds.device)
     with torch.inference_mode():
-        logits = adapter.lm_forward(inputs_embeds, mask, positions, cache, **extras)
+        logits = adapter.lm_forward(inputs_embeds, mask, positions, cache, **row_inputs)
+        del inputs_embeds
+        for name in getattr(adapter, "prefill_only_inputs", ()):
+            row_inputs.pop(name, None)
+        extras = dict(row_inputs)
+        row_inputs.clear()
+        live = [True] * rows  # per batch position: still generating
         for step in range(max_new_tokens):
             chosen = logits.argmax(-1)
             done = torch.isin(chosen, eos)
-            for row, token, stop in zip(alive.tolist(), chosen.tolist(), done.tolist()):
-                tokens[row].append(token)
-                finished[row] = stop
-            if step == max_new_tokens - 1:
+            for pos, (row, token, stop) in enumerate(zip(alive.tolist(), chosen.tolist(), done.tolist())):
+                if live[pos]:
+                    tokens[row].append(token)
+                    finished[row] = stop
+                    live[pos] = not stop
+            if step == max_new_tokens - 1 or not any(live):
                 break
-            if bool(done.any()):
-                keep = (~done).nonzero().squeeze(-1)
-                if keep.numel() == 0:
-                    break
+            if live.count(False) >= max(1, len(live) // COMPACT_SHARE):
+                keep = torch.tensor([pos for pos, on in enumerate(live) if on], device=chosen.device)
                 cache.batch_select_indices(keep)
                 alive, mask, chosen = alive[keep.cpu()], mask[keep], chosen[keep]
                 positions = positions[keep]
                 extras = {name: value[keep] for name, value in extras.items()}
+                live = [True] * len(keep)
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
             positions = positions[:, -1:] + 1
             logits = adapter.lm_forward(adapter.embed_tokens(chosen[:, None]), mask, positions, cache,
                                         **extras)
     return list(zip(tokens, finished))
+
+
+def stack_rows(per_layer: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One batch of every layer's rows, entry by entry; each layer's own copy is released as
+    soon as it is stacked (the list is emptied), so the inputs exist once, not twice."""
+    stacked = {}
+    for name in list(per_layer[0]):
+        stacked[name] = torch.cat([rows.pop(name) for rows in per_layer])
+    per_layer.clear()
+    return stacked
 
 
 def row_inputs_of(layer_inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -181,16 +306,20 @@ def plan_groups(n_prompts: int, layers: list[int], rows: int) -> list[list[int]]
 
 def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list[int], *,
                max_new_tokens: int, batch_size: int | str = "auto", on_layer: LayerDone | None = None,
-               logger: Any = None) -> dict[int, list[dict[str, Any]]]:
-    """Every layer's responses to the (prompt, image) pairs, in order; `on_layer` as each layer completes."""
+               logger: Any = None, memory_budget: int | None = None) -> dict[int, list[dict[str, Any]]]:
+    """Every layer's responses to the (prompt, image) pairs, in order; `on_layer` as each
+    layer completes. `memory_budget`: bytes the batches may use beyond the weights (None:
+    the device's free memory, `plan_batch`)."""
     if len(prompts) != len(images):
         raise IcetError(f"{len(prompts)} prompts but {len(images)} images")
     for layer in layers:
         adapter.check_layer(layer)
     eos_ids = adapter.eos_token_ids
-    # "auto" sizes the batch for the first prompt's length (the test sets' prompts are alike).
-    prompt_tokens = adapter.prepare(prompts[:1], images[:1])["input_ids"].shape[1] if prompts else 0
-    rows = resolve_batch_size(batch_size, adapter, prompt_tokens + max_new_tokens)
+    # Sized for the longest row of all (the memory model), whichever batch it falls in.
+    rows, vision_batch = plan_batch(batch_size, adapter, prompts, layers, max_new_tokens, memory_budget)
+    if logger is not None:
+        logger.info("fast engine: %d rows per batch, vision encoder on %s images at a time "
+                    "(batch_size %s)", rows, vision_batch or "all", batch_size)
     # Prompts of similar length share a batch: less left padding to run through the LM.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: dict[int, list[dict[str, Any]]] = {}
@@ -202,11 +331,12 @@ def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list
             stop = min(len(prompts), start + chunk)
             picked = order[start:stop]
             inputs, embeds = adapter.layer_embeddings([prompts[i] for i in picked],
-                                                      [images[i] for i in picked], group)
+                                                      [images[i] for i in picked], group,
+                                                      vision_batch=vision_batch)
             mask = inputs["attention_mask"]
             prompt_ids = [ids[keep.bool()].tolist() for ids, keep in zip(inputs["input_ids"].cpu(), mask.cpu())]
-            per_layer = [row_inputs_of(embeds[layer]) for layer in group]
-            stacked = {name: torch.cat([rows[name] for rows in per_layer]) for name in per_layer[0]}
+            del inputs  # pixels: not needed past the vision pass
+            stacked = stack_rows([row_inputs_of(embeds.pop(layer)) for layer in group])
             decoded = greedy_decode(adapter, stacked.pop("inputs_embeds"), mask.repeat(len(group), 1),
                                     max_new_tokens, eos_ids, row_inputs=stacked)
             for k, (response, finished) in enumerate(decoded):

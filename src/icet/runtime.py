@@ -67,6 +67,35 @@ def check_cuda(device: str) -> None:
             "`device: cpu` to run on the CPU deliberately")
 
 
+def check_native_bf16(device: str = "cuda") -> None:
+    """Stop with one line on a GPU without native bfloat16 (V100, T4: compute capability
+    below 8.0). Every GPU job runs the bf16 checkpoints in bf16, which such a card only
+    emulates, many times slower, rather than failing."""
+    import torch
+
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return
+    major, minor = torch.cuda.get_device_capability(device)
+    raise IcetError(
+        f"GPU {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no "
+        "native bfloat16, which every GPU job computes in (it would only be emulated, many "
+        "times slower): run on an Ampere or newer GPU (compute capability 8.0+: A100, L40S, "
+        "H100), e.g. with the model's resources.gpu_model")
+
+
+def release_memory(device: str) -> None:
+    """Give the memory of objects just deleted back to the device. PyTorch's CUDA caching
+    allocator keeps freed blocks reserved for this process; without emptying it, a judge
+    deleted before the next one loads can leave its ~16 GB reserved beside the next's."""
+    import gc
+
+    import torch
+
+    gc.collect()  # a judge's weights may sit in reference cycles (modules, hooks)
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def resolve_device(device: str = "auto") -> str:
     """auto -> cuda when a GPU is visible to this job, else cpu; cuda without one: an error."""
     import torch

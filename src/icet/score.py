@@ -49,7 +49,8 @@ def score_responses(response_files: list[str], out: str, judges: dict,
 
     `response_files` are shard files or sweep indexes (icet.shards) standing for them.
     """
-    from icet.runtime import configure, resolve_device
+    from icet.memory.jobs import check_judge_fits
+    from icet.runtime import configure, release_memory, resolve_device
 
     configure(threads)
     device = resolve_device(device)
@@ -68,12 +69,14 @@ def score_responses(response_files: list[str], out: str, judges: dict,
         pairs = sorted(set(shown))
         logger.info("%s: %d distinct (%s, response) pairs", cls.name, len(pairs),
                     " / ".join(cls.prompt_keys))
+        check_judge_fits(cls.name, settings[cls.name], device)  # one line before loading if too big
         judge = cls.load(settings[cls.name], device)
         values = judge.score([p for p, _ in pairs], [c for _, c in pairs])
         if list(values) != list(cls.columns) or any(len(v) != len(pairs) for v in values.values()):
             raise IcetError(f"judge {cls.name}: scored columns {list(values)}, declared "
                             f"{list(cls.columns)}, one value per pair")
-        del judge  # one judge's weights in memory at a time
+        del judge  # one judge's weights in memory at a time:
+        release_memory(device)  # and the next one gets the GPU memory the allocator kept
         index = {pair: i for i, pair in enumerate(pairs)}
         for row, pair in zip(scored, shown):
             row.update({column: column_values[index[pair]]

@@ -11,6 +11,9 @@ def seed_everything(seed: int) -> None:
     import torch
 
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    # Deterministic cuBLAS needs a fixed workspace, read when its handle is created (the first
+    # CUDA matmul, after this call); without it deterministic mode warns at every matmul.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -48,15 +48,38 @@ def code_hash(parts: Iterable[str] = SWEEP_CODE, root: str | os.PathLike | None 
 
 
 def fingerprint(settings: dict[str, Any], files: Iterable[str | os.PathLike] = ()) -> str:
-    """sha256 over settings (as sorted JSON) and the content of every input file or folder."""
+    """sha256 over settings (as sorted JSON) and the content of every input file or folder.
+
+    A downloaded folder's files count by the sha256 its download recorded (`recorded_hashes`):
+    hashed once per download, not by every job (a model folder is 14-21 GB)."""
     digest = hashlib.sha256(dumps(settings).encode("utf-8"))
     for path in sorted(str(p) for p in files if p):
         root = Path(path)
         paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        recorded = recorded_hashes(root, paths) if root.is_dir() else {}
         for p in paths:
             digest.update(str(p.relative_to(root) if p != root else p.name).encode("utf-8"))
-            digest.update(sha256_file(p).encode("ascii"))
+            digest.update((recorded.get(p) or sha256_file(p)).encode("ascii"))
     return digest.hexdigest()
+
+
+def recorded_hashes(root: Path, paths: list[Path]) -> dict[Path, str]:
+    """The sha256 of `root`'s files as its download record lists them (icet.download), when
+    the folder still holds exactly the recorded files at the recorded sizes; else none (every
+    file is hashed). The record itself is always hashed: it is small."""
+    from icet.download import MANIFEST_NAME
+
+    try:
+        record = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+        files, sizes = dict(record["files"]), dict(record["sizes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    on_disk = {p.relative_to(root).as_posix(): p for p in paths if p != root / MANIFEST_NAME}
+    if set(on_disk) != set(files) or set(files) != set(sizes):
+        return {}
+    if any(p.stat().st_size != sizes[rel] for rel, p in on_disk.items()):
+        return {}
+    return {p: str(files[rel]) for rel, p in on_disk.items()}
 
 
 def shard_path(out_dir: str | os.PathLike, layer: int) -> Path:

@@ -202,6 +202,10 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     logger.info("%s/%s/%s: %d of %d layer shards to compute (%s kept)", model_name, variant,
                 testset, len(todo), len(layers), sorted(set(layers) - set(todo)) or "none")
     if todo:
+        from icet.memory.jobs import check_sweep_fits
+
+        # one line, before loading, when even one row of a long prompt cannot fit the GPU
+        check_sweep_fits(model_dir, int(max_new_tokens), resolve_device(device), f"{model_name} sweep")
         adapter = _load(model_dir, peft_adapter, device, model_name, todo, logger, prompting,
                         num_layers)
         prompts = [r["prompt"] for r in rows]

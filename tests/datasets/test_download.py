@@ -264,3 +264,27 @@ def test_config_pins_url_downloads_to_a_commit_and_a_sha256():
     assert re.search(r"/llm-attacks/llm-attacks/[0-9a-f]{40}/data/advbench/", advbench["url"])
     assert re.fullmatch(r"[0-9a-f]{64}", advbench["sha256"] or "")
     assert re.fullmatch(r"[0-9a-f]{64}", config["data"]["coco"].get("sha256") or "")
+
+
+def test_a_downloaded_folder_is_hashed_once_then_fingerprinted_from_its_record(env, monkeypatch):
+    """Every sweep job fingerprints its model folder (14-21 GB on a cluster): from the sha256
+    its download recorded, the same key as hashing every file, with only the small record
+    read; a folder changed since (a file added, removed or resized) is hashed again."""
+    from icet import shards
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeHub(env / "hub"))
+    out = env / "models" / "tiny"
+    manifest = download.download_snapshot(REPO, "main", out)
+    assert manifest["sizes"]["model.safetensors"] == len(b"weights-bytes")
+    hashed = []
+    real = shards.sha256_file
+    monkeypatch.setattr(shards, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    key = shards.fingerprint({"a": 1}, [out])
+    assert hashed == [".icet-download.json"]
+    monkeypatch.setattr(shards, "recorded_hashes", lambda root, paths: {})  # the old way
+    assert shards.fingerprint({"a": 1}, [out]) == key
+    monkeypatch.undo()
+    (out / "config.json").write_text('{"model_type": "llava", "edited": true}')  # new size
+    assert shards.fingerprint({"a": 1}, [out]) != key
+    (out / "config.json").unlink()
+    assert shards.recorded_hashes(out, sorted(p for p in out.rglob("*") if p.is_file())) == {}

@@ -106,3 +106,26 @@ def test_score_rows_count_reward_truncations(tmp_path, judges):
     assert rows["long"]["reward_truncated"] == "prompt"
     assert rows["short"]["reward_truncated"] is None
     assert "1 of 2 distinct pairs over max_length 64" in (tmp_path / "score.log").read_text()
+
+
+def test_judges_load_in_an_explicit_dtype_and_free_memory_in_between(tmp_path, judges, shards,
+                                                                     monkeypatch):
+    """transformers' default dtype is the checkpoint's ("auto"): each judge names its own,
+    and the memory of one judge is given back before the next one loads."""
+    import torch
+    from transformers import PreTrainedModel
+
+    import icet.runtime
+
+    dtypes, released = [], []
+    load = PreTrainedModel.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        dtypes.append(kwargs.get("dtype"))
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(spy))
+    monkeypatch.setattr(icet.runtime, "release_memory", released.append)
+    score_responses(shards, str(tmp_path / "s.jsonl"), judges)
+    assert len(dtypes) == 3 and all(d is torch.float32 for d in dtypes)  # guard, reward, Detoxify
+    assert released == ["cpu"] * 4  # after each judge, keywords included

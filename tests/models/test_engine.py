@@ -16,7 +16,7 @@ import torch
 # Token identity must hold on every CPU kernel path (scripts/test-kernel-paths reruns these).
 pytestmark = pytest.mark.numerics
 
-from icet.engine import plan_groups, resolve_batch_size, supports_fast, sweep_layers  # noqa: E402
+from icet.engine import plan_batch, plan_groups, supports_fast, sweep_layers  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
 from icet.models.loading import load_adapter  # noqa: E402
 from tiny_models import PROMPTS, build_tiny_llava, build_tiny_llava_next, noise_image  # noqa: E402
@@ -139,8 +139,8 @@ def test_bad_settings_are_named(llava):
     with pytest.raises(IcetError, match="engine 'turbo'"):
         sweep_layers(llava, TEXTS, IMAGES, [0], engine="turbo", max_new_tokens=2)
     with pytest.raises(IcetError, match="batch_size must be an integer >= 1 or 'auto'"):
-        resolve_batch_size(0, llava, 10)
-    assert resolve_batch_size("auto", llava, 10) >= 1
+        plan_batch(0, llava, TEXTS, [0], 10)
+    assert plan_batch("auto", llava, TEXTS, [0], 10)[0] >= 1
     with pytest.raises(IcetError, match="out of range"):
         sweep_layers(llava, TEXTS, IMAGES, [0, 9], engine="fast", max_new_tokens=2)
 
@@ -203,11 +203,3 @@ def test_mllama_lora_wrapped_token_identical(mllama, tmp_path):
     assert fast != both(mllama, TEXTS[:4], IMAGES[:4])[0]  # the LoRA is live in both engines
 
 
-def test_mllama_auto_batch_counts_cross_attention_memory(mllama, monkeypatch):
-    """On a GPU a Mllama row also holds its vision states and cross-attention KV: fewer rows fit."""
-    monkeypatch.setattr(type(mllama), "device", property(lambda self: torch.device("cuda")))
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 ** 24, 2 ** 30))
-    with_cross = resolve_batch_size("auto", mllama, 40)
-    monkeypatch.setattr(type(mllama), "fast_row_bytes", None)
-    without = resolve_batch_size("auto", mllama, 40)
-    assert 1 <= with_cross < without

@@ -206,9 +206,10 @@ def test_load_adapter_needs_safetensors(tmp_path, llava_dir):
         load_adapter(copy)
 
 
-def test_device_and_dtype_defaults():
+def test_device_and_dtype_defaults(monkeypatch):
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_dtype(None, torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert resolve_dtype(None, torch.device("cuda")) == torch.bfloat16
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(IcetError, match="dtype 'int8'"):

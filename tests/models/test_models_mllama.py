@@ -18,7 +18,8 @@ import torch
 
 
 from icet.errors import IcetError  # noqa: E402
-from icet.lppo.rollout import PolicyWithValue, generate_samples, score_samples  # noqa: E402
+from icet.lppo.rollout import (PolicyWithValue, generate_samples, placeholder_token_ids,  # noqa: E402
+                               score_samples)
 from icet.models import load_adapter  # noqa: E402
 from icet.models.mllama import MllamaAdapter, cross_attention_mask_for  # noqa: E402
 from tiny_models import MLLAMA_LAYERS, MLLAMA_TAPS, PROMPTS, build_tiny_mllama, noise_image  # noqa: E402
@@ -193,6 +194,27 @@ def test_lppo_rollout_scores_what_it_sampled(adapter, images):
         want = logp.gather(-1, sample.response_ids.unsqueeze(-1)).squeeze(-1)
         torch.testing.assert_close(rollout.logp[i, :n], want, rtol=1e-4, atol=1e-4)
         assert np.all(rollout.mask[i, :n].numpy() == 1)
+
+
+def test_lppo_step_runs_with_the_real_image_token_layout(tmp_path, images):
+    """Llama 3.2 Vision's <|image|> id equals its LM head's size (image_token_index 128256 =
+    text vocab_size; the embedding has extra rows, the head does not): masking it out of the
+    logits indexed past their last column, and L-PPO stopped at its first scoring."""
+    folder = build_tiny_mllama(tmp_path / "real-layout", image_token_last=True)
+    adapter = load_adapter(folder)
+    config = adapter.model.config
+    head = adapter.model.get_output_embeddings().out_features
+    assert config.image_token_index == config.text_config.vocab_size == head
+    assert all(0 <= i < head for i in placeholder_token_ids(adapter.model))
+    torch.manual_seed(0)
+    rows = [{"id": f"r{i}", "prompt": p} for i, p in enumerate(PROMPTS)]
+    samples = generate_samples(adapter.model, adapter, rows, images, [0, 3, MLLAMA_LAYERS],
+                               max_new_tokens=4, temperature=1.0, top_k=0)
+    module = PolicyWithValue(adapter.model, config.text_config.hidden_size)
+    rollout = score_samples(module, copy.deepcopy(adapter.model), adapter, samples,
+                            temperature=1.0, chunk=3)
+    assert bool(torch.isfinite(rollout.logp).all())
+    assert all(config.image_token_index not in s.response_ids.tolist() for s in samples)
 
 
 def test_peft_wrapped_model_still_exits_early(mllama_dir, images, tmp_path):

@@ -214,8 +214,12 @@ def test_shard_settings_name_device_dtype_backend_and_gpu_batching(model_dir, mo
     assert "engine" not in cpu and "batch_size" not in cpu
     assert settings(engine="naive", batch_size=1, engine_batch_size=8) == cpu
 
-    # What a job that resolved its device to a GPU fingerprints (no GPU needed to build it).
+    # What a job that resolved its device to a GPU (with native bf16) fingerprints (no GPU
+    # needed to build it).
+    import icet.runtime
+
     monkeypatch.setattr(icet.models.loading, "resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(icet.runtime, "check_native_bf16", lambda device: None)
     gpu = settings()
     assert (gpu["device"], gpu["dtype"], gpu["engine"], gpu["batch_size"]) == \
         ("cuda", "bfloat16", "fast", "auto")

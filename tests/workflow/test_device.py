@@ -68,3 +68,49 @@ def test_rules_pass_the_job_device():
         devices = re.findall(r"^\s+device=(.*)$", text, re.M)
         assert devices and all("job_device(" in d or "model_device(" in d
                                for d in devices), (name, devices)
+
+
+@pytest.fixture
+def v100(monkeypatch):
+    """A CUDA device without native bfloat16, as torch reports a V100 (sm 7.0)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-32GB")
+
+
+def test_a_gpu_without_native_bf16_is_one_line(v100):
+    """The models and LLM judges run in bf16 on a GPU; a V100 or T4 only emulates it."""
+    from icet.judges.base import judge_dtype
+
+    for call in (lambda: loading.resolve_dtype(None, torch.device("cuda")),
+                 lambda: loading.resolve_dtype("bf16", torch.device("cuda")),
+                 lambda: judge_dtype("cuda", "bf16")):
+        with pytest.raises(IcetError) as err:
+            call()
+        message = str(err.value)
+        assert "\n" not in message and "Tesla V100-SXM2-32GB" in message and "7.0" in message
+    assert judge_dtype("cuda", "fp32") is torch.float32  # the small classifiers stay fp32
+    assert loading.resolve_dtype("float32", torch.device("cuda")) is torch.float32
+
+
+def test_judge_dtype_is_explicit_everywhere():
+    from icet.judges.base import judge_dtype
+
+    assert judge_dtype("cpu", "bf16") is torch.float32 and judge_dtype("cpu", "fp32") is torch.float32
+    with pytest.raises(ValueError):
+        judge_dtype("cpu", "auto")
+
+
+def test_deterministic_mode_sets_the_cublas_workspace(monkeypatch):
+    """torch's deterministic mode needs CUBLAS_WORKSPACE_CONFIG for cuBLAS on CUDA."""
+    import os
+
+    from icet.seeding import seed_everything
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a site's own choice is kept
+    seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"

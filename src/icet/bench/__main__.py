@@ -3,6 +3,7 @@
     python -m icet.bench sweep --model-dir resources/toy/organism/safety --dataset resources/toy/data/ac.jsonl
     python -m icet.bench gpu-sweep
     python -m icet.bench lppo-step --gradient-checkpointing
+    python -m icet.bench memory [--size scaled --device cpu]
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from icet.bench import gpu_sweep, lppo_step
+from icet.bench import gpu_sweep, lppo_step, memory
 from icet.bench.toy_sweep import DEFAULT_DATASET, DEFAULT_MODEL
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     add_sweep_arguments(sub.add_parser("sweep", help="naive vs fast ICET sweep on one toy shard"))
     gpu_sweep.add_arguments(sub.add_parser("gpu-sweep", help="naive vs fast engine on a random LLaVA-1.5-7B"))
     lppo_step.add_arguments(sub.add_parser("lppo-step", help="one L-PPO step on a random LLaVA-1.5-7B, LoRA"))
+    memory.add_arguments(sub.add_parser("memory", help="the memory model's predictions beside measured peaks"))
     args = parser.parse_args(argv)
     from icet.errors import IcetError
 
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_sweep(args)
         if args.command == "gpu-sweep":
             gpu_sweep.bench_gpu_sweep(args)
+        elif args.command == "memory":
+            memory.bench_memory(args)
         else:
             lppo_step.bench_lppo_step(args)
         return 0

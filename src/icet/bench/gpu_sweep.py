@@ -98,7 +98,7 @@ def bench_gpu_sweep(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from icet.bench.vlm7b import bench_inputs, build_adapter, decode_bytes_per_step
-    from icet.engine import resolve_batch_size
+    from icet.engine import plan_batch
     from icet.models.loading import resolve_device, resolve_dtype
     from icet.runtime import configure
 
@@ -155,8 +155,7 @@ def bench_gpu_sweep(args: argparse.Namespace) -> dict[str, Any]:
     same = sum(a["response"] == b["response"] for a, b in pairs) / max(1, len(pairs))
     print(f"responses identical to the naive engine's: {100 * same:.1f} %")
 
-    prompt_width = adapter.prepare(prompts[:1], images[:1])["input_ids"].shape[1]
-    rows = min(resolve_batch_size(args.batch_size, adapter, prompt_width + args.max_new_tokens),
+    rows = min(plan_batch(args.batch_size, adapter, prompts, layers, args.max_new_tokens)[0],
                len(prompts) * len(layers))
     short = max(1, min(args.decode_short, args.max_new_tokens - 1))
     reset_peak()

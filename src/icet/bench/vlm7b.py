@@ -36,6 +36,16 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
                  "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32064,
                  "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
     },
+    # Widths / 8, depths / 4-8, 112 px images: the memory model's check on a CPU
+    # (tests/memory), where every term still weighs as it does at full size.
+    "scaled": {
+        "vision": {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 6,
+                   "num_attention_heads": 2, "image_size": 112, "patch_size": 14,
+                   "projection_dim": 96, "hidden_act": "quick_gelu"},
+        "text": {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 4,
+                 "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 4008,
+                 "max_position_embeddings": 4096, "rms_norm_eps": 1e-5},
+    },
     # Same classes and wiring, sized so a CPU test runs a whole benchmark in seconds.
     "tiny": {
         "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
@@ -74,10 +84,7 @@ class PixelAdapter(LlavaAdapter):
     """LlavaAdapter whose images are pixel tensors [3, S, S] (see the module docstring)."""
 
     def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        if len(prompts) != len(images):
-            raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(images)} images")
-        if not prompts:
-            raise IcetError(f"{self.name}: empty batch")
+        self.check_batch(prompts, images)
         tokenizer = self.processor.tokenizer
         slot = tokenizer.image_token
         texts = [t.replace(slot, slot * self.processor.image_tokens) for t in self.chat_texts(prompts)]
@@ -175,6 +182,6 @@ def decode_bytes_per_step(adapter: PixelAdapter, rows: int, context: float) -> t
 
 def add_model_arguments(parser: Any) -> None:
     """The options every 7B benchmark shares: which size and which device."""
-    parser.add_argument("--size", choices=("7b", "tiny"), default="7b",
+    parser.add_argument("--size", choices=("7b", "tiny"), default="7b",  # "scaled": tests/memory
                         help="LLaVA-1.5-7B shapes, or a tiny model of the same architecture")
     parser.add_argument("--device", default="auto", help="'auto' = the GPU if there is one")

@@ -114,6 +114,27 @@ def named(judges: dict, roles: tuple[str, ...] = ROLES) -> list[type[Judge]]:
 
 SCORED_ROLES = ("asr", "toxicity", "reward", "refusal")  # the judges of rule score_testset
 
+# A judge's weights load in an explicit dtype, never transformers' default ("auto": whatever
+# the checkpoint's config.json says, fp32 for some): "bf16" = the LLM judges (Llama Guard,
+# HarmBench's 13B classifier) on a GPU, their checkpoints' own dtype, and fp32 on a CPU,
+# where bf16 matmuls are slow; "fp32" = the small classifiers (reward models, Detoxify)
+# everywhere: their scores are continuous, and a 0.8B model is 3 GB in fp32.
+JUDGE_PRECISIONS = ("bf16", "fp32")
+
+
+def judge_dtype(device: str, precision: str):
+    """The torch dtype a judge of `precision` (JUDGE_PRECISIONS) loads in on `device`."""
+    import torch
+
+    if precision not in JUDGE_PRECISIONS:
+        raise ValueError(f"judge precision {precision!r} is not one of {JUDGE_PRECISIONS}")
+    if precision == "bf16" and str(device).startswith("cuda"):
+        from icet.runtime import check_native_bf16
+
+        check_native_bf16(str(device))
+        return torch.bfloat16
+    return torch.float32
+
 
 def required() -> list[type[Judge]]:
     """The judges every score file must have (`required`), in registry order."""

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from icet.errors import IcetError
-from icet.judges.base import Judge, register
+from icet.judges.base import Judge, judge_dtype, register
 from icet.judges.text import encode_rendered, render_chat
 
 SAFE, UNSAFE, UNPARSEABLE = "safe", "unsafe", "unparseable"
@@ -105,7 +105,8 @@ class GuardJudge:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, use_safetensors=True, trust_remote_code=False).to(device).eval()
+            model_dir, use_safetensors=True, trust_remote_code=False,
+            dtype=judge_dtype(device, "bf16")).to(device).eval()
         self.device = device
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens

@@ -44,7 +44,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from icet.errors import IcetError
-from icet.judges.base import Judge, register
+from icet.judges.base import Judge, judge_dtype, register
 
 YES, NO, UNPARSEABLE = "yes", "no", "unparseable"
 
@@ -108,7 +108,8 @@ class HarmBenchClassifier:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, use_safetensors=True, trust_remote_code=False).to(device).eval()
+            model_dir, use_safetensors=True, trust_remote_code=False,
+            dtype=judge_dtype(device, "bf16")).to(device).eval()
         self.device = device
         self.batch_size = batch_size
         self.max_generation_tokens = max_generation_tokens

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from icet.errors import IcetError
-from icet.judges.base import Judge, register
+from icet.judges.base import Judge, judge_dtype, register
 from icet.judges.text import encode_rendered, render_chat
 
 HH_FORMAT = "\n\nHuman: {prompt}\n\nAssistant: {response}"
@@ -164,7 +164,8 @@ class RewardModel:
                 raise IcetError(f"{model_dir}: tokenizer has neither a pad nor an EOS token")
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, use_safetensors=True, trust_remote_code=False).to(device).eval()
+            model_dir, use_safetensors=True, trust_remote_code=False,
+            dtype=judge_dtype(device, "fp32")).to(device).eval()
         if self.model.config.num_labels != 1:
             raise IcetError(f"{model_dir}: reward model must have num_labels=1, "
                             f"has {self.model.config.num_labels}")

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from icet.errors import IcetError
-from icet.judges.base import Judge, register
+from icet.judges.base import Judge, judge_dtype, register
 
 # Detoxify renames the Jigsaw class names the same way (detoxify.detoxify.load_checkpoint).
 _DETOXIFY_CLASS_NAMES = {"toxic": "toxicity", "identity_hate": "identity_attack",
@@ -120,7 +120,7 @@ def build_detoxify(loaded: dict, config_dir: str, device: str = "cpu", checkpoin
         config_dir, num_labels=args["num_classes"], local_files_only=True)
     model, info = model_class.from_pretrained(
         None, config=config, state_dict=loaded["state_dict"], local_files_only=True,
-        output_loading_info=True)
+        output_loading_info=True, dtype=judge_dtype(device, "fp32"))
     missing = [k for k in info["missing_keys"] if not k.endswith(_IGNORABLE_KEYS)]
     if missing:
         raise IcetError(f"{checkpoint}: state_dict lacks {len(missing)} weight(s), e.g. {missing[0]}")

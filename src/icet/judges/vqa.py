@@ -192,6 +192,9 @@ def score_utility(response_files: list[str], out: str, reward_path: str, *,
     # accuracy first: a row without its answers stops before the reward model loads
     correct = [accuracy_of(r, text, metric, f"VQA responses: row id {r.get('id')!r}, layer "
                                             f"{r.get('layer')}") for r, text in zip(rows, responses)]
+    from icet.memory.jobs import check_judge_fits
+
+    check_judge_fits("utility_reward", spec, device)  # one line, before loading, if it cannot fit
     judge = UtilityReward.load(spec, device)
     rewards = judge.score([r["prompt"] for r in rows], responses)["utility_reward"]
     for row, accuracy, reward_value in zip(rows, correct, rewards):

@@ -29,11 +29,18 @@ def placeholder_token_ids(model: nn.Module) -> list[int]:
     """Ids that only mark where image features go (LLaVA's <image>). A response must never
     contain one: re-scoring prompt+response would then find more placeholders than image
     features. They are suppressed when sampling and masked identically when scoring, so the
-    sampler and the scored policy stay the same distribution."""
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    sampler and the scored policy stay the same distribution.
+
+    Only ids the LM head can emit: Llama 3.2 Vision's <|image|> (128256) is one past its
+    head's 128256 outputs (the embedding has 8 extra rows), so it can never be sampled, and
+    masking it would index past the logits (a device-side assert on CUDA)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    head = base.get_output_embeddings()
+    outputs = head.out_features if head is not None else config.get_text_config().vocab_size
     ids = {getattr(config, key, None) for key in ("image_token_id", "image_token_index",
                                                    "video_token_id", "video_token_index")}
-    return sorted(i for i in ids if isinstance(i, int) and i >= 0)
+    return sorted(i for i in ids if isinstance(i, int) and 0 <= i < outputs)
 
 
 def sample_layers(mode: str, n: int, rng: np.random.Generator, num_layers: int,

@@ -406,6 +406,11 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     found = checkpoint_dirs(out)
     if found:  # refuse a checkpoint of other inputs before loading anything
         check_resume(found[-1][1], read_json(found[-1][1] / "state.json"), p, seed, inputs)
+    from icet.memory.jobs import check_lppo_fits
+
+    # one line, before loading, when a step as configured cannot fit the GPU (icet memory)
+    check_lppo_fits(model_dir, p.to_dict(), reward_model_dir, str(accelerator.device),
+                    f"L-PPO {Path(model_dir).name}")
     # LoRA: frozen base in the loader's dtype (bf16 on a GPU), adapters in fp32 (peft's
     # autocast_adapter_dtype). Full fine-tune: fp32 master weights. bf16 autocast either way.
     # the model's system prompt / image preprocessing (config models[]), as the sweep uses

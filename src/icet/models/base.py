@@ -211,12 +211,16 @@ class VLMAdapter(abc.ABC):
         mean = self.processor.image_processor.image_mean
         return expand_to_square(image, tuple(int(m * 255) for m in mean))
 
-    def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
-        """Chat-format and tokenise prompts (left padded) with their images: model inputs."""
+    def check_batch(self, prompts: list[str], images: list[Any]) -> None:
+        """One image per prompt, and at least one prompt."""
         if len(prompts) != len(images):
             raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(images)} images")
         if not prompts:
             raise IcetError(f"{self.name}: empty batch")
+
+    def prepare(self, prompts: list[str], images: list[Any]) -> dict[str, torch.Tensor]:
+        """Chat-format and tokenise prompts (left padded) with their images: model inputs."""
+        self.check_batch(prompts, images)
         inputs = self.processor(text=self.chat_texts(prompts), images=self.processor_images(images),
                                 padding=True, return_tensors="pt", **self.processor_kwargs)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -273,12 +277,14 @@ class VLMAdapter(abc.ABC):
     # engine decodes greedily with them, token-identical to `generate` (tests/models/test_engine.py).
     supports_fast_sweep: ClassVar[bool] = False
 
-    def layer_embeddings(self, prompts: list[str], images: list[Any], layers: list[int]
+    def layer_embeddings(self, prompts: list[str], images: list[Any], layers: list[int],
+                         vision_batch: int | None = None
                          ) -> tuple[dict[str, torch.Tensor], dict[int, Any]]:
         """Prepared inputs (`prepare`) and, per ICET layer, the LM's prefill inputs: the input
         embeddings [rows, T, hidden], or a dict with "inputs_embeds" and further per-row
         tensors (row axis first) that the engine stacks, drops finished rows from and passes
-        to every `lm_forward` call as keywords."""
+        to every `lm_forward` call as keywords. The vision encoder runs on at most
+        `vision_batch` images at a time (None: all of them), as the memory plan says."""
         raise NotImplementedError(f"{type(self).__name__} has no fast sweep path")
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
@@ -298,9 +304,25 @@ class VLMAdapter(abc.ABC):
 
         return DynamicCache(config=base_model_of(self.model).config.get_text_config())
 
-    def fast_row_bytes(self, max_tokens: int) -> int:
-        """Memory a row holds beyond its self-attention KV cache (the "auto" batch size)."""
-        return 0
+    # Per-row inputs of `layer_embeddings` that `lm_forward` reads at the prefill only: the
+    # engine drops them after it (Mllama's vision states, cached by its cross-attention).
+    prefill_only_inputs: ClassVar[tuple[str, ...]] = ()
+
+    def memory_arch(self) -> Any:
+        """The memory model's view of this checkpoint (icet.memory.arch), from its config;
+        IcetError for an architecture it does not model."""
+        from icet.memory.arch import arch_of
+
+        return arch_of(base_model_of(self.model).config.to_dict())
+
+    def prompt_positions(self, prompts: list[str]) -> list[int]:
+        """LM positions each prompt takes, at most: its chat text's tokens, its image token
+        counted as the most positions an image takes (`memory_arch().image_positions`; the
+        processor expands it to that many or fewer). Tokenizes text only: no image is read."""
+        image = self.memory_arch().image_positions
+        add_special = self.processor_kwargs.get("add_special_tokens", True)
+        ids = self.processor.tokenizer(self.chat_texts(prompts), add_special_tokens=add_special)["input_ids"]
+        return [len(row) - 1 + image for row in ids]
 
 
 def hook_block_inputs(blocks: Any, states: list) -> list:

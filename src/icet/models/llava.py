@@ -67,51 +67,72 @@ class LlavaAdapter(VLMAdapter):
     # The fast sweep engine (icet.engine): this flag and the fast-sweep members below opt in.
     supports_fast_sweep = True
 
-    def layer_embeddings(self, prompts: list[str], images: list[Any],
-                         layers: list[int]) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+    def layer_embeddings(self, prompts: list[str], images: list[Any], layers: list[int],
+                         vision_batch: int | None = None
+                         ) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
         """Prepared inputs and, per ICET layer, the LM's input embeddings with that layer's image features.
 
         One vision-tower pass yields all N+1 hidden states; each layer's then goes through the
         frozen projector exactly as transformers' get_image_features would (CLS crop for the
         "default" strategy; LLaVA-NeXT tiles packed with image_newline by the model's own
         pack_image_features) and is scattered into the image-token slots as LlavaModel does.
+        The tower runs on `vision_batch` images at a time (None: all): it holds every hidden
+        state of the images it runs, which the memory plan (icet.memory) bounds.
         """
         for layer in layers:
             self.check_layer(layer)
         inputs = self.prepare(prompts, images)
         base = base_model_of(self.model)
         core, config = base.model, base.config
-        strategy = config.vision_feature_select_strategy
         input_ids = inputs["input_ids"]
+        step = max(1, int(vision_batch or len(prompts)))
         with torch.inference_mode():
-            pixel_values = inputs["pixel_values"]
-            if self.model_type == "llava_next":
-                from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
-
-                tiles = [image_size_to_num_patches(image_size=size, grid_pinpoints=config.image_grid_pinpoints,
-                                                   patch_size=config.vision_config.image_size)
-                         for size in inputs["image_sizes"]]
-                if pixel_values.dim() == 5:
-                    pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, tiles)], dim=0)
-            hidden = core.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+            features: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+            for start in range(0, len(prompts), step):
+                for layer, projected in self._projected(inputs, slice(start, start + step), layers).items():
+                    features[layer].append(projected)
             text_embeds = core.get_input_embeddings()(input_ids)
             slots = (input_ids == config.image_token_id).unsqueeze(-1)
             embeds = {}
             for layer in layers:
-                selected = hidden[layer]
-                if strategy == "default":
-                    selected = selected[:, 1:]
-                features = core.multi_modal_projector(selected)
-                if self.model_type == "llava_next":
-                    features, _ = core.pack_image_features(
-                        torch.split(features, tiles, dim=0), inputs["image_sizes"],
-                        vision_feature_select_strategy=strategy, image_newline=core.image_newline)
-                features = torch.cat(list(features), dim=0).to(text_embeds.dtype)
-                if int(slots.sum()) * text_embeds.shape[-1] != features.numel():
+                flat = torch.cat(features.pop(layer), dim=0).to(text_embeds.dtype)
+                if int(slots.sum()) * text_embeds.shape[-1] != flat.numel():
                     raise IcetError(f"{self.name}: {int(slots.sum())} image tokens but "
-                                    f"{features.numel() // text_embeds.shape[-1]} image features")
-                embeds[layer] = text_embeds.masked_scatter(slots, features)
+                                    f"{flat.numel() // text_embeds.shape[-1]} image features")
+                embeds[layer] = text_embeds.masked_scatter(slots, flat)
+                del flat
         return inputs, embeds
+
+    def _projected(self, inputs: dict[str, torch.Tensor], rows: slice,
+                   layers: list[int]) -> dict[int, torch.Tensor]:
+        """Per layer, the projected image features of the prompts in `rows` [tokens, hidden],
+        in the order the image-token slots take them."""
+        base = base_model_of(self.model)
+        core, config = base.model, base.config
+        strategy = config.vision_feature_select_strategy
+        pixel_values = inputs["pixel_values"][rows]
+        if self.model_type == "llava_next":
+            from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+            sizes = inputs["image_sizes"][rows]
+            tiles = [image_size_to_num_patches(image_size=size, grid_pinpoints=config.image_grid_pinpoints,
+                                               patch_size=config.vision_config.image_size)
+                     for size in sizes]
+            if pixel_values.dim() == 5:
+                pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, tiles)], dim=0)
+        hidden = core.vision_tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+        out = {}
+        for layer in layers:
+            selected = hidden[layer]
+            if strategy == "default":
+                selected = selected[:, 1:]
+            features = core.multi_modal_projector(selected)
+            if self.model_type == "llava_next":
+                features, _ = core.pack_image_features(
+                    torch.split(features, tiles, dim=0), sizes,
+                    vision_feature_select_strategy=strategy, image_newline=core.image_newline)
+            out[layer] = torch.cat(list(features), dim=0)
+        return out
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings of generated token ids [rows, 1] (text tokens only)."""

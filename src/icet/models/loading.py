@@ -37,14 +37,19 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """bf16 on a GPU (what the released checkpoints use), fp32 on a CPU (bf16 matmuls are slow there)."""
+    """bf16 on a GPU (what the released checkpoints use; one line on a GPU that only emulates
+    it), fp32 on a CPU (bf16 matmuls are slow there)."""
     if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype) not in _DTYPES:
-        raise IcetError(f"dtype {dtype!r} is not one of {', '.join(sorted(_DTYPES))}")
-    return _DTYPES[str(dtype)]
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    elif not isinstance(dtype, torch.dtype):
+        if str(dtype) not in _DTYPES:
+            raise IcetError(f"dtype {dtype!r} is not one of {', '.join(sorted(_DTYPES))}")
+        dtype = _DTYPES[str(dtype)]
+    if dtype == torch.bfloat16 and device.type == "cuda":
+        from icet.runtime import check_native_bf16
+
+        check_native_bf16(str(device))
+    return dtype
 
 
 def model_type_of(model_dir: str | os.PathLike) -> str:

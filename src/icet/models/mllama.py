@@ -163,16 +163,23 @@ def vision_states_per_layer(model: Any, inputs: dict[str, torch.Tensor],
             taps = torch.stack([states[min(i, layer)] for i in vision.intermediate_layers_indices], dim=-1)
             taps = taps.reshape(batch, media, tiles, padded, -1)[:, :, :, :patches]
             features = torch.cat([x, taps], dim=-1)
+            del x, taps  # each layer's temporaries go before the next layer's are made
         # MllamaModel reshapes to [batch*images*tiles, patches, hidden] and the cross-attention
         # views it back per row; one row per prompt is what the engine slices.
         out[layer] = base.model.multi_modal_projector(features).reshape(batch, -1, hidden_size)
+        del features
     return out
 
 
 class IcetMllamaForConditionalGeneration(MllamaForConditionalGeneration):
     """MllamaForConditionalGeneration with an `icet_layer` keyword (see the module docstring)."""
 
-    def forward(self, *args: Any, icet_layer: int | None = None, **kwargs: Any) -> Any:
+    def forward(self, *args: Any, icet_layer: int | None = None,
+                logits_to_keep: int | torch.Tensor = 0, **kwargs: Any) -> Any:
+        # `logits_to_keep` is named so that `generate` sees the model supports it and asks
+        # for the last position's logits only (else a prefill computes all: 16 rows x 1,100
+        # positions x 128,256 is 4.5 GB in bf16).
+        kwargs["logits_to_keep"] = logits_to_keep
         layers = self.model.vision_model.transformer.layers
         if icet_layer is not None and (isinstance(icet_layer, bool) or not isinstance(icet_layer, int)
                                        or not 0 <= icet_layer <= len(layers)):
@@ -223,35 +230,53 @@ class MllamaAdapter(VLMAdapter):
     # The fast sweep engine (icet.engine): this flag and the members below opt in.
     supports_fast_sweep = True
 
-    def layer_embeddings(self, prompts: list[str], images: list[Any],
-                         layers: list[int]) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+    def layer_embeddings(self, prompts: list[str], images: list[Any], layers: list[int],
+                         vision_batch: int | None = None
+                         ) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
         """Prepared inputs and, per ICET layer, the LM's per-row inputs (see the module docstring).
 
         The text embeddings are the same for every layer (the image enters by cross-attention);
-        the cross-attention mask is the processor's, rebuilt from the ids as `forward` does.
+        the cross-attention mask is the processor's, rebuilt from the ids as `forward` does, in
+        the model's dtype (0/1 either way; transformers expands it to every vision token, and
+        int64 would cost 8 bytes each). The vision model runs on `vision_batch` images at a
+        time (None: all): it holds every local layer's state of the images it runs, ~1 GB an
+        image for the 11B (icet.memory).
         """
         for layer in layers:
             self.check_layer(layer)
         inputs = self.prepare(prompts, images)
         base = base_model_of(self.model)
+        step = max(1, int(vision_batch or len(prompts)))
+        vision_keys = ("pixel_values", "aspect_ratio_ids", "aspect_ratio_mask")
         with torch.inference_mode():
-            states = vision_states_per_layer(self.model, inputs, layers)
+            parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+            for start in range(0, len(prompts), step):
+                some = {key: inputs[key][start:start + step] for key in vision_keys}
+                for layer, state in vision_states_per_layer(self.model, some, layers).items():
+                    parts[layer].append(state)
+            states = {layer: torch.cat(parts.pop(layer)) for layer in layers}
             text_embeds = self.embed_tokens(inputs["input_ids"])
         cross_mask = cross_attention_mask_for(inputs["input_ids"], inputs["aspect_ratio_mask"],
-                                              base.config.image_token_index)
+                                              base.config.image_token_index).to(text_embeds.dtype)
         return inputs, {layer: {"inputs_embeds": text_embeds, "cross_attention_states": states[layer],
                                 "cross_attention_mask": cross_mask} for layer in layers}
+
+    # Inputs the LM reads at the prefill only (then cached in the cross-attention layers'
+    # KV): the engine drops them after the prefill instead of carrying them to the end.
+    prefill_only_inputs = ("cross_attention_states",)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return base_model_of(self.model).model.language_model.embed_tokens(ids)
 
     def lm_forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                    position_ids: torch.Tensor, past_key_values: Any, *,
-                   cross_attention_states: torch.Tensor, cross_attention_mask: torch.Tensor) -> torch.Tensor:
+                   cross_attention_mask: torch.Tensor,
+                   cross_attention_states: torch.Tensor | None = None) -> torch.Tensor:
         """Last-position next-token logits, as MllamaModel.forward computes them.
 
         The prefill (empty cache) feeds the vision states, which the cross-attention layers
-        cache; later steps pass none and use the mask's last row, as `generate` does.
+        cache; later steps need none (the engine drops them: `prefill_only_inputs`) and use
+        the mask's last row, as `generate` does.
         """
         from transformers.models.mllama.modeling_mllama import _prepare_cross_attention_mask
 
@@ -267,12 +292,4 @@ class MllamaAdapter(VLMAdapter):
                                          past_key_values=past_key_values, use_cache=True)
         return base.lm_head(out.last_hidden_state[:, -1:])[:, -1]
 
-    def fast_row_bytes(self, max_tokens: int) -> int:
-        """A row's cross-attention KV cache and vision states (resolve_batch_size adds the rest)."""
-        config = base_model_of(self.model).config
-        vision, text = config.vision_config, config.get_text_config()
-        vision_tokens = vision.max_num_tiles * ((vision.image_size // vision.patch_size) ** 2 + 1)
-        head_dim = text.hidden_size // text.num_attention_heads
-        itemsize = torch.tensor([], dtype=self.dtype).element_size()
-        return vision_tokens * itemsize * (2 * len(text.cross_attention_layers) * text.num_key_value_heads
-                                           * head_dim + text.hidden_size)
+

@@ -205,10 +205,13 @@ class Qwen25VLAdapter(VLMAdapter):
 
     supports_fast_sweep = True
 
-    def layer_embeddings(self, prompts: list[str], images: list[Any], layers: list[int]
+    def layer_embeddings(self, prompts: list[str], images: list[Any], layers: list[int],
+                         vision_batch: int | None = None
                          ) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
         """Prepared inputs and, per ICET layer, the LM's prefill embeddings plus the per-row
-        M-RoPE positions [rows, 3, T] and deltas [rows, 1] (module docstring)."""
+        M-RoPE positions [rows, 3, T] and deltas [rows, 1] (module docstring). The vision
+        tower takes every image of the batch at once: icet.memory has no model of Qwen2.5-VL
+        (its image sizes vary), so there is no `vision_batch` plan to follow."""
         for layer in layers:
             self.check_layer(layer)
         inputs = self.prepare(prompts, images)
