@@ -59,7 +59,7 @@ for _source in data_plan.paper_sources():
         input:
             **data_plan.build_inputs(_source, config["data"], RES),
         output:
-            **{s.name: f"{RES}/paper/{_source.name}/{s.name}.jsonl" for s in _source.sets},
+            **{s.name: data_plan.dataset_path(RES, s.name) for s in _source.sets},
         log:
             f"{LOGS}/build_{_source.name}/{_source.name}.log",
         params:

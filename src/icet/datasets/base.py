@@ -32,6 +32,10 @@ class DataSet:
     title: str  # how tables and captions name it: CP
     kinds: tuple[str, ...] = KINDS  # the row kinds it may hold (icet.rows.check_dataset_row)
     answer_required: bool = False  # rows carry a reference answer (utility is scored on it)
+    # The row key whose value is one independent request: rows sharing it are resampled
+    # together by the bootstrap (icet.stats). The prompt text, unless every row shares one
+    # (SafeBench: FigStep's fixed prompt; the request is in the image).
+    unit: str = "prompt"
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -64,8 +68,7 @@ class Download:
         if not isinstance(block, dict):
             raise IcetError(f"data.{self.block}: missing (download {self.name} reads it)")
         if self.kind == "snapshot":
-            return {"kind": self.kind, "repo": block["repo"],
-                    "revision": block.get("revision", "main"),
+            return {"kind": self.kind, "repo": block["repo"], "revision": block["revision"],
                     "allow_patterns": list(self.allow_patterns or ()) or None}
         return {"kind": self.kind, "url": block[f"{self.prefix}url"],
                 "sha256": block.get(f"{self.prefix}sha256"),
@@ -115,13 +118,13 @@ def register(source: Source) -> Source:
     """Add a source; its set and download names must be new."""
     if source.name in REGISTRY:
         raise ValueError(f"data source {source.name} registered twice")
-    sets = {s.name for other in REGISTRY.values() for s in other.sets}
-    downloads = {d.name for other in REGISTRY.values() for d in other.downloads}
+    taken_sets = {s.name for other in REGISTRY.values() for s in other.sets}
+    taken_downloads = {d.name for other in REGISTRY.values() for d in other.downloads}
     for name in (s.name for s in source.sets):
-        if name in sets:
+        if name in taken_sets:
             raise ValueError(f"data source {source.name}: test set {name} already registered")
     for name in (d.name for d in source.downloads):
-        if name in downloads:
+        if name in taken_downloads:
             raise ValueError(f"data source {source.name}: download {name} already registered")
     REGISTRY[source.name] = source
     _SETS.clear()

@@ -191,7 +191,9 @@ SOURCE = register(Source(
     title="SafeBench (FigStep)",
     downloads=(Download("safebench", "file", block="safebench", prefix="questions_"),
                Download("safebench_images", "archive", block="safebench", prefix="images_")),
-    sets=(DataSet("safebench", "safety", "SafeBench", kinds=("harmful",)),),
+    # Every row shares FigStep's text prompt: a question (the row's request) is the unit the
+    # bootstrap resamples, not the prompt text.
+    sets=(DataSet("safebench", "safety", "SafeBench", kinds=("harmful",), unit="request"),),
     inputs=lambda data: {"questions": "safebench", "images": "safebench_images"},
     build=build,
     describe=describe,

@@ -17,7 +17,7 @@ from icet.io import write_csv, write_text
 from icet.logs import setup_logging
 from icet.report.latex import write_latex
 from icet.stats import (METRICS, bootstrap_settings, group_metrics, layer_groups,
-                        layer_metrics, load_scores, metrics_of)
+                        layer_metrics, load_scores, metrics_of, unit_key)
 
 TABLE2_VALUES = ["aasr_original", "aasr_aligned", "ats_original", "ats_aligned",
                  "atr_original", "atr_aligned"]
@@ -83,8 +83,9 @@ def resampling_unit(frame, settings: dict) -> str:
         one = frame.drop_duplicates(["testset", "id"])
         for testset in sorted(one["testset"].unique()):
             sub = one[one["testset"] == testset]
+            per = unit_key(testset)  # what a cluster is: a prompt, or the set's own unit
             counts.append(f"{set_titles([testset])[testset]} "
-                          f"{sub['cluster'].nunique()} prompts / {len(sub)} rows")
+                          f"{sub['cluster'].nunique()} {per}s / {len(sub)} rows")
     return ("Resampling unit: the prompt (rows sharing a prompt text, e.g. one CP prompt "
             "with its images, are drawn together)" + (f": {'; '.join(counts)}." if counts else "."))
 
