@@ -100,5 +100,11 @@ if IS_TOY:
     use rule * from organism_study
 
 
+# `snakemake --forcerun score_testset sweep` takes `sweep` as one more rule to force and
+# builds the whole run instead: a target rule after --forcerun stops here (icet.command_line).
+check_command_line([r.name for r in workflow.rules if not r.output])
+
+
 onsuccess:
     print_time_table(RUN, LOGS)
+    print_checks(f"{RUN}/summary.md")

@@ -8,7 +8,9 @@ from pathlib import Path
 # or the `-e ..` line of envs/*.yaml); this path only serves the parsing of this workflow.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from icet.config import check_config, model_layers, prompting_of, utility_reward_settings
+from icet.command_line import command_line_config, profile_configfiles, swallowed_targets
+from icet.config import (check_config, merge, model_layers, prompting_of, split_tuning,
+                         typed_overrides, utility_reward_settings)
 from icet.datasets import plan as data_plan
 from icet.errors import IcetError
 from icet.judges.base import SCORED_ROLES, named as named_judges
@@ -24,14 +26,51 @@ from icet.runtime import job_device
 if workflow.remote_exec:
     drop_from_environment()
 from icet.timing import print_time_table
+from icet.report.summary import print_checks
 from icet.toy.stages import STAGES as TOY_STAGE_ORDER, stage_inputs
 from icet.toy import settings as toy_settings
+
+# A profile's own config files (the toy profile's toy/toy.yaml) stay under a user's
+# --configfile, which Snakemake lets replace them (icet.command_line): the config is built
+# as if they had been named first on the command line, and they are put first in its list,
+# which Snakemake hands every cluster job (spawn_jobs: --configfiles).
+if not workflow.remote_exec:
+    _profile_files = profile_configfiles(sys.argv, workflow.basedir, workflow.overwrite_configfiles)
+    if _profile_files:
+        workflow.overwrite_configfiles[:0] = _profile_files
+        _config = command_line_config(Path(workflow.basedir) / "config.yaml",
+                                      workflow.overwrite_configfiles,
+                                      dict(workflow.config_settings.config))
+        config.clear()
+        config.update(_config)
+
+# Nested --config values arrive as strings from Snakemake; give them the schema's types.
+config.update(merge(config, typed_overrides(dict(workflow.config_settings.config))))
 
 # Validate before anything is scheduled: one line naming the key, non-zero exit.
 try:
     config.update(check_config(dict(config), source="config"))
 except IcetError as err:
     sys.exit(f"icet: config error: {err}")
+
+# What defines a job's result, apart from what only tunes its speed, memory or placement
+# (schema keys marked x-tuning: batch sizes, the sweep engine, the device). Rules take the
+# first as params, which rerun a job when they change, and the second through `tuning`.
+RESULT_CONFIG, TUNING_CONFIG = split_tuning(config)
+
+
+def tuning(values):
+    """A rule's `tuning` param: speed, memory and placement knobs (`values`, or a function of
+    the wildcards giving them). Snakemake's params trigger skips a param computed from the
+    job's resources (a "derived" param: snakemake.rules.Rule._is_deriving_function,
+    snakemake.persistence._params), so changing a batch size reruns nothing: a finished
+    L-PPO run is never thrown away for one."""
+
+    def of_job(wildcards, resources):
+        return values(wildcards) if callable(values) else values
+
+    return of_job
+
 
 RUN = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
@@ -76,6 +115,16 @@ wildcard_constraints:
     stage="|".join(TOY_STAGES),
 
 
+def check_command_line(target_rules):
+    """Stop with one line if a target rule was given after --forcerun/-R (the Snakefile calls
+    this once every rule is declared)."""
+    swallowed = [] if workflow.remote_exec else swallowed_targets(sys.argv, target_rules)
+    if swallowed:
+        sys.exit(f"icet: command line: {', '.join(swallowed)} after --forcerun/-R is read as a "
+                 f"rule to force, not a target (that option takes every word after it); put "
+                 f"targets first: snakemake {' '.join(swallowed)} --forcerun ...")
+
+
 # ---- models and judges -------------------------------------------------------------------
 
 
@@ -118,6 +167,19 @@ def lppo_processes(name):
     return processes_for(MODELS[name]["resources"])
 
 
+def lppo_seed():
+    """L-PPO's seed: its own (config lppo.seed), else the run's."""
+    seed = config["lppo"].get("seed")
+    return config["seed"] if seed is None else seed
+
+
+def lppo_params(name):
+    """A model's L-PPO hyperparameters (icet.lppo.config.LppoParams): the lppo block less its
+    seed (the rule's `seed`), plus the model's layer groups."""
+    return {**{k: v for k, v in RESULT_CONFIG["lppo"].items() if k != "seed"},
+            "groups": MODELS[name]["groups"]}
+
+
 def lppo_models():
     return [m for m, spec in MODELS.items() if spec.get("lppo")]
 
@@ -147,11 +209,13 @@ SOURCE_KEYS = ("source", "repo", "revision", "checkpoint_url", "config_repo")
 
 
 def judges_for_scoring():
-    """The judges' blocks passed to icet.score, with each model judge's folder as `path`."""
+    """The judges' blocks passed to icet.score, with each model judge's folder as `path`,
+    without their tuning keys (batch sizes: `judge_batch_sizes`)."""
     out = {}
     for judge, cls in JUDGES.items():
         if cls.role in SCORED_ROLES:
-            out[judge] = {k: v for k, v in judge_spec(judge).items() if k not in SOURCE_KEYS}
+            out[judge] = {k: v for k, v in RESULT_CONFIG["judges"][judge].items()
+                          if k not in SOURCE_KEYS}
             if cls.download is not None:
                 out[judge]["path"] = judge_path(judge)
     return out
@@ -185,6 +249,12 @@ def scoring_resources(block, rule):
     resources.update({k: gpu_placement(block, k) for k in ("nodes", "gpu_model", "constraint")})
     resources["gpu_mem_mb"] = gpu_floor_mb(rule)
     return {k: v for k, v in resources.items() if v is not None}
+
+
+def judge_batch_sizes():
+    """Each scoring judge's batch size (a tuning key): {judge: batch_size}."""
+    return {judge: spec["batch_size"] for judge, spec in TUNING_CONFIG.get("judges", {}).items()
+            if judge in judges_for_scoring() and "batch_size" in spec}
 
 
 def judge_name(judge):
@@ -386,9 +456,13 @@ def toy_reward_card():
 
 
 def figure_caption(model):
-    """What a per-layer figure's caption names: judge, seed, model and run label."""
+    """What a per-layer figure's caption names: judge, seed, model and run label; "planted
+    (positive control)" only on a planted model's figure (the run's caption label names the
+    planted models, which on another model's figure reads as its title)."""
+    from icet.report.exhibits import model_label
+
     return {"judge": judge_name("guard"), "seed": config["seed"], "model": model,
-            "label": caption_label()}
+            "label": model_label(config["report"]["label"], model, PLANTED_MODELS, PLANTED_LABEL)}
 
 
 # Table 2 and Figure 3 are the paper's for LLaVA-1.5, its L-PPO model: ours is the first
@@ -475,7 +549,7 @@ def chosen_settings():
     metrics our scorers differ on (icet.report.reproduction.run_settings)."""
     from icet.report.reproduction import run_settings
 
-    chosen = run_settings(config, judge_names())
+    chosen = run_settings(RESULT_CONFIG, judge_names())  # what defines results, no speed knobs
     chosen["settings"]["system prompt and image preprocessing"] = {
         m: prompting_of(spec) for m, spec in MODELS.items()}
     if not IS_TOY:

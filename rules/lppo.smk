@@ -18,14 +18,17 @@ rule lppo_train:
     benchmark:
         f"{LOGS}/lppo_train/{{model}}.benchmark.tsv"
     params:
-        params=lambda w: {**config["lppo"], "groups": MODELS[w.model]["groups"]},
-        reward=config["judges"]["reward"],
-        seed=config["seed"],
-        device=lambda w: model_device(w.model),
+        params=lambda w: lppo_params(w.model),
+        reward=RESULT_CONFIG["judges"]["reward"],
+        seed=lppo_seed(),
         workdir=lambda w: f"{RUN}/lppo/{w.model}",
         prompting=lambda w: prompting_of(MODELS[w.model]),
         num_layers=lambda w: MODELS[w.model]["num_layers"],
         processes=lambda w: lppo_processes(w.model),
+        # batch sizes, checkpointing, the device: no rerun, and a resume may change them
+        tuning=tuning(lambda w: {"lppo": TUNING_CONFIG["lppo"],
+                                 "reward": TUNING_CONFIG["judges"]["reward"],
+                                 "device": model_device(w.model)}),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),
@@ -55,7 +58,7 @@ rule lppo_learning:
     log:
         f"{LOGS}/lppo_learning/{{model}}.log",
     params:
-        params=lambda w: {**config["lppo"], "groups": MODELS[w.model]["groups"]},
+        params=lambda w: lppo_params(w.model),
         num_layers=lambda w: MODELS[w.model]["num_layers"],
         default_layer=lambda w: default_layer(w.model),
         report=report_params(),

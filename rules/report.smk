@@ -204,7 +204,7 @@ rule report_summary:
         # The planted controls' responses: ground truth for detection and repair.
         scores=planted_score_files(),
     output:
-        f"{RUN}/summary.md",
+        report(f"{RUN}/summary.md", caption="../report/summary.rst", category="Summary"),
     log:
         f"{LOGS}/report_summary/{config['run']}.log",
     params:
@@ -225,8 +225,11 @@ rule report_reproduction:
     input:
         f"{RUN}/tables/table2.csv",
         data=all_datasets(),
+        # the planted control's detection and repair checks, failed ones named
+        summary=f"{RUN}/summary.md",
     output:
-        f"{RUN}/reproduction.md",
+        report(f"{RUN}/reproduction.md", caption="../report/reproduction.rst",
+               category="Summary"),
     log:
         f"{LOGS}/report_reproduction/{config['run']}.log",
     params:
@@ -256,8 +259,10 @@ rule manifest:
     log:
         f"{LOGS}/manifest/{config['run']}.log",
     params:
-        config=dict(config),
-        seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": config["seed"]},
+        config=RESULT_CONFIG,
+        # speed and memory keys, recorded apart: changing one reruns nothing, not even this
+        tuning=tuning(TUNING_CONFIG),
+        seeds={"seed": config["seed"], "bootstrap": config["seed"], "lppo": lppo_seed()},
         folders={"responses": [f"{RUN}/sweep"]},
         builds=paper_builds(),
         downloads=download_paths(),

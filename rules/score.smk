@@ -17,7 +17,9 @@ rule score_testset:
         f"{LOGS}/score_testset/{{model}}/{{variant}}/{{testset}}.benchmark.tsv"
     params:
         judges=judges_for_scoring(),
-        device=job_device(config["device"], config["scoring_resources"]["safety"]["gpu"]),
+        tuning=tuning({"batch_sizes": judge_batch_sizes(),
+                       "device": job_device(config["device"],
+                                            config["scoring_resources"]["safety"]["gpu"])}),
     threads: 1
     resources:
         **scoring_resources(config["scoring_resources"]["safety"], "score_testset"),
@@ -39,9 +41,11 @@ rule score_utility:
     benchmark:
         f"{LOGS}/score_utility/{{model}}/{{variant}}.benchmark.tsv"
     params:
-        reward=utility_reward_settings(config),
+        reward=utility_reward_settings(RESULT_CONFIG),
         metric=config["utility"]["vqa_metric"],
-        device=job_device(config["device"], config["scoring_resources"]["utility"]["gpu"]),
+        tuning=tuning({"batch_size": TUNING_CONFIG["judges"]["utility_reward"]["batch_size"],
+                       "device": job_device(config["device"],
+                                            config["scoring_resources"]["utility"]["gpu"])}),
     threads: 1
     resources:
         **scoring_resources(config["scoring_resources"]["utility"], "score_utility"),

@@ -21,14 +21,16 @@ rule sweep_shard:
     params:
         layers=lambda w: chunk_layers(w.model, w.chunk),
         num_layers=lambda w: MODELS[w.model]["num_layers"],
-        generation=config["generation"],
+        max_new_tokens=config["generation"]["max_new_tokens"],
         prompt_suffix=lambda w: prompt_suffix(w.testset),
-        engine=config["sweep"]["engine"],
-        batch_size=config["sweep"]["batch_size"],
         seed=config["seed"],
-        device=lambda w: model_device(w.model),
         prompting=lambda w: prompting_of(MODELS[w.model]),
         code=SWEEP_CODE_HASH,
+        # speed and placement: no rerun (a shard's fingerprint records what changes bytes)
+        tuning=tuning(lambda w: {"engine": config["sweep"]["engine"],
+                                 "engine_batch_size": config["sweep"]["batch_size"],
+                                 "batch_size": config["generation"]["batch_size"],
+                                 "device": model_device(w.model)}),
     threads: 1
     resources:
         gpu=lambda w: model_resources(w.model, "gpu"),

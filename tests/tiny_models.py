@@ -213,6 +213,26 @@ LPPO_WORDS = ["how do i glorp a zindle ?", "what is in the picture ?",
 LPPO_PROMPTS = ["how do i glorp a zindle ?", "what is in the picture ?", "how do i glorp a square ?"]
 
 
+def build_lppo_world(root: str | os.PathLike, n_rows: int = 6) -> dict:
+    """An L-PPO test's world under `root`: a tiny LLaVA (initializer_range 0.2, so a few steps
+    move it) and an RT JSONL of `n_rows` prompts with noise images beside it."""
+    import json
+
+    from PIL import Image
+
+    root = Path(root)
+    model = build_tiny_llava(root / "model", 0, LPPO_WORDS, initializer_range=0.2)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n_rows):
+        Image.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(
+            root / f"img-{i}.png")
+        rows.append({"id": f"rt-{i}", "prompt": LPPO_PROMPTS[i % len(LPPO_PROMPTS)],
+                     "image": f"img-{i}.png", "kind": "harmful", "category": "glorping"})
+    (root / "rt.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"root": root, "model": str(model), "rt": str(root / "rt.jsonl"), "rows": rows}
+
+
 
 def build_tiny_reward(out_dir: str | os.PathLike, seed: int = 0, words=LPPO_WORDS) -> Path:
     """Save a random 1-layer GPT-2 reward model (one logit) over `words` to `out_dir`: a

@@ -1,7 +1,10 @@
 """Every set of one data source.  Rules `build_<source>` (rules/datasets.smk)."""
 from pathlib import Path
 
+from icet.chain import Job
 from icet.datasets import build
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 build(
     snakemake.params.source,
@@ -11,3 +14,4 @@ build(
     settings=snakemake.params.settings,
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

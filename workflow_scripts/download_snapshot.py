@@ -1,5 +1,8 @@
 """A pinned Hub snapshot (model, judge or data set).  Rules `download_*` (rules/download.smk)."""
+from icet.chain import Job
 from icet.download import download_snapshot
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 download_snapshot(
     snakemake.params.repo,
@@ -9,3 +12,4 @@ download_snapshot(
     allow_patterns=snakemake.params.get("allow_patterns"),
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

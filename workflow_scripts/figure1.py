@@ -1,7 +1,10 @@
 """The paper's Figure 1 (responses by layer, image shown).  Rule `figure1` (rules/report.smk)."""
 import os
 
+from icet.chain import Job
 from icet.report.examples import figure1
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 figure1(
     snakemake.params.exhibit,
@@ -16,3 +19,4 @@ figure1(
     label=snakemake.params.report["label"],
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

@@ -1,5 +1,8 @@
 """ASR at L-PPO's trained layers, before vs after.  Rule `lppo_learning` (rules/lppo.smk)."""
+from icet.chain import Job
 from icet.lppo.learning import learning_report
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 learning_report(
     snakemake.input.scores,
@@ -15,3 +18,4 @@ learning_report(
     seed=snakemake.params.report["seed"],
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

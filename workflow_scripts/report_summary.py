@@ -1,5 +1,8 @@
 """The run's one-page summary.  Rule `report_summary` (rules/report.smk)."""
+from icet.chain import Job
 from icet.report.summary import write_summary
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 write_summary(
     snakemake.input.layers,
@@ -20,3 +23,4 @@ write_summary(
     bootstrap=snakemake.params.report["bootstrap"],
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

@@ -1,5 +1,8 @@
 """One organism swept over every layer.  Rule `study_eval` (rules/organism_study.smk)."""
+from icet.chain import Job
 from icet.toy.study import evaluate_organism
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 evaluate_organism(
     snakemake.input.model,
@@ -15,3 +18,4 @@ evaluate_organism(
     set_paths=list(snakemake.input.sets),
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

@@ -1,5 +1,8 @@
 """The organism study's table and figure.  Rule `study_summary` (rules/organism_study.smk)."""
+from icet.chain import Job
 from icet.toy.study import write_summary
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 write_summary(
     list(snakemake.input),
@@ -13,3 +16,4 @@ write_summary(
     variant_groups=snakemake.params.variant_groups,
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

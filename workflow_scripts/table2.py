@@ -1,5 +1,8 @@
 """The paper's Table 2 for this run's main model.  Rule `table2` (rules/report.smk)."""
+from icet.chain import Job
 from icet.report.tables import write_table2
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 write_table2(
     list(snakemake.input),
@@ -13,3 +16,4 @@ write_table2(
     out_tex=snakemake.output.tex,
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

@@ -1,5 +1,8 @@
 """Judge agreement (guard, keyword, toxicity and any further ASR judge) per model.  Rule `table_agreement`."""
+from icet.chain import Job
 from icet.report.agreement import write_agreement_table
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 write_agreement_table(
     list(snakemake.input),
@@ -15,3 +18,4 @@ write_agreement_table(
     ground_truth=sorted(snakemake.params.report["planted"]),
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

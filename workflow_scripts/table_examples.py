@@ -1,5 +1,8 @@
 """The paper's Tables 1, 4, 5 (example responses).  Rule `table_examples` (rules/report.smk)."""
+from icet.chain import Job
 from icet.report.examples import write_example_table
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 write_example_table(
     snakemake.wildcards.exhibit,
@@ -16,3 +19,4 @@ write_example_table(
     label=snakemake.params.report["label"],
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

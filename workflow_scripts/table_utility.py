@@ -1,5 +1,8 @@
 """Utility and over-refusal per layer, and Table 3 per layer group.  Rule `table_utility` (rules/report.smk)."""
+from icet.chain import Job
 from icet.report.utility import write_utility_tables
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 write_utility_tables(
     list(snakemake.input.vqa),
@@ -14,3 +17,4 @@ write_utility_tables(
     metric=snakemake.params.metric,
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

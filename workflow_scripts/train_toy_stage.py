@@ -1,6 +1,9 @@
 """One training stage of the toy organism.  Rules `train_toy_*` (rules/toy.smk) and
 `study_stage` (rules/organism_study.smk)."""
+from icet.chain import Job
 from icet.toy.stages import run_stage
+
+job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 run_stage(
     snakemake.params.stage,
@@ -11,3 +14,4 @@ run_stage(
     threads=snakemake.threads,
     log=snakemake.log[0],
 )
+job.done()  # links: what the outputs were made from (icet.chain)

@@ -1,9 +1,10 @@
 """Command line: check a config before queueing jobs; size its GPU jobs; verify a run
-against its manifest.
+against its manifest; tabulate repeats of a run.
 
     python -m icet check-config config.yaml toy/toy.yaml
     python -m icet memory config.yaml
     python -m icet verify results/toy
+    python -m icet repeats results/toy-* --out results/toy-repeats.md
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("run_dir")
     memory = sub.add_parser("memory", help="predicted peak GPU memory of every GPU rule's jobs")
     memory.add_argument("files", nargs="+", help="config files (merged in order)")
+    repeats = sub.add_parser("repeats", help="the checks of several runs of one config side by side")
+    repeats.add_argument("run_dirs", nargs="+")
+    repeats.add_argument("--out", required=True, help="the Markdown table to write")
     args = parser.parse_args(argv)
     try:
         if args.command == "memory":
@@ -33,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(*args.files)
             print(f"ok: run '{config['run']}', {len(config['models'])} model(s)")
             return 0
+        if args.command == "repeats":
+            from icet.report.repeats import write_repeats
+
+            runs = write_repeats(args.run_dirs, args.out)
+            failed = sum(len(r["failed"]) for r in runs)
+            print(f"{args.out}: {len(runs)} run(s), {failed} failed check(s) in all")
+            return 1 if failed else 0
         from icet.provenance import unlisted
         from icet.provenance import verify as verify_run
 

@@ -112,6 +112,57 @@ def _one_line(error) -> str:
     return f"key '{key}': {best.message}"
 
 
+def typed_overrides(overrides: Any, schema: dict | None = None, _node: dict | None = None) -> Any:
+    """Command-line `--config` values with the types the schema asks for.
+
+    Snakemake reads a nested `--config` value (`judges={guard: {batch_size: 32}}`) with
+    YAML's BaseLoader, so every leaf arrives as a string ('32') and fails the schema's
+    integer. A string leaf where the schema wants no string is read as YAML once more and
+    kept if that gives the wanted type; anything else stays as given (and fails as before)."""
+    root = schema or load_schema()
+    node = _resolve(_node if _node is not None else root, root)
+    if isinstance(overrides, dict):
+        out = {}
+        for key, value in overrides.items():
+            sub = (node.get("properties") or {}).get(key)
+            if sub is None and isinstance(node.get("additionalProperties"), dict):
+                sub = node["additionalProperties"]
+            out[key] = typed_overrides(value, root, sub) if isinstance(sub, dict) else value
+        return out
+    if isinstance(overrides, list) and isinstance(node.get("items"), dict):
+        return [typed_overrides(v, root, node["items"]) for v in overrides]
+    if isinstance(overrides, str):
+        wanted = _types(node, root)
+        if wanted and "string" not in wanted:
+            try:
+                value = yaml.safe_load(overrides)
+            except yaml.YAMLError:
+                return overrides
+            if isinstance(value, str) and "number" in wanted:  # YAML 1.1 reads 1e-4 as text
+                try:
+                    value = float(value)
+                except ValueError:
+                    return overrides
+            kinds = {bool: "boolean", int: "integer", float: "number", type(None): "null",
+                     list: "array", dict: "object"}
+            kind = kinds.get(type(value))
+            if kind in wanted or (kind == "integer" and "number" in wanted):
+                return value
+    return overrides
+
+
+def _types(node: dict, root: dict) -> set[str]:
+    """The JSON types a schema node allows (through $ref and oneOf/anyOf)."""
+    node = _resolve(node, root)
+    declared = node.get("type")
+    types = set([declared] if isinstance(declared, str) else declared or [])
+    if "const" in node:
+        types.add({str: "string", bool: "boolean", int: "integer"}.get(type(node["const"]), "string"))
+    for variant in node.get("oneOf", []) + node.get("anyOf", []):
+        types |= _types(variant, root)
+    return types
+
+
 def check_config(config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH) -> dict:
     """Validate against the schema, fill defaults, then check what a schema cannot express."""
     config = fill_and_validate(config, schema_path, source)
@@ -123,7 +174,26 @@ def check_config(config: dict, source: str = "config", schema_path: str | Path =
         from icet.toy.settings import check_toy
 
         check_toy(config["toy"], source)
+    _check_toy_lengths(config, source)
     return config
+
+
+def _check_toy_lengths(config: dict, source: str) -> None:
+    """The toy LM's positions are in the config (toy.arch.max_positions): a generation that
+    cannot fit them stops here, not in a job (icet.lengths; other models: at job start)."""
+    toy_models = [m for m in config["models"] if m["source"] == "toy"]
+    if not toy_models:
+        return
+    from icet.lengths import check_new_tokens
+    from icet.toy.settings import value
+
+    limit = value("arch.max_positions", (config.get("toy") or {}).get("arch", {}).get("max_positions"))
+    stated = "the toy LM's toy.arch.max_positions"
+    check_new_tokens(config["generation"]["max_new_tokens"], limit,
+                     f"{source}: key 'generation.max_new_tokens'", stated)
+    if any(m.get("lppo") for m in toy_models):
+        check_new_tokens(config["lppo"]["max_new_tokens"], limit,
+                         f"{source}: key 'lppo.max_new_tokens'", stated)
 
 
 def validate(instance: Any, schema: dict, source: str) -> None:
@@ -157,6 +227,76 @@ def judge_settings(judges: dict, source: str = "judges", schema_path: str | Path
     config = fill_defaults({"judges": copy.deepcopy(judges)}, schema)
     validate(config, schema, source)
     return config["judges"]
+
+
+def tuning_paths(schema: dict | None = None) -> list[tuple[str, ...]]:
+    """Every key the schema marks `x-tuning: true`, as a path of keys: what only tunes speed,
+    memory or placement (batch sizes, the sweep engine, the device), never what a job
+    computes. `*` stands for any key of an open mapping."""
+    root = schema or load_schema()
+    found: list[tuple[str, ...]] = []
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        node = _resolve(node, root) if isinstance(node, dict) else node
+        if not isinstance(node, dict):
+            return
+        if node.get("x-tuning") is True:
+            found.append(path)
+        for key, sub in (node.get("properties") or {}).items():
+            walk(sub, path + (key,))
+        for variant in node.get("oneOf", []) + node.get("anyOf", []):
+            walk(variant, path)
+
+    walk(root, ())
+    return sorted(set(found))
+
+
+def split_tuning(block: Any, at: tuple[str, ...] = ()) -> tuple[Any, dict]:
+    """(`block` without its tuning keys, the tuning keys alone) for the config block at key
+    path `at` ("judges", ("lppo",), ...). Rules pass the first as params (a change reruns the
+    job) and the second through `tuning`, a param Snakemake does not rerun on (a function of
+    the job's resources: rules/common.smk `tuning`), so a batch size never discards an
+    L-PPO run."""
+    at = (at,) if isinstance(at, str) else tuple(at)
+    result, tuning = copy.deepcopy(block), {}
+    for path in tuning_paths():
+        if path[:len(at)] != at or len(path) == len(at):
+            continue
+        _move(result, tuning, path[len(at):])
+    return sorted_keys(result), sorted_keys(tuning)
+
+
+def sorted_keys(value: Any) -> Any:
+    """`value` with every mapping's keys in sorted order (lists keep theirs). Snakemake
+    compares a param by its repr, and a config's key order depends on how its files were
+    loaded (command line or profile, which file first): sorted, a param is the same
+    whichever way the same settings arrived."""
+    if isinstance(value, dict):
+        return {key: sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(item) for item in value]
+    return value
+
+
+def _move(source: Any, target: dict, path: tuple[str, ...]) -> None:
+    """Move source[path] to target[path] where present (mappings only)."""
+    if not isinstance(source, dict):
+        return
+    key, rest = path[0], path[1:]
+    if not rest:
+        if key in source:
+            target[key] = source.pop(key)
+        return
+    if key in source and isinstance(source[key], dict):
+        inner: dict = {}
+        _move(source[key], inner, rest)
+        if inner:
+            target.setdefault(key, {}).update(inner)
+
+
+def with_tuning(block: Any, tuning: dict | None) -> Any:
+    """`block` with its tuning keys put back (the inverse of `split_tuning`)."""
+    return merge(block, tuning or {}) if isinstance(block, dict) else block
 
 
 UTILITY_REWARD_KEYS = ("batch_size", "max_length", "input_format")

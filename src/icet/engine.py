@@ -39,7 +39,7 @@ import torch
 
 from icet.errors import IcetError
 from icet.logs import progress
-from icet.models.base import Generation
+from icet.models.base import Generation, row_inputs_of
 
 ENGINES = ("fast", "naive")
 # Rows decoded together on a CPU under "auto": past ~256 rows a toy decode step is compute
@@ -215,10 +215,11 @@ def preallocate(cache: Any, room: int) -> Any:
     return cache
 
 
-def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                  max_new_tokens: int, eos_ids: set[int],
-                  row_inputs: dict[str, torch.Tensor] | None = None) -> list[tuple[list[int], bool]]:
-    """Greedy responses (token ids up to and including EOS, finished) of left-padded rows.
+def decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+           max_new_tokens: int, eos_ids: set[int], row_inputs: dict[str, torch.Tensor] | None = None,
+           choose: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[tuple[list[int], bool]]:
+    """Responses (token ids up to and including EOS, finished) of left-padded rows, each
+    token `choose(logits [rows, vocab])`: greedy (argmax) unless given (L-PPO samples).
 
     Position ids skip the left padding and the mask grows by one column a step, as in
     `generate`; a row that emits EOS stops generating, and finished rows leave the batch
@@ -246,7 +247,7 @@ def greedy_decode(adapter: Any, inputs_embeds: torch.Tensor, attention_mask: tor
         row_inputs.clear()
         live = [True] * rows  # per batch position: still generating
         for step in range(max_new_tokens):
-            chosen = logits.argmax(-1)
+            chosen = logits.argmax(-1) if choose is None else choose(logits)
             done = torch.isin(chosen, eos)
             for pos, (row, token, stop) in enumerate(zip(alive.tolist(), chosen.tolist(), done.tolist())):
                 if live[pos]:
@@ -277,15 +278,6 @@ def stack_rows(per_layer: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tens
         stacked[name] = torch.cat([rows.pop(name) for rows in per_layer])
     per_layer.clear()
     return stacked
-
-
-def row_inputs_of(layer_inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One layer's model inputs as a dict with "inputs_embeds" (a bare tensor is just that)."""
-    if torch.is_tensor(layer_inputs):
-        return {"inputs_embeds": layer_inputs}
-    if "inputs_embeds" not in layer_inputs:
-        raise IcetError(f"layer_embeddings returned {sorted(layer_inputs)} without 'inputs_embeds'")
-    return dict(layer_inputs)
 
 
 def _result(adapter: Any, prompt_ids: list[int], response: list[int], finished: bool) -> dict[str, Any]:
@@ -337,7 +329,7 @@ def fast_sweep(adapter: Any, prompts: list[str], images: list[Any], layers: list
             prompt_ids = [ids[keep.bool()].tolist() for ids, keep in zip(inputs["input_ids"].cpu(), mask.cpu())]
             del inputs  # pixels: not needed past the vision pass
             stacked = stack_rows([row_inputs_of(embeds.pop(layer)) for layer in group])
-            decoded = greedy_decode(adapter, stacked.pop("inputs_embeds"), mask.repeat(len(group), 1),
+            decoded = decode(adapter, stacked.pop("inputs_embeds"), mask.repeat(len(group), 1),
                                     max_new_tokens, eos_ids, row_inputs=stacked)
             for k, (response, finished) in enumerate(decoded):
                 layer, i = group[k // (stop - start)], k % (stop - start)

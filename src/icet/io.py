@@ -145,6 +145,38 @@ def _swap_in(new: Path, target: Path) -> None:
     os.replace(old, new)  # the caller removes `new`, as after an exchange
 
 
+# How a full disk (or an exhausted quota) shows itself: an errno from Python's own writes,
+# a message from the libraries that write through their own code (safetensors says
+# "StorageFull"; torch's zip writer only "file write failed" or "unexpected pos", so any
+# failed write counts when its folder is indeed nearly full).
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_MESSAGES = ("No space left on device", "Disk quota exceeded", "StorageFull")
+NEARLY_FULL = 64 << 20  # bytes free below which a failed write is put down to a full disk
+
+
+def disk_full(err: BaseException, folder: Path) -> bool:
+    """Did writing into `folder` fail because its file system (or quota) is full?"""
+    if isinstance(err, OSError) and err.errno in FULL_ERRNOS:
+        return True
+    if any(message in str(err) for message in FULL_MESSAGES):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL
+    except OSError:
+        return False
+
+
+def _full_disk_error(target: Path, err: BaseException) -> IcetError:
+    try:
+        free = f"{shutil.disk_usage(target.parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    said = (str(err).splitlines() or [""])[0][:160]
+    return IcetError(f"{target}: no space left on the device while writing it ({free}; "
+                     f"{type(err).__name__}: {said}); nothing was replaced (an older version, "
+                     "if any, is intact): free space and rerun")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -160,6 +192,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync(tmp_path)
         os.replace(tmp_path, target)
         _fsync(target.parent)
+    except Exception as err:
+        if disk_full(err, target.parent):
+            raise _full_disk_error(target, err) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -180,6 +216,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             target.unlink()  # a file (or link) where the folder goes: nothing to keep
         _swap_in(tmp, target)
         _fsync(target.parent)
+    except Exception as err:
+        if disk_full(err, target.parent):
+            raise _full_disk_error(target, err) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -278,10 +318,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def tree_files(folder: str | os.PathLike) -> list[Path]:
+    """Every file under a folder, sorted, hidden ones (a name starting with ".": records,
+    links, `.part` leftovers, Snakemake's timestamps) left out: a folder's content."""
+    return [p for p in sorted(Path(folder).rglob("*")) if p.is_file() and not p.name.startswith(".")]
+
+
 def sha256_tree(path: str | os.PathLike) -> dict[str, str]:
     """sha256 of every file under a folder (or of the file itself), keyed by relative path."""
     root = Path(path)
     if root.is_file():
         return {root.name: sha256_file(root)}
-    return {str(p.relative_to(root)): sha256_file(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    return {str(p.relative_to(root)): sha256_file(p) for p in tree_files(root)}

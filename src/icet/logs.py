@@ -31,8 +31,8 @@ class _RedactSecrets(logging.Filter):
 
 def setup_logging(log: str | os.PathLike | None, name: str = "icet") -> logging.Logger:
     """Log to `log` (if given) and to stderr; return the icet logger. Secrets are redacted
-    from both, and from the traceback of an exception nobody catches."""
-    install_excepthook()
+    from both, and from an exception nobody catches, which ends `log` too (icet.redact)."""
+    install_excepthook(log)
     logger = logging.getLogger("icet")
     logger.setLevel(logging.INFO)
     for handler in list(logger.handlers):

@@ -2,8 +2,13 @@
 
 Paths are stored relative to the repository root (the working directory when the manifest
 is written) and the manifest records where that root is relative to itself, so `verify`
-works from any directory in a fresh clone. Environment variables are never recorded, and
-any secret that leaks in through the config is replaced by "***" before writing.
+works from any directory in a fresh clone. Of the environment only the settings that pick
+CPU kernels and thread counts are recorded (icet.machine), and any secret that leaks in
+through the config is replaced by "***" before writing.
+
+The manifest is written only over an unbroken chain (icet.chain): every file it hashes must
+still be what its job wrote, from what that job read, back to the downloads; `verify` walks
+the same chain again, so a file changed and a manifest rewritten after it still fail.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from icet.errors import IcetError
-from icet.io import read_json, sha256_file, sha256_tree, write_json
+from icet.io import read_json, sha256_file, tree_files, write_json
 from icet.logs import setup_logging
 
 MANIFEST_NAME = "manifest.json"  # looked up inside a run folder by `verify`
@@ -79,11 +84,12 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def hash_files(files: dict[str, list[str]], root: Path,
-                skip: Path | None = None) -> dict[str, dict[str, str]]:
+                skip: Path | None = None, digest=sha256_file) -> dict[str, dict[str, str]]:
     """{group: {path relative to root: sha256}}; folders are hashed file by file.
 
     `skip` (the manifest itself, when it lies in a hashed folder) is left out: it is
-    rewritten after hashing, so its old hash would always fail `verify`.
+    rewritten after hashing, so its old hash would always fail `verify`. `digest` hashes a
+    file (the chain's cached sha256: the chain walk has read most of these already).
     """
     skipped = _relative(skip, root) if skip is not None else None
     hashed: dict[str, dict[str, str]] = {}
@@ -95,12 +101,13 @@ def hash_files(files: dict[str, list[str]], root: Path,
             path = Path(raw)
             if path.is_file():
                 if _relative(path, root) != skipped:
-                    entries[_relative(path, root)] = sha256_file(path)
+                    entries[_relative(path, root)] = digest(path)
             elif path.is_dir():
                 base = _relative(path, root)
-                for inner, digest in sha256_tree(path).items():
-                    if (Path(base) / inner).as_posix() != skipped:
-                        entries[(Path(base) / inner).as_posix()] = digest
+                for file in tree_files(path):
+                    inner = (Path(base) / file.relative_to(path)).as_posix()
+                    if inner != skipped:
+                        entries[inner] = digest(file)
             else:
                 raise IcetError(f"manifest: files group '{group}': {raw} not found")
         hashed[group] = dict(sorted(entries.items()))
@@ -186,7 +193,7 @@ def download_warnings(records: dict[str, dict]) -> list[str]:
 
 def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, list[str]],
                    seeds: dict, extra: dict | None = None, downloads: list[str] | None = None,
-                   data_builds: list[str] | None = None,
+                   data_builds: list[str] | None = None, tuning: dict | None = None,
                    log: str | os.PathLike | None = None) -> dict:
     """Write the run manifest JSON to `out` (a file, or a folder -> folder/manifest.json).
 
@@ -194,25 +201,43 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
     recording, e.g. {"image_processor_backend": "pil"}; `downloads` are the download folders
     and files whose records (`download_records`) go under "downloads". `data_builds` are the paper data
     sets' build.json files: their choices and counts (RT's image source, MR's rows used of
-    280, VQA's question pool) are recorded under "data_builds". Returns the manifest written.
+    280, VQA's question pool) are recorded under "data_builds". `tuning`: the config's speed
+    and memory keys (schema x-tuning), which the rule keeps out of `config` so that changing
+    one reruns nothing; recorded as they were when the manifest was written. Returns the
+    manifest written.
     """
+    from icet.chain import Chain
+    from icet.machine import machine
+
     logger = setup_logging(log, "provenance")
     out = Path(out)
     if out.is_dir():
         out = out / MANIFEST_NAME
     out.parent.mkdir(parents=True, exist_ok=True)
     root = Path.cwd()
+    roots = sorted({_relative(Path(p), root) for paths in files.values()
+                    for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)})
+    chain = Chain(root)
+    broken = chain.problems(roots)
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise IcetError(f"{broken[0]}{more}; no manifest is written over a broken chain")
     secrets = sorted({os.environ[v] for v in SECRET_VARS if os.environ.get(v)}, key=len,
                      reverse=True)
     # only caller-supplied sections can carry a secret; hashes and versions are ours
-    config, seeds, extra = _redact([config, seeds, dict(extra or {})], secrets)
+    config, seeds, extra, tuning = _redact([config, seeds, dict(extra or {}), dict(tuning or {})],
+                                           secrets)
     manifest = {
         "git": git_state(root),
         "config": config,
+        "tuning": tuning,  # speed and memory keys only: none changes a number
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        # CPU model, torch's CPU kernel path, the kernel-picking settings; each job's link
+        # records its own (icet.chain), gathered under "job_machines"
+        "cpu": machine(load_torch=True),
         "packages": package_versions(),
         "image_processor_backend": extra.pop("image_processor_backend", None),
         "seeds": seeds,
@@ -222,12 +247,17 @@ def write_manifest(out: str | os.PathLike, *, config: dict, files: dict[str, lis
         "data_builds": _data_builds(data_builds or [], root),
         # where the repo root (paths below are relative to it) lies, seen from the manifest
         "root": _relative(root, out.parent),
-        "files": hash_files(files, root, skip=out),
+        "files": hash_files(files, root, skip=out, digest=chain.hasher.file),
+        # what the chain walk starts from (files and folders as the rule named them)
+        "roots": roots,
     }
+    # the links of the chain: a link edited or removed later is a changed or missing file
+    manifest["files"]["links"] = dict(sorted(chain.links.items()))
+    manifest["job_machines"] = job_machines(chain.links, root)
     # Everything else in the manifest's own folder (the run's results: L-PPO checkpoints,
     # value head, ...) is hashed too, so `verify` can name any file added there later.
     listed = {path for entries in manifest["files"].values() for path in entries}
-    other = {rel: sha256_file(root / rel) for rel in _folder_files(out.parent, root, skip=out)
+    other = {rel: chain.hasher.file(root / rel) for rel in _folder_files(out.parent, root, skip=out)
              if rel not in listed}
     if other:
         manifest["files"]["other"] = dict(sorted(other.items()))
@@ -252,31 +282,6 @@ def _folder_files(folder: Path, root: Path, skip: Path) -> list[str]:
     return found
 
 
-def _index_problems(index: Path, relative: str, root: Path) -> list[str]:
-    """A sweep index (icet.shards) lists its shards' sha256: re-check them."""
-    if index.suffix != ".json" or index.stat().st_size > (1 << 20):
-        return []
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return []
-    shards = data.get("shards") if isinstance(data, dict) else None
-    if not isinstance(shards, dict):
-        return []
-    problems = []
-    for name, entry in sorted(shards.items()):
-        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)):
-            problems.append(f"bad index entry: {name} ({relative})")
-            continue
-        shard = index.parent / entry["file"]
-        where = f"{_relative(shard, root)} (index {relative})"
-        if not shard.is_file():
-            problems.append(f"missing shard: {where}")
-        elif sha256_file(shard) != entry.get("sha256"):
-            problems.append(f"changed shard: {where}")
-    return problems
-
-
 def _load_manifest(run_dir_or_manifest: str | os.PathLike) -> tuple[Path, dict, Path]:
     """The manifest's path, its content, and the repository root its paths are relative to."""
     path = Path(run_dir_or_manifest)
@@ -297,18 +302,40 @@ def unlisted(run_dir_or_manifest: str | os.PathLike) -> list[str]:
             if relative not in listed]
 
 
+def job_machines(links: dict[str, str], root: Path) -> list[dict]:
+    """The distinct machines the run's jobs recorded in their links, each with its rules."""
+    machines: dict[str, dict] = {}
+    for link in sorted(links):
+        try:
+            data = json.loads((root / link).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        record = data.get("machine")
+        if isinstance(record, dict):
+            entry = machines.setdefault(json.dumps(record, sort_keys=True),
+                                        {"machine": record, "rules": []})
+            if data.get("rule") not in entry["rules"]:
+                entry["rules"].append(data.get("rule"))
+    return [{**m, "rules": sorted(map(str, m["rules"]))} for m in machines.values()]
+
+
 def verify(run_dir_or_manifest: str | os.PathLike) -> list[str]:
-    """Re-hash every file a manifest lists and re-check the shard hashes each sweep index
-    records: one line per changed or missing file ([] = ok)."""
+    """Re-hash every file a manifest lists and walk the run's chain (icet.chain: every link's
+    output and inputs, every sweep index's shards, data set and images, every download's
+    files): one line per changed or missing file ([] = ok)."""
+    from icet.chain import Chain
+
     path, manifest, root = _load_manifest(run_dir_or_manifest)
+    chain = Chain(root)
     problems = []
     for group, entries in sorted(manifest["files"].items()):
         for relative, digest in sorted(entries.items()):
             target = root / relative
             if not target.is_file():
                 problems.append(f"missing: {relative} ({group})")
-            elif sha256_file(target) != digest:
+            elif chain.hasher.file(target) != digest:
                 problems.append(f"changed: {relative} ({group})")
-            if target.is_file():
-                problems.extend(_index_problems(target, relative, root))
-    return problems
+    roots = manifest.get("roots") or sorted({relative for group, entries in manifest["files"].items()
+                                             if group != "links" for relative in entries})
+    problems += chain.problems(roots)
+    return list(dict.fromkeys(problems))

@@ -44,16 +44,42 @@ def drop_from_environment(environ: MutableMapping[str, str] | None = None) -> li
     return [name for name in SECRET_VARS if environ.pop(name, None) is not None]
 
 
+# The job's log file (setup_logging, icet.chain.Job): an uncaught error is written there too.
+_JOB_LOG: list[str] = []
+
+
+def error_text(kind, value, tb) -> str:
+    """What an uncaught error prints: `icet: <message>` for an IcetError (bad input or state
+    the user fixes: one line, as every IcetError is worded), the traceback for anything else
+    (a bug, whose trace the maintainer needs)."""
+    from icet.errors import IcetError
+
+    if isinstance(value, IcetError):
+        return f"icet: {value}\n"
+    return "".join(traceback.format_exception(kind, value, tb))
+
+
 def _redacting_excepthook(kind, value, tb) -> None:
-    text = "".join(traceback.format_exception(kind, value, tb))
-    sys.stderr.write(redact(text))
+    text = redact(error_text(kind, value, tb))
+    sys.stderr.write(text)
     sys.stderr.flush()
+    for log in _JOB_LOG:  # the job's log ends with the error, as docs/auditing.md says
+        try:
+            os.makedirs(os.path.dirname(log) or ".", exist_ok=True)
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(text)
+        except OSError:
+            pass  # the log's folder is gone or full: stderr still has it
 
 
-def install_excepthook() -> None:
-    """An uncaught exception prints its traceback with the secrets replaced by ***.
+def install_excepthook(log: str | os.PathLike | None = None) -> None:
+    """An uncaught exception prints one line (IcetError) or its traceback, with the secrets
+    replaced by ***, to stderr and, once a job's `log` is given, at the end of that log.
 
     Python's default hook writes the exception's message verbatim, and an HTTP error from
-    the Hub can carry the request's headers or URL; the job's stderr is its log.
+    the Hub can carry the request's headers or URL. Snakemake does not send a script's
+    stderr to the rule's log, so without the copy a failed job's log would not say why.
     """
     sys.excepthook = _redacting_excepthook
+    if log:
+        _JOB_LOG[:] = [os.fspath(log)]

@@ -104,3 +104,20 @@ def resolve_device(device: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     check_cuda(device)
     return device
+
+
+# What picks the CPU's arithmetic kernels, when set (scripts/kernel-path-env emulates a path
+# with them): ATen's own, oneDNN's and MKL's.
+KERNEL_SETTINGS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                   "MKL_CBWR")
+
+
+def cpu_kernels() -> dict:
+    """The CPU kernel path a process computes on: torch's capability and the settings that
+    cap or force it, so a number can be traced to the arithmetic that made it."""
+    import os
+
+    import torch
+
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability().lower(),
+            "settings": {k: os.environ[k] for k in KERNEL_SETTINGS if k in os.environ}}

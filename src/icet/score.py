@@ -44,19 +44,24 @@ def judge_settings(judges: dict) -> dict:
 
 
 def score_responses(response_files: list[str], out: str, judges: dict,
-                    device: str = "cpu", threads: int | None = None, log=None) -> None:
+                    device: str = "cpu", threads: int | None = None, log=None,
+                    batch_sizes: dict[str, int] | None = None) -> None:
     """Judge every response in `response_files` and write the scores JSONL to `out`.
 
-    `response_files` are shard files or sweep indexes (icet.shards) standing for them.
+    `response_files` are shard files or sweep indexes (icet.shards) standing for them, each
+    held to what its index records. `batch_sizes` ({judge: n}) size each judge's batches:
+    a tuning key the rule passes apart from the judges' settings (icet.config.split_tuning).
     """
     from icet.memory.jobs import check_judge_fits
     from icet.runtime import configure, release_memory, resolve_device
 
+    logger = setup_logging(log, "score")
     configure(threads)
     device = resolve_device(device)
     response_files = expand(response_files)
-    logger = setup_logging(log, "score")
-    settings = judge_settings(judges)
+    settings = judge_settings({judge: {**spec, "batch_size": batch_sizes[judge]}
+                               if isinstance(spec, dict) and judge in (batch_sizes or {})
+                               else spec for judge, spec in judges.items()})
     rows = read_responses(response_files)
     cleaned = [clean_response(r["response"]) for r in rows]
     logger.info("%d responses from %d file(s)", len(rows), len(response_files))

@@ -6,8 +6,10 @@ responses go to their own file, renamed into place when complete, with a sidecar
 fingerprint of everything that determines its content (data, model, adapter, settings,
 the library code that wrote it, torch/transformers versions, device and dtype). A rerun
 keeps a shard whose fingerprint matches (same bytes, same mtime) and recomputes one whose
-inputs changed. The job's declared output is an index listing the shards and their
-sha256, written last.
+inputs changed. The job's declared output is an index listing the shards, their sha256
+and row counts, and the data set and every image they were made from, written last: the
+scorer (`expand`) and `icet verify` (`index_problems`) hold the shards to it, so a shard
+cut or edited after the sweep, or an image changed under it, stops the next reader.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from icet.errors import IcetError
 from icet.io import dumps, read_json, sha256_file, write_json
 
 INDEX_NAME = "index.json"
+# What an index's `inputs` hold, as problems name them.
+INPUT_KINDS = {"data": "data set", "images": "image"}
 
 # The library code a sweep shard's bytes depend on, relative to the icet package: the sweep
 # loop, the fast engine, the model adapters and loader, seeding, and the JSONL writer. A
@@ -110,12 +115,22 @@ def mark_done(out_dir: str | os.PathLike, layer: int, key: str) -> None:
                                    "sha256": sha256_file(shard)})
 
 
-def write_index(index: str | os.PathLike, out_dir: str | os.PathLike, layers: Iterable[int]) -> None:
-    """The job's declared output: which shards it stands for, with their hashes."""
+def _rows(path: Path) -> int:
+    """Rows of a JSONL shard (blank lines do not count, as icet.io.read_jsonl reads it)."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def write_index(index: str | os.PathLike, out_dir: str | os.PathLike, layers: Iterable[int],
+                inputs: dict[str, dict[str, str]] | None = None) -> None:
+    """The job's declared output: which shards it stands for, with their hashes and row
+    counts, and `inputs` ({"data": {path: sha256}, "images": {path: sha256}}: what the
+    shards were made from, paths as the job saw them)."""
     shards = {f"layer-{int(l):02d}": {"file": shard_path(out_dir, l).name,
-                                      "sha256": sha256_file(shard_path(out_dir, l))}
+                                      "sha256": sha256_file(shard_path(out_dir, l)),
+                                      "rows": _rows(shard_path(out_dir, l))}
               for l in sorted(layers)}
-    write_json(index, {"shards": shards})
+    write_json(index, {"shards": shards, **({"inputs": inputs} if inputs else {})})
 
 
 def index_shards(index: str | os.PathLike) -> list[Path]:
@@ -125,11 +140,63 @@ def index_shards(index: str | os.PathLike) -> list[Path]:
     return [folder / entry["file"] for _, entry in sorted(data["shards"].items())]
 
 
+def is_index(path: str | os.PathLike) -> bool:
+    """A sweep index: a small JSON object with a `shards` object (what `write_index` writes)."""
+    path = Path(path)
+    if path.suffix != ".json" or not path.is_file() or path.stat().st_size > (1 << 24):
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("shards"), dict)
+
+
+def index_problems(index: str | os.PathLike, root: str | os.PathLike = ".",
+                   digest=sha256_file) -> list[str]:
+    """One line per way the files behind a sweep index differ from what it records: a shard
+    missing, changed (sha256) or of another length, the data set or an image changed since
+    the shards were made. Paths in the index resolve against `root` (the working directory
+    the sweep ran in); `digest` hashes a file (a caller's cached sha256_file)."""
+    index, root = Path(index), Path(root)
+    where = f"(index {index.as_posix()})"
+    data = json.loads((root / index).read_text(encoding="utf-8"))
+    problems = []
+    for name, entry in sorted(data["shards"].items()):
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)):
+            problems.append(f"bad index entry: {name} {where}")
+            continue
+        shard = (index.parent / entry["file"]).as_posix()
+        if not (root / shard).is_file():
+            problems.append(f"missing shard: {shard} {where}")
+        elif digest(root / shard) != entry.get("sha256"):
+            rows, recorded = _rows(root / shard), entry.get("rows")
+            count = f", {rows} of {recorded} rows" if recorded is not None and rows != recorded else ""
+            problems.append(f"changed shard: {shard} {where}{count}: changed after the sweep "
+                            "wrote it; rerun its sweep job (snakemake --forcerun sweep_shard)")
+    for kind, files in sorted((data.get("inputs") or {}).items()):
+        kind = INPUT_KINDS.get(kind, kind)
+        for relative, recorded in sorted(files.items()):
+            path = Path(relative) if Path(relative).is_absolute() else root / relative
+            if not path.is_file():
+                problems.append(f"missing {kind}: {relative} (swept into {index.as_posix()})")
+            elif digest(path) != recorded:
+                problems.append(f"changed {kind}: {relative} (swept into {index.as_posix()}): changed "
+                                "since its shards were made; rerun the sweep (snakemake "
+                                "--forcerun sweep_shard)")
+    return problems
+
+
 def expand(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Shard files behind a list of sweep outputs: an index stands for its shards."""
+    """Shard files behind a list of sweep outputs: an index stands for its shards, which
+    must be what it records (`index_problems`: one line naming the first that is not)."""
     out: list[str] = []
     for path in paths:
         if str(path).endswith(".json"):
+            problems = index_problems(path)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise IcetError(problems[0] + more)
             out.extend(str(p) for p in index_shards(path))
         else:
             out.append(str(path))

@@ -19,7 +19,8 @@ from icet.engine import (BATCH_SIZE, MAX_NEW_TOKENS, check_engine, fast_sweep, r
                          supports_fast)
 from icet.runtime import resolve_device
 from icet.errors import IcetError
-from icet.io import write_jsonl
+from icet.io import sha256_file, write_jsonl
+from icet.lengths import check_dataset
 from icet.logs import setup_logging
 from icet.models.base import VLMAdapter
 from icet.rows import VARIANTS, read_dataset, response_row
@@ -187,6 +188,7 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
     check_engine(engine)
     rows, images = read_dataset(dataset, testset)
     rows = with_prompt_suffix(rows, prompt_suffix)
+    check_dataset(model_dir, dataset, rows, max_new_tokens)  # before any weight is loaded
     out_dir = Path(index).parent
     settings = shard_settings(model_dir, model_name=model_name, variant=variant, testset=testset,
                               seed=seed, max_new_tokens=max_new_tokens, device=device,
@@ -235,5 +237,13 @@ def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, laye
             seed_everything(seed)  # greedy decoding: nothing random, seeded all the same
             fast_sweep(adapter, prompts, images, todo, max_new_tokens=int(max_new_tokens),
                        batch_size=engine_batch_size, on_layer=write, logger=logger)
-    shards.write_index(index, out_dir, layers)
+    shards.write_index(index, out_dir, layers, inputs=swept_inputs(dataset, images))
     return todo
+
+
+def swept_inputs(dataset: str | os.PathLike, images: list[Path]) -> dict[str, dict[str, str]]:
+    """The data set and every image a job's shards were made from, with their sha256: the
+    index records them, so an image changed after the sweep is seen (icet.shards.index_problems)
+    although no rule declares images as inputs."""
+    return {"data": {Path(dataset).as_posix(): sha256_file(dataset)},
+            "images": {p.as_posix(): sha256_file(p) for p in sorted(set(images))}}

@@ -62,6 +62,47 @@ def test_utility_rows_hand_computed(tmp_path):
     assert "(toy)" in out_md.read_text()
 
 
+def _paired_vqa(tmp_path, n, before, after):
+    """n questions at layer 2: the first `before` / `after` of them answered right."""
+    path = tmp_path / f"vqa-{before}-{after}.jsonl"
+    write_jsonl(path, _rows("m", "original", 2, [i < before for i in range(n)], "correct")
+                + _rows("m", "aligned", 2, [i < after for i in range(n)], "correct"))
+    return utility_rows([path], [], {"n_resamples": 1000, "ci": 0.95, "seed": 0})
+
+
+def test_aligned_rows_carry_the_paired_vqa_change(tmp_path):
+    rows = {r["variant"]: r for r in _paired_vqa(tmp_path, 200, 180, 174)}
+    assert rows["aligned"]["vqa_change"] == pytest.approx(-3.0)
+    # paired: only the 6 questions that changed vary, so the CI is far narrower than the
+    # two accuracies' own CIs (about +-4 points each at n 200)
+    lo, hi = rows["aligned"]["vqa_change_lo"], rows["aligned"]["vqa_change_hi"]
+    assert -6.5 <= lo < -3.0 < hi < 0.0
+    assert rows["original"]["vqa_change"] != rows["original"]["vqa_change"]  # NaN: no pair
+
+
+@pytest.mark.parametrize("before, after, n, passed", [
+    (180, 174, 200, True),   # a 3-point drop
+    (180, 168, 200, True),   # 6 points, its paired CI reaching below 5: within noise
+    (180, 156, 200, False),  # 12 points: the whole CI above 5
+    # 10 points on 60 questions: within that set's noise, the check cannot fail it; so
+    # the toy evaluates 200 questions (toy/toy.yaml sizes.vqa)
+    (54, 48, 60, True),
+])
+def test_vqa_drop_check_judges_the_paired_drop(tmp_path, before, after, n, passed):
+    from icet.io import write_csv
+    from icet.report.utility import UTILITY_COLUMNS, vqa_drop_check
+    from icet.report.tables import fmt
+
+    rows = _paired_vqa(tmp_path, n, before, after)
+    out = tmp_path / "utility.csv"
+    write_csv(out, [{c: (fmt(r[c], 4) if isinstance(r.get(c), float) else r.get(c))
+                     for c in UTILITY_COLUMNS} for r in rows], UTILITY_COLUMNS)
+    what, ok, numbers = vqa_drop_check(list(csv.DictReader(open(out))), "m", 2, 5.0)
+    assert ok is passed, numbers
+    drop = 100.0 * (before - after) / n
+    assert f"drop +{drop:.1f} [" in numbers and f"(n {n})" in numbers
+
+
 # --- the standard VQA-v2 accuracy ---------------------------------------------
 
 from icet.errors import IcetError  # noqa: E402

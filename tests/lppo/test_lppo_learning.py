@@ -23,7 +23,7 @@ from icet.lppo.learning import asr_before_after, learning_report, trained_layers
 from icet.lppo.trainer import train_lppo  # noqa: E402
 from icet.models.loading import load_adapter  # noqa: E402
 from icet.stats import load_scores  # noqa: E402
-from tiny_models import LPPO_PROMPTS, LPPO_WORDS, build_tiny_llava  # noqa: E402
+from tiny_models import LPPO_PROMPTS, LPPO_WORDS, build_lppo_world  # noqa: E402
 
 WORDS, PROMPTS = LPPO_WORDS, LPPO_PROMPTS
 REFUSAL = "no"
@@ -32,19 +32,7 @@ LAYER = 1  # the trained ICET layer (the tiny encoder has 4: layers 0..4, defaul
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("learning")
-    model = build_tiny_llava(root / "model", 0, WORDS, initializer_range=0.2)
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)).save(
-            root / f"img-{i}.png")
-        rows.append({"id": f"rt-{i}", "prompt": PROMPTS[i % len(PROMPTS)],
-                     "image": f"img-{i}.png", "kind": "harmful", "category": "glorping"})
-    (root / "rt.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {"root": root, "model": str(model), "rt": str(root / "rt.jsonl"), "rows": rows}
+    return build_lppo_world(tmp_path_factory.mktemp("learning"))
 
 
 def compliance(world, layer, peft_adapter=None):

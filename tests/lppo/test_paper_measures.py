@@ -49,6 +49,23 @@ def test_training_reward_scores_the_text_the_tr_judge_scores():
     assert seen == [clean_response(r) for r in raw] == ["I cannot help with that.", "Sure: step one"]
 
 
+@pytest.mark.parametrize("files, expected", [((PAPER,), "hh-pair"), ((PAPER, TOY), "hh")])
+def test_training_reward_reads_the_reward_model_as_tr_does(monkeypatch, files, expected):
+    """L-PPO's reward function writes each pair the way the TR judge does
+    (judges.reward.input_format): the card's text pair on the paper path, the single HH
+    text the toy's reward model was trained on."""
+    import icet.lppo.trainer as trainer
+
+    seen = {}
+    monkeypatch.setattr(trainer, "train_lppo", lambda *args, **kwargs: seen.update(params=args[3]))
+    config = load_config(*files)
+    trainer.train_lppo_job("model", "rt.jsonl", "out",
+                           params={**config["lppo"], "groups": {"early": [1, 2]}},
+                           reward_model_dir="reward", reward=config["judges"]["reward"])
+    settings = LppoParams.from_dict(seen["params"]).reward_settings()
+    assert settings["input_format"] == config["judges"]["reward"]["input_format"] == expected
+
+
 def test_detoxify_is_a_deviation_not_a_silent_choice():
     paper = run_settings(load_config(PAPER), JUDGES)
     silent = repr(paper["settings"])
@@ -64,7 +81,7 @@ def test_detoxify_is_a_deviation_not_a_silent_choice():
     assert "adaptive" in run_settings(adaptive, JUDGES)["deviations"]["L-PPO KL coefficient"]
     assert "VQA accuracy" in toy["deviations"]
     assert "L-PPO training prompts" not in paper["deviations"]  # RedTeam-2K: harmful only
-    assert "60 safe prompts" in toy["deviations"]["L-PPO training prompts"]
+    assert "200 safe prompts" in toy["deviations"]["L-PPO training prompts"]
     ci = run_settings(load_config(PAPER, TOY, REPO_ROOT / "tests" / "data" / "toy-ci.yaml"), JUDGES)
     assert "shorter responses" in ci["settings"]["L-PPO rollout length"]
 

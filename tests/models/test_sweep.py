@@ -252,7 +252,7 @@ def test_fast_job_killed_mid_sweep_keeps_finished_layer_groups(model_dir, datase
     import icet.engine
 
     index = tmp_path / "out" / "chunk-00.json"
-    real = icet.engine.greedy_decode
+    real = icet.engine.decode
     calls = []
 
     def crash_on_third(*args, **kwargs):
@@ -261,13 +261,13 @@ def test_fast_job_killed_mid_sweep_keeps_finished_layer_groups(model_dir, datase
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(icet.engine, "greedy_decode", crash_on_third)
+    monkeypatch.setattr(icet.engine, "decode", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         _job(model_dir, dataset, index, [0, 1, 2], engine="fast", engine_batch_size=3)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.glob("layer-*.jsonl")) == ["layer-00.jsonl", "layer-01.jsonl"]
     assert not index.exists()
-    monkeypatch.setattr(icet.engine, "greedy_decode", real)
+    monkeypatch.setattr(icet.engine, "decode", real)
     assert _job(model_dir, dataset, index, [0, 1, 2], engine="fast", engine_batch_size=3) == [2]
     clean = tmp_path / "clean" / "chunk-00.json"
     _job(model_dir, dataset, clean, [0, 1, 2], engine="naive")

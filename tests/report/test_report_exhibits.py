@@ -227,3 +227,12 @@ def test_agreement_rows_include_a_further_asr_judge_next_to_the_guard(tmp_path):
     caption = Path(f"{out}.md").read_text().split("\n")[0]
     assert "harmbench = cais/HarmBench-Llama-2-13b-cls" in caption
     assert "guard says unsafe / cais/HarmBench-Llama-2-13b-cls says yes /" in caption
+
+
+def test_only_a_planted_models_figure_is_labelled_planted():
+    """figures/layers-toy-llava.png (the emergent toy) was titled as the planted model."""
+    from icet.report.exhibits import model_label
+
+    assert model_label("toy", "toy-llava", ["toy-llava-planted"]) == "toy"
+    assert model_label("toy", "toy-llava-planted", ["toy-llava-planted"]) == \
+        "toy; planted (positive control)"

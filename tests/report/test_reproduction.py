@@ -226,3 +226,26 @@ def test_deviations_listed_apart_from_silent_settings(tmp_path):
     with pytest.raises(IcetError, match="unknown metric"):
         write_reproduction(_table(tmp_path / "t2.csv"), tmp_path / "x.md", label="paper",
                            settings={}, scorers={"tox": {}})
+
+
+def test_a_planted_models_failed_checks_show_beside_its_claims(tmp_path):
+    """The planted control's repair must not read as "holds" while summary.md FAILs it."""
+    table = _table(tmp_path / "t2.csv")
+    summary = tmp_path / "summary.md"
+    summary.write_text(
+        "# Run summary (toy)\n\n## L-PPO checks, p\n\n| check | result | numbers |\n|---|---|---|\n"
+        "| KL within budget | pass | 0.8 |\n\n"
+        "## Repair of the planted effect by L-PPO, p (planted (positive control))\n\nintro\n\n"
+        "| check | result | numbers |\n|---|---|---|\n"
+        "| look-alike (XSTest) refusal after L-PPO <= 20 % in every group | FAIL | late 26.9 % |\n\n"
+        "## L-PPO checks, p2\n\n| check | result | numbers |\n|---|---|---|\n| other | FAIL | x |\n")
+    write_reproduction(table, tmp_path / "r.md", label="toy", settings={}, planted="p",
+                       summary=summary)
+    text = (tmp_path / "r.md").read_text()
+    assert "**Checks of p (summary.md): 1 FAIL: look-alike (XSTest) refusal after L-PPO <= 20 % " \
+           "in every group (Repair of the planted effect by L-PPO, p (planted (positive control)))." in text
+    assert _claim_line(text, 2, "CP").endswith("| holds (planted control: detection and repair; "
+                                               "1 of its checks FAIL, see below) | holds |")
+    section = text.split("## Checks of the planted control")[1]
+    assert "| look-alike (XSTest) refusal after L-PPO <= 20 % in every group | FAIL | late 26.9 % |" \
+        in section and "| other | FAIL | x |" not in section  # another model's checks stay out

@@ -127,8 +127,8 @@ def test_figure3_png_identical_bytes(score_files, tmp_path):
 
 def test_training_curves_png(tmp_path):
     metrics = tmp_path / "metrics.csv"
-    lines = ["step,reward,kl,value_loss,clip_frac,entropy,lr,layer"]
-    lines += [f"{s},{0.1 * s},{0.01 * s},{1 - 0.1 * s},0.1,2.0,1e-5,{l}"
+    lines = ["step,reward,kl,value_loss,clip_frac,approx_kl,entropy,policy_grad_norm,lr,layer"]
+    lines += [f"{s},{0.1 * s},{0.01 * s},{1 - 0.1 * s},0.1,{0.001 * s},2.0,0.5,1e-5,{l}"
               for l in (3, 5) for s in range(5)]
     metrics.write_text("\n".join(lines) + "\n")
     training_curves(metrics, tmp_path / "curves.png")

@@ -209,3 +209,41 @@ def test_sigterm_stops_cleanly_and_keeps_finished_shards(tmp_path):
                          batch_size=2, seed=0, threads=1)
     assert todo == [1, 2] and (out / "layer-00.jsonl").read_bytes() == kept
     assert index.exists() and not list(out.glob(".*.part"))
+
+
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device"),  # Python's own writes (errno ENOSPC)
+    RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })"),  # safetensors
+    RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed "
+                 "writing file data/0: file write failed"),  # torch.save, on a nearly full disk
+])
+def test_a_full_disk_is_one_line_and_keeps_the_old_output(tmp_path, monkeypatch, error):
+    from icet.errors import IcetError
+
+    target, folder = tmp_path / "scores.jsonl", tmp_path / "adapter"
+    write_jsonl(target, [{"id": "old"}])
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"old")
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda path: SimpleNamespace(total=10, used=10, free=0))
+
+    def fail(tmp):
+        raise error
+
+    with pytest.raises(IcetError) as err:
+        with io.atomic_path(target) as tmp:
+            fail(tmp)
+    assert str(err.value).startswith(f"{target}: no space left on the device while writing it")
+    assert "\n" not in str(err.value) and read_jsonl(target) == [{"id": "old"}]
+    with pytest.raises(IcetError, match="adapter: no space left on the device"):
+        with io.atomic_dir(folder) as tmp:
+            fail(tmp)
+    assert (folder / "w.bin").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "scores.jsonl"]  # no .part
+
+
+def test_a_write_error_that_is_no_full_disk_stays_what_it_is(tmp_path):
+    with pytest.raises(RuntimeError, match="file write failed"):  # plenty of space: not "full"
+        with io.atomic_path(tmp_path / "x.json"):
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")

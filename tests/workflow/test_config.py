@@ -165,3 +165,50 @@ def test_lppo_processes_default_to_one_per_gpu_and_can_be_set(tmp_path):
     model["resources"]["processes"] = 0
     with pytest.raises(IcetError, match="processes"):
         _with(tmp_path, yaml.safe_dump({"models": [model]}))
+
+
+def test_tuning_keys_are_the_schemas_and_leave_the_result_defining_rest():
+    """Batch sizes, the sweep engine, the device and L-PPO's memory knobs only tune speed:
+    rules pass them apart from the params that rerun a job (case: a reward batch size change
+    used to rerun and destroy a finished L-PPO run)."""
+    from icet.config import load_config, split_tuning, tuning_paths, with_tuning
+
+    paths = tuning_paths()
+    assert ("judges", "reward", "batch_size") in paths and ("device",) in paths
+    assert ("lppo", "reward_batch_size") in paths and ("sweep", "engine") in paths
+    assert ("generation", "max_new_tokens") not in paths and ("lppo", "lr") not in paths
+    config = load_config(ROOT / "config.yaml", ROOT / "toy" / "toy.yaml")
+    result, tuning = split_tuning(config)
+    assert "batch_size" not in result["judges"]["reward"] and result["judges"]["reward"]["max_length"] == 128
+    assert tuning["judges"]["reward"] == {"batch_size": 64} and tuning["device"] == "cpu"
+    assert "reward_batch_size" not in result["lppo"] and result["lppo"]["lr"] == 2.0e-4
+    assert with_tuning(result, tuning) == config
+    lppo, lppo_tuning = split_tuning(config["lppo"], "lppo")
+    assert lppo == result["lppo"] and lppo_tuning == tuning["lppo"]
+
+
+def test_nested_command_line_overrides_get_the_schemas_types():
+    """Snakemake reads a nested --config value with YAML's BaseLoader: every leaf a string."""
+    from icet.config import typed_overrides
+
+    typed = typed_overrides({"judges": {"guard": {"batch_size": "32", "source": "toy"}},
+                             "generation": {"max_new_tokens": "20"}, "run": "7",
+                             "sweep": {"batch_size": "auto"}, "lppo": {"lr": "1e-4", "layer": "null"}})
+    assert typed == {"judges": {"guard": {"batch_size": 32, "source": "toy"}},
+                     "generation": {"max_new_tokens": 20}, "run": "7",
+                     "sweep": {"batch_size": "auto"}, "lppo": {"lr": 1e-4, "layer": None}}
+    assert typed_overrides({"seed": "three"}) == {"seed": "three"}  # still fails the schema
+
+
+def test_a_profiles_config_files_survive_a_users_configfile(tmp_path, monkeypatch):
+    from icet.command_line import profile_configfiles, swallowed_targets
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["snakemake", "--profile", "toy", "--configfile", "my.yaml", "-n"]
+    assert profile_configfiles(argv, ROOT) == [(ROOT / "toy" / "toy.yaml").resolve()]
+    assert profile_configfiles(argv, ROOT, [ROOT / "toy" / "toy.yaml"]) == []
+    assert profile_configfiles(["snakemake", "--profile=toy"], ROOT) == [(ROOT / "toy" / "toy.yaml").resolve()]
+    assert profile_configfiles(["snakemake"], ROOT, environ={}) == []
+    assert swallowed_targets(["snakemake", "--forcerun", "score_testset", "sweep"],
+                             ["all", "sweep"]) == ["sweep"]
+    assert swallowed_targets(["snakemake", "sweep", "-R", "score_testset"], ["all", "sweep"]) == []

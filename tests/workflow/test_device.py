@@ -59,13 +59,14 @@ def test_sweep_job_stops_before_loading_a_model(no_cuda, tmp_path):
 
 def test_rules_pass_the_job_device():
     """Every rule with GPU resources hands its script job_device(...) (directly, or through
-    common.smk's model_device, which calls it), not config["device"]."""
+    common.smk's model_device, which calls it), not config["device"]: as `device=` or, a
+    placement knob that reruns nothing, as the `"device"` of its `tuning` param."""
     common = (ROOT / "rules" / "common.smk").read_text()
     model_device = re.search(r"^def model_device\(.*?(?=^\S)", common, re.M | re.S).group(0)
     assert "return job_device(" in model_device
     for name in ("sweep.smk", "lppo.smk", "score.smk"):
         text = (ROOT / "rules" / name).read_text()
-        devices = re.findall(r"^\s+device=(.*)$", text, re.M)
+        devices = re.findall(r"^\s+(?:device=|.*\"device\": )(.*)$", text, re.M)
         assert devices and all("job_device(" in d or "model_device(" in d
                                for d in devices), (name, devices)
 

@@ -132,8 +132,10 @@ def test_manifest_states_how_each_reward_judge_reads_a_pair(repo):
 def test_manifest_records_every_download_and_warns_on_branches(repo):
     """The .icet-download.json records (dot-files, so not in `files`) go into the manifest's
     `downloads`: repo, requested revision, resolved sha, file hashes."""
+    files = {name: hashlib.sha256((repo / "models" / "toy" / name).read_bytes()).hexdigest()
+             for name in ("config.json", "weights.bin")}  # verify checks the files against them
     snapshot = {"repo_id": "org/m", "repo_type": "model", "revision": "main",
-                "resolved_sha": "a" * 40, "files": {"config.json": "b" * 64}}
+                "resolved_sha": "a" * 40, "files": files}
     (repo / "models" / "toy" / ".icet-download.json").write_text(json.dumps(snapshot))
     (repo / "raw").mkdir()
     (repo / "raw" / "h.csv").write_text("goal,target\n")
@@ -154,6 +156,10 @@ def test_manifest_records_every_download_and_warns_on_branches(repo):
     assert "a" * 40 in warnings[0]
     assert "https://x/h.csv: no sha256 pinned" in warnings[1] and "c" * 64 in warnings[1]
     assert verify("results/run1") == []
+    # back to the download: a downloaded file changed since is named by verify
+    (repo / "models" / "toy" / "weights.bin").write_bytes(b"other weights")
+    assert any(p.startswith("changed download file: models/toy/weights.bin (sha256 differs from "
+                            "models/toy/.icet-download.json)") for p in verify("results/run1"))
 
 
 def test_verify_rechecks_index_shard_hashes_and_names_unlisted_files(repo):
@@ -180,8 +186,8 @@ def test_verify_rechecks_index_shard_hashes_and_names_unlisted_files(repo):
     problems = verify("results/run1")
     assert "missing shard: results/run1/sweep/layer-00.jsonl (index " \
            "results/run1/sweep/chunk-00.json)" in problems
-    assert "changed shard: results/run1/sweep/layer-01.jsonl (index " \
-           "results/run1/sweep/chunk-00.json)" in problems
+    assert any(p.startswith("changed shard: results/run1/sweep/layer-01.jsonl (index "
+                            "results/run1/sweep/chunk-00.json)") for p in problems)
     # a file added later is listed (an HTML report may be), but is no mismatch
     assert not [p for p in problems if "late.csv" in p or ".part" in p]
     assert unlisted("results/run1") == ["results/run1/late.csv"]
@@ -189,5 +195,22 @@ def test_verify_rechecks_index_shard_hashes_and_names_unlisted_files(repo):
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC})
     assert cli.returncode == 1
     assert "not in manifest: results/run1/late.csv" in cli.stdout.splitlines()
-    assert "changed shard: results/run1/sweep/layer-01.jsonl (index " \
-           "results/run1/sweep/chunk-00.json)" in cli.stdout.splitlines()
+    assert any(line.startswith("changed shard: results/run1/sweep/layer-01.jsonl (index "
+                               "results/run1/sweep/chunk-00.json)") for line in cli.stdout.splitlines())
+
+
+def test_manifest_records_the_cpu_and_its_kernel_path(repo, monkeypatch):
+    """Numbers differ by CPU kernel path: the manifest names the CPU, torch's capability and
+    the settings that force one (never any other environment variable)."""
+    import torch
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cpu = make_manifest()["cpu"]
+    assert cpu["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cpu["environment"]["ATEN_CPU_CAPABILITY"] == "default"
+    assert cpu["environment"]["OMP_NUM_THREADS"] == "1"
+    assert set(cpu["environment"]) == {"ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR",
+                                       "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "OMP_NUM_THREADS",
+                                       "MKL_NUM_THREADS"}
+    assert cpu["cpu_count"] >= 1 and "cpu" in cpu

@@ -94,8 +94,18 @@ def test_stage_targets_exist():
 
 
 def test_workflow_scripts_are_one_library_call():
+    """One library call each, inside a job frame (icet.chain.Job): inputs checked against
+    their links before it, the outputs' links written after it."""
     for script in sorted((ROOT / "workflow_scripts").glob("*.py")):
         code = [l for l in script.read_text().splitlines()
                 if l.strip() and not l.startswith(("#", '"""', "from ", "import "))]
         calls = [l for l in code if re.match(r"^[a-z_0-9]+\(", l)]
         assert len(calls) == 1, f"{script.name}: {calls}"
+        import ast
+
+        body = [node for node in ast.parse(script.read_text()).body
+                if not isinstance(node, (ast.Import, ast.ImportFrom))
+                and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+        assert ast.unparse(body[0]) == "job = Job(snakemake)", script.name
+        assert ast.unparse(body[-1]) == "job.done()", script.name
+        assert len(body) == 3, script.name

@@ -6,7 +6,7 @@
 Both engines sweep the same prompts x layers in one process, after a short warm-up of each
 (CUDA kernels, cuBLAS handles), with every response forced to max_new_tokens (vlm7b's EOS).
 Tokens/s and peak memory per engine, then the decode step alone: one batch of the fast
-engine's size is decoded by the engine's own `greedy_decode` to two response lengths, and
+engine's size is decoded by the engine's own `decode` to two response lengths, and
 the difference over the difference in steps is the time of one step, prefill cancelled.
 What a step must read (LM weights + the KV cache of every row) over that time, against
 `--hbm-gbs`, is its fraction of the memory-bandwidth roofline. The last line is one JSON
@@ -68,7 +68,7 @@ def decode_step(adapter: Any, prompts: list, images: list, layer: int, rows: int
     CPU with a tiny model the difference can still come out <= 0; the roofline is then NaN."""
     import torch
 
-    from icet.engine import greedy_decode
+    from icet.engine import decode
 
     picked = [i % len(prompts) for i in range(rows)]
     inputs, embeds = adapter.layer_embeddings([prompts[i] for i in picked], [images[i] for i in picked],
@@ -80,7 +80,7 @@ def decode_step(adapter: Any, prompts: list, images: list, layer: int, rows: int
         for _ in range(repeats):  # the fastest of a few: the run least disturbed by others
             sync()
             started = time.perf_counter()
-            decoded = greedy_decode(adapter, embeds[layer], mask, steps, never)
+            decoded = decode(adapter, embeds[layer], mask, steps, never)
             sync()
             times[steps] = min(times.get(steps, math.inf), time.perf_counter() - started)
             if any(len(tokens) != steps for tokens, _ in decoded):

@@ -25,7 +25,7 @@ GIB = 2**30
 
 # toy/toy.yaml's lppo block (tests/workflow/test_bench_gpu.py keeps the two in step).
 TOY_LPPO: dict[str, Any] = {
-    "rollout_batch": 16, "minibatch": 8, "ppo_epochs": 2, "lr": 2.0e-4, "eta": 0.1,
+    "rollout_batch": 32, "minibatch": 16, "ppo_epochs": 2, "lr": 2.0e-4, "eta": 0.1,
     "kl_mode": "fixed", "target_kl": 4.0, "max_new_tokens": 24,
     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
 }
@@ -56,7 +56,8 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
     from icet.lppo.config import LppoParams
     from icet.lppo.losses import AdaptiveKLController, FixedKLController
     from icet.lppo.rollout import PolicyWithValue, generate_samples, sample_layers, score_samples
-    from icet.lppo.trainer import advantages_of, build_policy, enable_checkpointing, ppo_update
+    from icet.lppo.trainer import (advantages_of, build_policy, enable_checkpointing,
+                                   parameter_groups, ppo_update)
     from icet.models.loading import resolve_device, resolve_dtype
     from icet.runtime import configure
 
@@ -90,7 +91,7 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     unwrapped = accelerator.unwrap_model(wrapped)
-    trainable = [q for q in unwrapped.parameters() if q.requires_grad]
+    groups = parameter_groups(unwrapped)
     kl_ctl = (AdaptiveKLController(p.eta, p.target_kl, p.kl_horizon) if p.kl_mode == "adaptive"
               else FixedKLController(p.eta))
     weights_gib = sum(q.numel() * q.element_size() for q in unwrapped.parameters()) / GIB
@@ -116,7 +117,8 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
     with accelerator.autocast():
         samples = generate_samples(unwrapped.policy, adapter, rows, images, layers,
                                    max_new_tokens=p.max_new_tokens, temperature=p.temperature,
-                                   top_k=p.top_k, device=accelerator.device)
+                                   top_k=p.top_k, device=accelerator.device,
+                                   across_layers=False if args.split_layers else None)
         lap("rollout_s")
         rollout = score_samples(unwrapped, reference, adapter, samples, temperature=p.temperature,
                                 chunk=p.minibatch // p.grad_accum, device=accelerator.device)
@@ -125,13 +127,13 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
     lap("reward_s")
     advantages_of(rollout, scores, kl_ctl.value, p, step=1)
     wrapped.train()
-    stats = ppo_update(wrapped, adapter, rollout, p, optimizer, scheduler, accelerator, rng, trainable)
+    stats, _ = ppo_update(wrapped, adapter, rollout, p, optimizer, scheduler, accelerator, rng, groups)
     wrapped.eval()
     lap("update_s")
     step_s = time.perf_counter() - began
     peak_gib = peak() / GIB
 
-    n_trainable = sum(q.numel() for q in trainable)
+    n_trainable = sum(q.numel() for q in groups["policy"])
     tokens = int(rollout.mask.sum())
     print(f"device: {torch.cuda.get_device_name(device) if on_gpu else 'cpu'}; torch {torch.__version__}; "
           f"base {str(adapter.dtype).removeprefix('torch.')}, "
@@ -140,7 +142,8 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
           f"{', '.join(p.lora['target_modules'])}: {n_trainable} trainable parameters")
     print(f"step: {p.rollout_batch} rollouts x {p.max_new_tokens} tokens, minibatch {p.minibatch}, "
           f"grad_accum {p.grad_accum}, {p.ppo_epochs} PPO epochs, layers {sorted(set(layers))}, "
-          f"gradient checkpointing {'on' if p.gradient_checkpointing else 'off'}")
+          f"gradient checkpointing {'on' if p.gradient_checkpointing else 'off'}, "
+          f"{'across layers' if samples[0].across_layers else 'split by layer'}")
     print("times: " + ", ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in times.items()))
     print(f"step time: {step_s:.2f} s; peak memory: {peak_gib:.2f} GiB; response tokens {tokens}; "
           f"policy loss {stats['policy_loss']:.4f}, value loss {stats['value_loss']:.4f}")
@@ -150,6 +153,7 @@ def bench_lppo_step(args: argparse.Namespace) -> dict[str, Any]:
                "rollout_batch": p.rollout_batch, "minibatch": p.minibatch, "grad_accum": p.grad_accum,
                "ppo_epochs": p.ppo_epochs, "max_new_tokens": p.max_new_tokens,
                "gradient_checkpointing": p.gradient_checkpointing, "layers": layers,
+               "across_layers": samples[0].across_layers,
                "response_tokens": tokens, "step_s": step_s, **times, "peak_gib": peak_gib,
                "policy_loss": stats["policy_loss"], "value_loss": stats["value_loss"],
                "torch": torch.__version__}
@@ -165,6 +169,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recompute activations in the backward pass (less memory, more time)")
     parser.add_argument("--layer-mode", choices=("uniform", "fixed"), default="uniform",
                         help="rollout layers: uniform over 0..N, or the default layer N-1")
+    parser.add_argument("--split-layers", action="store_true",
+                        help="one generate / forward per layer, as before L-PPO batched across layers")
     parser.add_argument("--rollout-batch", type=int, help=f"default {TOY_LPPO['rollout_batch']} (toy profile)")
     parser.add_argument("--minibatch", type=int, help=f"default {TOY_LPPO['minibatch']} (toy profile)")
     parser.add_argument("--grad-accum", type=int, help="micro-batches per minibatch (default 1)")

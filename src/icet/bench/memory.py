@@ -150,7 +150,7 @@ def update_micro_step(adapter: Any, micro: int, response: int, checkpointing: bo
 
     def step() -> None:
         with autocast:
-            logits, values = module(batch, response, adapter.feature_kwargs(layer), 1.0)
+            logits, values = module(adapter, batch, response, layer, 1.0)
             pg, _ = ppo_clip_loss(token_logp(logits, tokens), zeros - 5, ones, ones, 0.2)
             vl, _ = value_loss(values, zeros, ones, ones, 0.2)
             loss = pg + 0.1 * vl - 0.01 * masked_mean(token_entropy(logits), ones)

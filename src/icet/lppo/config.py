@@ -30,6 +30,16 @@ def _lppo_schema() -> tuple[dict, dict]:
     return schema["properties"]["lppo"], schema
 
 
+@functools.lru_cache(maxsize=1)
+def tuning_keys() -> frozenset[str]:
+    """The lppo keys that only tune speed or memory (the schema marks them x-tuning: batch
+    sizes, gradient accumulation and checkpointing, checkpoint spacing): a rule passes them
+    apart from the params that rerun it, and a resume may change them."""
+    from icet.config import tuning_paths
+
+    return frozenset(path[1] for path in tuning_paths() if path[0] == "lppo" and len(path) == 2)
+
+
 def schema_defaults() -> dict[str, Any]:
     """Every lppo default of schema/config.schema.yaml (a fresh copy)."""
     return fill_lppo({})
@@ -49,7 +59,9 @@ def fill_lppo(params: dict[str, Any]) -> dict[str, Any]:
     from icet.config import fill_defaults
 
     node, root = _lppo_schema()
-    return fill_defaults(copy.deepcopy(params), node, root)
+    filled = fill_defaults(copy.deepcopy(params), node, root)
+    filled.pop("seed", None)  # the rule's seed (rules/common.smk lppo_seed), not a step setting
+    return filled
 
 
 @dataclass
@@ -61,7 +73,8 @@ class LppoParams:
     minibatch: int  # samples per optimiser step; must divide rollout_batch
     ppo_epochs: int  # passes over each rollout batch
     lr: float
-    max_grad_norm: float  # clip of the global gradient norm
+    max_grad_norm: float  # gradient-norm clip of the LM's weights and of the value head, each
+    ratio_threshold: float  # skip a minibatch whose mean ratio exceeds this (trl's guard)
     warmup_steps: int  # linear lr warm-up (optimiser steps); constant afterwards
     eta: float  # KL coefficient (initial, in adaptive mode)
     kl_mode: str  # "fixed" is the paper's r - eta*KL; "adaptive" = Ziegler's controller
@@ -91,6 +104,7 @@ class LppoParams:
     keep_checkpoints: int  # newest checkpoints kept on disk
     reward_batch_size: int | None  # reward model batch size; None = judges.reward's
     reward_max_length: int | None  # reward model truncation; None = judges.reward's
+    reward_input_format: str | None  # how the pair is written for it; None = judges.reward's
 
     @classmethod
     def from_dict(cls, params: dict[str, Any] | None) -> "LppoParams":
@@ -98,6 +112,7 @@ class LppoParams:
         the block leaves out takes the schema's default. Unknown keys and impossible values
         stop with one line."""
         params = dict(params or {})
+        params.pop("seed", None)  # the config block's seed is the run's to pass (train_lppo's `seed`)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
@@ -128,6 +143,11 @@ class LppoParams:
         need(self.rollout_batch % self.minibatch == 0, "minibatch", "must divide rollout_batch")
         need(self.minibatch % self.grad_accum == 0, "grad_accum", "must divide minibatch")
         need(self.layer_mode in LAYER_MODES, "layer_mode", f"must be one of {LAYER_MODES}")
+        if self.reward_input_format is not None:
+            from icet.judges.reward import INPUT_FORMATS
+
+            need(self.reward_input_format in INPUT_FORMATS, "reward_input_format",
+                 f"must be one of {INPUT_FORMATS} or null")
         need(self.kl_mode in KL_MODES, "kl_mode", f"must be one of {KL_MODES}")
         need(self.temperature > 0, "temperature", "must be > 0")
         need(self.top_k >= 0, "top_k", "must be >= 0")
@@ -142,12 +162,13 @@ class LppoParams:
                     or not all(isinstance(b, int) for b in bounds) or bounds[0] > bounds[1]):
                 raise IcetError(f"lppo params: groups.{name} = {bounds!r}: must be [lo, hi], lo <= hi")
 
-    def reward_settings(self) -> dict[str, int]:
-        """The reward model's batch_size and max_length: these params', else the schema's
-        judges.reward defaults."""
+    def reward_settings(self) -> dict[str, Any]:
+        """The reward model's batch_size, max_length and input_format: these params', else
+        the schema's judges.reward defaults."""
         judge = reward_judge_defaults()
         return {"batch_size": self.reward_batch_size or judge["batch_size"],
-                "max_length": self.reward_max_length or judge["max_length"]}
+                "max_length": self.reward_max_length or judge["max_length"],
+                "input_format": self.reward_input_format or judge["input_format"]}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -53,9 +53,24 @@ def run_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
                  reward_model_dir: str, reward: dict | None = None, seed: int = 0,
                  device: str = "auto", threads: int = 1, processes: int = 1,
                  prompting: dict | None = None, num_layers: int | None = None,
-                 log: str | None = None) -> None:
+                 tuning: dict | None = None, log: str | None = None) -> None:
     """The workflow's entry (rule lppo_train): in this process for one rank, else `processes`
-    ranks through torchrun, each with `threads` // `processes` CPU threads (at least 1)."""
+    ranks through torchrun, each with `threads` // `processes` CPU threads (at least 1).
+
+    `tuning` ({"lppo": {...}, "reward": {...}}) holds the speed and memory keys the rule
+    passes apart from `params` and `reward` (batch sizes, gradient checkpointing: schema
+    x-tuning, icet.config.split_tuning); they join them here, and a resume may change them."""
+    from icet.config import with_tuning
+    from icet.io import read_jsonl
+    from icet.lengths import check_dataset
+    from icet.lppo.config import fill_lppo
+
+    rows = read_jsonl(rt_jsonl, required=("id", "prompt"))
+    rollout = fill_lppo({k: v for k, v in params.items() if k != "groups"})["max_new_tokens"]
+    check_dataset(model_dir, rt_jsonl, rows, rollout, "lppo.max_new_tokens")  # before weights
+    tuning = tuning or {}
+    params = with_tuning(dict(params), tuning.get("lppo"))
+    reward = with_tuning(reward, tuning.get("reward")) if reward is not None else tuning.get("reward")
     job = dict(model_dir=str(model_dir), rt_jsonl=str(rt_jsonl), out_dir=str(out_dir),
                params=dict(params), reward_model_dir=str(reward_model_dir), reward=reward,
                seed=int(seed), device=device, prompting=prompting,

@@ -3,15 +3,26 @@ features, then score every response token under the policy, the reference and th
 with the SAME layer's features.
 
 Layers are sampled per sample (not per batch), so one rollout batch and one PPO minibatch mix
-layers and the value head sees them all. Anything that runs the model splits its samples by
-layer, because one forward / generate call takes one `vision_feature_layer`.
+layers and the value head sees them all. Two ways to run such a mix:
+
+- **across layers** (an adapter with `supports_layer_rows`: LLaVA, LLaVA-NeXT, Mllama): the
+  rollout's images go through the vision tower once, each sample keeps its own layer's LM
+  inputs (`VLMAdapter.layer_rows`; the encoder and projector are frozen, so they never change),
+  and every generation, scoring and update runs its samples together, whatever their layers:
+  one sampling decode per rollout and one forward per minibatch piece.
+- **split by layer** (any other adapter): one `generate` / forward per layer present, because
+  one call takes one `vision_feature_layer`.
+
+Both give the same per-token log-probs, values and losses for the same samples
+(tests/lppo/test_lppo_layer_rows.py); only their sampling draws differ.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -82,10 +93,14 @@ class Sample:
     prompt: str
     layer: int
     prompt_ids: torch.Tensor  # [P], no padding
-    extra: dict[str, torch.Tensor]  # per-sample rows of the processor's other outputs (pixels)
+    # split by layer: the processor's other outputs for this sample (pixels); across layers:
+    # the LM's inputs at this sample's layer (VLMAdapter.layer_rows), left-padded to the
+    # rollout's longest prompt
+    extra: dict[str, torch.Tensor]
     response_ids: torch.Tensor  # [T_i], up to and including the first EOS
     response: str = ""
     finished: bool = False
+    across_layers: bool = False  # whether `extra` holds layer rows (the across-layers path)
 
 
 @dataclass
@@ -108,15 +123,72 @@ class Rollout:
         return [s.layer for s in self.samples]
 
 
+def sampling_scores(logits: torch.Tensor, suppressed: Sequence[int], temperature: float,
+                    top_k: int) -> torch.Tensor:
+    """Next-token scores [rows, vocab] as `generate(do_sample=True)`'s processors leave them:
+    suppressed ids at -inf, divided by the temperature, all but the top k at -inf (0: all)."""
+    scores = logits.float()
+    if suppressed:
+        scores[:, list(suppressed)] = -float("inf")
+    scores = scores / temperature
+    if top_k > 0:
+        kth = torch.topk(scores, min(top_k, scores.shape[-1])).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    return scores
+
+
+def sampler(suppressed: Sequence[int], temperature: float, top_k: int
+            ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One token per row from next-token logits, drawn as `generate(do_sample=True)` draws:
+    one multinomial draw from `sampling_scores`' softmax, torch's global generator."""
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(sampling_scores(logits, suppressed, temperature, top_k), dim=-1)
+        return torch.multinomial(probs, num_samples=1).squeeze(-1)
+
+    return choose
+
+
+def _sample(row: dict, layer: int, prompt_ids: torch.Tensor, extra: dict[str, torch.Tensor],
+            response_ids: torch.Tensor, finished: bool, tokenizer: Any, across_layers: bool) -> Sample:
+    if len(response_ids) == 0:
+        raise IcetError(f"L-PPO: empty generation for row {row['id']!r}")
+    return Sample(row_id=str(row["id"]), prompt=row["prompt"], layer=layer,
+                  prompt_ids=prompt_ids.cpu(), extra={k: v.cpu() for k, v in extra.items()},
+                  response_ids=response_ids.cpu(),
+                  response=tokenizer.decode(response_ids, skip_special_tokens=True).strip(),
+                  finished=finished, across_layers=across_layers)
+
+
 @torch.no_grad()
 def generate_samples(policy: nn.Module, adapter: VLMAdapter, rows: Sequence[dict],
                      images: Sequence[Any], layers: Sequence[int], *, max_new_tokens: int,
-                     temperature: float, top_k: int, device: torch.device | str = "cpu"
-                     ) -> list[Sample]:
-    """Sample one response per row, each with its own layer's features (one generate call
-    per layer). Randomness comes from torch's global generator: seed it before calling."""
+                     temperature: float, top_k: int, device: torch.device | str = "cpu",
+                     across_layers: bool | None = None) -> list[Sample]:
+    """Sample one response per row, each with its own layer's features: in one decode across
+    layers where the adapter can (`across_layers` None: `adapter.supports_layer_rows`), else
+    one `generate` call per layer. Randomness comes from torch's global generator: seed it
+    before calling."""
+    across = adapter.supports_layer_rows if across_layers is None else across_layers
     tokenizer = getattr(adapter.processor, "tokenizer", adapter.processor)
     eos_ids = sorted(getattr(adapter, "eos_token_ids", None) or {tokenizer.eos_token_id})
+    suppressed = placeholder_token_ids(policy)
+    if across:
+        from icet.engine import decode
+        from icet.models.base import base_model_of
+
+        if base_model_of(policy) is not base_model_of(adapter.model):
+            raise IcetError("L-PPO: sampling across layers runs the adapter's own model; "
+                            "the policy must be it or its peft wrapper")
+        inputs, layer_rows = adapter.layer_rows([r["prompt"] for r in rows], list(images), list(layers))
+        embeds = layer_rows["inputs_embeds"]
+        decoded = decode(adapter, embeds, inputs["attention_mask"], max_new_tokens,
+                                set(eos_ids), {k: v for k, v in layer_rows.items() if k != "inputs_embeds"},
+                                choose=sampler(suppressed, temperature, top_k))
+        keep = inputs["attention_mask"].bool()
+        return [_sample(row, int(layer), inputs["input_ids"][i][keep[i]],
+                        {k: v[i] for k, v in layer_rows.items()},
+                        torch.tensor(tokens, dtype=torch.long), finished, tokenizer, True)
+                for i, (row, layer, (tokens, finished)) in enumerate(zip(rows, layers, decoded))]
     pad_id = tokenizer.pad_token_id
     samples: list[Sample | None] = [None] * len(rows)
     for layer, idx in by_layer(layers):
@@ -125,26 +197,19 @@ def generate_samples(policy: nn.Module, adapter: VLMAdapter, rows: Sequence[dict
         out = policy.generate(
             **inputs, **adapter.feature_kwargs(layer), do_sample=True, temperature=temperature,
             top_k=top_k, top_p=1.0, max_new_tokens=max_new_tokens, eos_token_id=eos_ids,
-            pad_token_id=pad_id, suppress_tokens=placeholder_token_ids(policy) or None)
+            pad_token_id=pad_id, suppress_tokens=suppressed or None)
         width = inputs["input_ids"].shape[1]
         for j, i in enumerate(idx):
             generated = out[j, width:]
             eos_at = torch.isin(generated, torch.tensor(eos_ids, device=generated.device)).nonzero()
             finished = len(eos_at) > 0
-            response_ids = generated[: int(eos_at[0]) + 1] if finished else generated
-            if len(response_ids) == 0:
-                raise IcetError(f"L-PPO: empty generation for row {rows[i]['id']!r}")
             keep = inputs["attention_mask"][j].bool()
             extra = {k: v[j] for k, v in inputs.items()
                      if k not in _TEXT_KEYS and isinstance(v, torch.Tensor)
                      and v.shape[:1] == (len(idx),)}
-            samples[i] = Sample(
-                row_id=str(rows[i]["id"]), prompt=rows[i]["prompt"], layer=layer,
-                prompt_ids=inputs["input_ids"][j][keep].cpu(),
-                extra={k: v.cpu() for k, v in extra.items()},
-                response_ids=response_ids.cpu(),
-                response=tokenizer.decode(response_ids, skip_special_tokens=True).strip(),
-                finished=finished)
+            samples[i] = _sample(rows[i], layer, inputs["input_ids"][j][keep], extra,
+                                 generated[: int(eos_at[0]) + 1] if finished else generated,
+                                 finished, tokenizer, False)
     return samples  # type: ignore[return-value]
 
 
@@ -157,10 +222,27 @@ def response_mask(samples: Sequence[Sample], width: int | None = None) -> torch.
     return mask
 
 
+def pieces(samples: Sequence[Sample], indices: Sequence[int], chunk: int
+           ) -> Iterator[tuple[int | None, list[int]]]:
+    """(layer, positions) of the forwards that cover `indices`, at most `chunk` samples each:
+    samples with layer rows run together (layer None), others one layer at a time."""
+    indices = [int(i) for i in indices]
+    if indices and samples[indices[0]].across_layers:
+        for start in range(0, len(indices), chunk):
+            yield None, indices[start: start + chunk]
+        return
+    for layer, idx in by_layer([s.layer for s in samples], indices):
+        for start in range(0, len(idx), chunk):
+            yield layer, idx[start: start + chunk]
+
+
 def collate(samples: Sequence[Sample], width: int, pad_id: int,
-            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+            device: torch.device | str = "cpu", token_axes: dict[str, int] | None = None
+            ) -> dict[str, torch.Tensor]:
     """Model inputs for prompt + response: prompts left-padded to the longest, responses
-    right-padded to `width`, position ids counting real tokens only (as in generation)."""
+    right-padded to `width`, position ids counting real tokens only (as in generation), and
+    each sample's `extra` stacked; layer rows cut to the same longest prompt along their
+    `token_axes` (VLMAdapter.token_axes)."""
     prompt_len = max(len(s.prompt_ids) for s in samples)
     total = prompt_len + width
     input_ids = torch.full((len(samples), total), pad_id, dtype=torch.long)
@@ -175,25 +257,53 @@ def collate(samples: Sequence[Sample], width: int, pad_id: int,
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
     batch = {"input_ids": input_ids, "attention_mask": attention, "position_ids": position_ids}
     for key in samples[0].extra:
-        batch[key] = torch.stack([s.extra[key] for s in samples])
+        stacked = torch.stack([s.extra[key] for s in samples])
+        axis = (token_axes or {}).get(key) if samples[0].across_layers else None
+        if axis is not None:  # the rollout's left padding beyond these samples' longest prompt
+            stacked = stacked.narrow(axis, stacked.shape[axis] - prompt_len, prompt_len)
+        batch[key] = stacked
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def response_logits(model: nn.Module, batch: dict[str, torch.Tensor], width: int,
-                    feature_kwargs: dict[str, Any], temperature: float, with_hidden: bool
+def _forward_rows(model: nn.Module, adapter: VLMAdapter, batch: dict[str, torch.Tensor],
+                  width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples of any layers in one forward: the text's embeddings from `model` (so a
+    trainable embedding still learns), the image slots from each row's own layer rows."""
+    from icet.models.base import base_model_of
+
+    ids = batch["input_ids"]
+    rows = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "position_ids")}
+    prompt = rows.pop("inputs_embeds")
+    text = base_model_of(model).get_input_embeddings()(ids)
+    after = prompt.new_zeros(prompt.shape[0], ids.shape[1] - prompt.shape[1], prompt.shape[2])
+    image = torch.cat([prompt, after], dim=1).to(text.dtype)
+    slots = torch.isin(ids, torch.tensor(placeholder_token_ids(model), dtype=ids.dtype,
+                                         device=ids.device)).unsqueeze(-1)
+    logits, hidden = adapter.lm_sequence(model, torch.where(slots, image, text),
+                                         batch["attention_mask"], batch["position_ids"],
+                                         width + 1, **rows)
+    return logits[:, :-1], hidden[:, :-1]
+
+
+def response_logits(model: nn.Module, adapter: VLMAdapter, batch: dict[str, torch.Tensor],
+                    width: int, layer: int | None, temperature: float, with_hidden: bool
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits (divided by the sampling temperature, placeholders suppressed: they describe
     the sampler) that predict each of the `width` response slots, and the LM's last hidden
-    state there."""
-    out = model(**batch, **feature_kwargs, output_hidden_states=with_hidden,
-                logits_to_keep=width + 1, use_cache=False)
-    logits = out.logits[:, :-1].float() / temperature
+    state there; `layer` None: the batch's rows carry their own layers (`pieces`)."""
+    if layer is None:
+        logits, hidden = _forward_rows(model, adapter, batch, width)
+    else:
+        out = model(**batch, **adapter.feature_kwargs(layer), output_hidden_states=with_hidden,
+                    logits_to_keep=width + 1, use_cache=False)
+        logits = out.logits[:, :-1]
+        hidden = out.hidden_states[-1][:, -(width + 1):-1] if with_hidden else None
+    logits = logits.float() / temperature
     suppressed = placeholder_token_ids(model)
     if suppressed:
         logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device),
                                    _SUPPRESSED_LOGIT)
-    hidden = out.hidden_states[-1][:, -(width + 1):-1] if with_hidden else None
-    return logits, hidden
+    return logits, hidden if with_hidden else None
 
 
 def token_logp(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -229,11 +339,10 @@ class PolicyWithValue(nn.Module):
         nn.init.zeros_(self.value_head.weight)  # values start at 0: no arbitrary first baseline
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, batch: dict[str, torch.Tensor], width: int,
-                feature_kwargs: dict[str, Any], temperature: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, hidden = response_logits(self.policy, batch, width, feature_kwargs,
-                                         temperature, with_hidden=True)
+    def forward(self, adapter: VLMAdapter, batch: dict[str, torch.Tensor], width: int,
+                layer: int | None, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, hidden = response_logits(self.policy, adapter, batch, width, layer, temperature,
+                                         with_hidden=True)
         if not self.value_trains_lm:
             hidden = hidden.detach()
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
@@ -245,7 +354,8 @@ def score_samples(module: PolicyWithValue, reference: nn.Module | None, adapter:
                   samples: list[Sample], *, temperature: float, chunk: int,
                   device: torch.device | str = "cpu") -> Rollout:
     """Old log-probs, values and reference log-probs of every response token, each sample
-    with its own layer. `reference=None` means the policy with its LoRA adapters disabled."""
+    with its own layer (`pieces` of at most `chunk` samples). `reference=None` means the
+    policy with its LoRA adapters disabled."""
     tokenizer = getattr(adapter.processor, "tokenizer", adapter.processor)
     pad_id = tokenizer.pad_token_id
     mask = response_mask(samples)
@@ -254,21 +364,15 @@ def score_samples(module: PolicyWithValue, reference: nn.Module | None, adapter:
     logp = torch.zeros_like(mask)
     logp_ref = torch.zeros_like(mask)
     values = torch.zeros_like(mask)
-    for layer, idx in by_layer([s.layer for s in samples]):
-        kwargs = adapter.feature_kwargs(layer)
-        for start in range(0, len(idx), chunk):
-            part = idx[start: start + chunk]
-            batch = collate([samples[i] for i in part], width, pad_id, device)
-            logits, v = module(batch, width, kwargs, temperature)
-            logp[part] = token_logp(logits, tokens[part]).cpu()
-            values[part] = v.cpu()
-            if reference is None:
-                with module.policy.disable_adapter():
-                    ref_logits, _ = response_logits(module.policy, batch, width, kwargs,
-                                                    temperature, with_hidden=False)
-            else:
-                ref_logits, _ = response_logits(reference, batch, width, kwargs, temperature,
-                                                with_hidden=False)
-            logp_ref[part] = token_logp(ref_logits, tokens[part]).cpu()
+    for layer, part in pieces(samples, range(len(samples)), chunk):
+        batch = collate([samples[i] for i in part], width, pad_id, device, adapter.token_axes)
+        logits, v = module(adapter, batch, width, layer, temperature)
+        logp[part] = token_logp(logits, tokens[part]).cpu()
+        values[part] = v.cpu()
+        with (module.policy.disable_adapter() if reference is None else contextlib.nullcontext()):
+            ref_logits, _ = response_logits(module.policy if reference is None else reference,
+                                            adapter, batch, width, layer, temperature,
+                                            with_hidden=False)
+        logp_ref[part] = token_logp(ref_logits, tokens[part]).cpu()
     return Rollout(samples=samples, mask=mask, logp=logp * mask, logp_ref=logp_ref * mask,
                    values=values * mask)

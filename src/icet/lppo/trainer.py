@@ -46,8 +46,9 @@ from icet.logs import progress, setup_logging
 from icet.lppo.config import LppoParams
 from icet.lppo.losses import (AdaptiveKLController, FixedKLController, gae, kl_penalised_rewards,
                               masked_mean, masked_whiten, ppo_clip_loss, token_entropy, value_loss)
-from icet.lppo.rollout import (PolicyWithValue, Rollout, by_layer, collate, generate_samples,
+from icet.lppo.rollout import (PolicyWithValue, Rollout, collate, generate_samples, pieces,
                                response_tokens, sample_layers, score_samples, token_logp)
+from icet.lppo.resume import intact
 from icet.seeding import seed_everything
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
@@ -55,11 +56,19 @@ RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 # `layer` names the run's training layer(s) for plots (the fixed l, else the layer mode);
 # `layers` lists the layer each rollout sample actually used.
 METRIC_COLUMNS = ["step", "reward", "kl", "value_loss", "policy_loss", "clip_frac",
-                  "value_clip_frac", "entropy", "lr", "kl_coef", "response_length", "layer",
-                  "layers"]
+                  "value_clip_frac", "approx_kl", "entropy", "policy_grad_norm",
+                  "value_grad_norm", "skipped_updates", "lr", "kl_coef", "response_length",
+                  "layer", "layers"]
+# One row per optimiser update (ppo_epochs x minibatches a step), in updates.csv: trl's
+# approx KL 0.5 * mean((logp - logp_old)^2), the clip fractions, the mean ratio, each
+# parameter group's gradient norm before its clip, and whether ratio_threshold skipped it.
+UPDATE_COLUMNS = ["step", "epoch", "minibatch", "policy_loss", "value_loss", "clip_frac",
+                  "value_clip_frac", "approx_kl", "entropy", "ratio", "policy_grad_norm",
+                  "value_grad_norm", "skipped"]
 # (wall time per step goes to the log only: metrics.csv must be byte-identical per seed)
 # Keys that may differ between a checkpoint and the run resuming it: they do not change what
-# the steps already taken did.
+# the steps already taken did; nor do the speed and memory keys (batch sizes, gradient
+# checkpointing: schema x-tuning, icet.lppo.config.tuning_keys).
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints"}
 
 
@@ -116,6 +125,12 @@ def build_policy(model: torch.nn.Module, params: LppoParams
         raise IcetError(f"lppo params: lora.target_modules {lora['target_modules']} match no "
                         "module of the language model")
     return policy, None
+
+
+def parameter_groups(module: PolicyWithValue) -> dict[str, list[torch.nn.Parameter]]:
+    """The trainable weights as ppo_update clips them: the LM's ("policy") and the value head's."""
+    return {"policy": [q for q in module.policy.parameters() if q.requires_grad],
+            "value": list(module.value_head.parameters())}
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -270,9 +285,12 @@ def check_resume(ckpt: Path, state: dict, params: LppoParams, seed: int,
     if step > params.steps:
         raise IcetError(f"{ckpt}: checkpoint is at step {step}, past steps = {params.steps}; "
                         f"raise steps or delete {ckpt.parent} to train {params.steps} steps")
+    from icet.lppo.config import tuning_keys
+
     now = json.loads(dumps(params.to_dict()))  # as JSON stores it (tuples -> lists)
+    resumable = RESUMABLE_CHANGES | tuning_keys()
     changed = sorted(k for k in set(state["params"]) | set(now)
-                     if k not in RESUMABLE_CHANGES and state["params"].get(k) != now.get(k))
+                     if k not in resumable and state["params"].get(k) != now.get(k))
     if state["seed"] != seed:
         changed.append("seed")
     recorded = state.get("inputs")
@@ -280,9 +298,11 @@ def check_resume(ckpt: Path, state: dict, params: LppoParams, seed: int,
         raise IcetError(f"{ckpt}: checkpoint records no input fingerprints (made by an older "
                         f"icet); delete {ckpt.parent} to start fresh")
     changed += sorted(k for k in set(recorded) | set(inputs) if recorded.get(k) != inputs.get(k))
-    if changed:
+    if changed:  # the finished steps stay: nothing here deletes a checkpoint
         raise IcetError(f"{ckpt}: checkpoint was made with different {', '.join(changed)}; "
-                        f"delete {ckpt.parent} to start fresh or restore them")
+                        f"delete {ckpt.parent} to start fresh or restore them (its {step} "
+                        f"finished steps are kept: with the settings and inputs it was made "
+                        f"with, a rerun writes its adapter again without training)")
 
 
 def step_seed(seed: int, step: int, process: int) -> int:
@@ -306,58 +326,102 @@ def advantages_of(rollout: Rollout, scores: Sequence[float], kl_coef: float, par
     return rollout
 
 
+def clip_and_measure(accelerator: Any, parameters: list[torch.nn.Parameter], max_norm: float
+                     ) -> float:
+    """Clip one parameter group's gradient to `max_norm` (0: no clip); its norm before."""
+    with_grad = [q for q in parameters if q.grad is not None]
+    if not with_grad:
+        return 0.0
+    if max_norm > 0:
+        return float(accelerator.clip_grad_norm_(with_grad, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([q.grad.detach().norm() for q in with_grad])))
+
+
 def ppo_update(wrapped: torch.nn.Module, adapter: Any, rollout: Rollout, params: LppoParams,
                optimizer: Any, scheduler: Any, accelerator: Any, rng: np.random.Generator,
-               trainable: list[torch.nn.Parameter]) -> dict[str, float]:
-    """ppo_epochs passes of clipped updates. A minibatch is split into grad_accum micro-batches
-    and each of those by layer (one forward per layer); every piece's loss is weighted by its
-    share of the minibatch's tokens, so the summed gradient is that of the minibatch's
-    token-mean loss whatever the split."""
+               groups: dict[str, list[torch.nn.Parameter]]) -> tuple[dict[str, float], list[dict]]:
+    """ppo_epochs passes of clipped updates; returns the step's token-weighted means and one
+    row per update (UPDATE_COLUMNS).
+
+    A minibatch is split into grad_accum micro-batches and those into forward `pieces` (all
+    layers together where the samples carry layer rows, else one layer at a time); every
+    piece's loss is weighted by its share of the minibatch's tokens, so the summed gradient
+    is that of the minibatch's token-mean loss whatever the split. `groups` ("policy": the
+    LM's trainable weights, "value": the head) are clipped each to max_grad_norm on its own,
+    so the value head's reward-scale gradient never scales the policy's step. A minibatch
+    whose mean ratio exceeds ratio_threshold (over every process) is skipped: no step.
+    """
     tokenizer = getattr(adapter.processor, "tokenizer", adapter.processor)
     device = accelerator.device
     samples, mask = rollout.samples, rollout.mask
     width = mask.shape[1]
     tokens = response_tokens(samples, width, tokenizer.pad_token_id)
-    layers = rollout.layers
     micro = params.minibatch // params.grad_accum
-    totals = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "value_clip_frac": 0.0,
-              "entropy": 0.0}
+    keys = ("policy_loss", "value_loss", "clip_frac", "value_clip_frac", "entropy", "approx_kl")
+    totals = dict.fromkeys(keys, 0.0)
     seen_tokens = 0.0
-    for _ in range(params.ppo_epochs):
+    updates = []
+    for epoch in range(params.ppo_epochs):
         order = rng.permutation(len(samples))
         for start in range(0, len(samples), params.minibatch):
             minibatch = [int(i) for i in order[start: start + params.minibatch]]
             n_tokens = float(mask[minibatch].sum())
-            pieces = [(layer, idx) for m in range(0, len(minibatch), micro)
-                      for layer, idx in by_layer(layers, minibatch[m: m + micro])]
-            for number, (layer, part) in enumerate(pieces):
-                last = number == len(pieces) - 1
+            parts = [piece for m in range(0, len(minibatch), micro)
+                     for piece in pieces(samples, minibatch[m: m + micro], micro)]
+            sums = dict.fromkeys(keys + ("ratio",), 0.0)
+            for number, (layer, part) in enumerate(parts):
+                last = number == len(parts) - 1
                 sync = contextlib.nullcontext() if last else accelerator.no_sync(wrapped)
                 with sync:
-                    batch = collate([samples[i] for i in part], width, tokenizer.pad_token_id, device)
-                    logits, values = wrapped(batch, width, adapter.feature_kwargs(layer),
-                                             params.temperature)
+                    batch = collate([samples[i] for i in part], width, tokenizer.pad_token_id,
+                                    device, adapter.token_axes)
+                    logits, values = wrapped(adapter, batch, width, layer, params.temperature)
                     m = mask[part].to(device)
                     logp = token_logp(logits, tokens[part].to(device))
-                    pg, clip_frac = ppo_clip_loss(logp, rollout.logp[part].to(device),
-                                                  rollout.advantages[part].to(device), m, params.clip)
+                    old = rollout.logp[part].to(device)
+                    pg, clip_frac = ppo_clip_loss(logp, old, rollout.advantages[part].to(device),
+                                                  m, params.clip)
                     vl, v_clip = value_loss(values, rollout.values[part].to(device),
                                             rollout.returns[part].to(device), m, params.clip_value)
-                    entropy = masked_mean(token_entropy(logits), m)
-                    loss = pg + params.c1 * vl - params.c2 * entropy
-                    share = float(m.sum()) / n_tokens
-                    accelerator.backward(loss * share)
+                    loss = pg + params.c1 * vl
+                    if params.c2 > 0:
+                        entropy = masked_mean(token_entropy(logits), m)
+                        loss = loss - params.c2 * entropy
+                    else:  # logged only: no graph for a term with weight 0
+                        with torch.no_grad():
+                            entropy = masked_mean(token_entropy(logits), m)
+                    accelerator.backward(loss * (float(m.sum()) / n_tokens))
                 piece_tokens = float(m.sum())
-                seen_tokens += piece_tokens
-                for key, value in (("policy_loss", pg), ("value_loss", vl), ("clip_frac", clip_frac),
-                                   ("value_clip_frac", v_clip), ("entropy", entropy)):
-                    totals[key] += float(value.detach()) * piece_tokens
-            if params.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(trainable, params.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+                with torch.no_grad():
+                    diff = (logp - old).detach()
+                    piece = {"policy_loss": pg, "value_loss": vl, "clip_frac": clip_frac,
+                             "value_clip_frac": v_clip, "entropy": entropy,
+                             "approx_kl": 0.5 * masked_mean(diff ** 2, m),
+                             "ratio": masked_mean(torch.exp(diff), m)}
+                for key, value in piece.items():
+                    sums[key] += float(value.detach()) * piece_tokens
+            # every process decides alike: the mean ratio over all of this minibatch's tokens
+            ratio_tokens = accelerator.reduce(torch.tensor([sums["ratio"], n_tokens], device=device),
+                                              reduction="sum").tolist()
+            ratio = ratio_tokens[0] / max(ratio_tokens[1], 1.0)
+            skipped = ratio > params.ratio_threshold
+            norms = {f"{name}_grad_norm": clip_and_measure(accelerator, group, params.max_grad_norm)
+                     for name, group in groups.items()}
+            if not skipped:
+                optimizer.step()
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-    return {k: v / max(seen_tokens, 1.0) for k, v in totals.items()}
+            seen_tokens += n_tokens
+            for key in keys:
+                totals[key] += sums[key]
+            updates.append({"epoch": epoch + 1, "minibatch": start // params.minibatch + 1,
+                            **{key: sums[key] / max(n_tokens, 1.0) for key in keys},
+                            "ratio": ratio, **norms, "skipped": int(skipped)})
+    stats = {k: v / max(seen_tokens, 1.0) for k, v in totals.items()}
+    stats.update({key: float(np.mean([u[key] for u in updates])) for key in
+                  ("policy_grad_norm", "value_grad_norm")})
+    stats["skipped_updates"] = float(sum(u["skipped"] for u in updates))
+    return stats, updates
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -378,7 +442,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     from icet.config import prompting_of
     from icet.models.loading import load_adapter, resolve_device
     from icet.inputs import relative_path
-    from icet.runtime import stop_cleanly_on_sigterm
+    from icet.runtime import cpu_kernels, stop_cleanly_on_sigterm
 
     logger = setup_logging(log, "lppo")
     stop_cleanly_on_sigterm()  # preempted: the last checkpoint stays, the next run resumes
@@ -403,7 +467,7 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
     inputs = broadcast_object_list([
         input_fingerprints(model_dir, rt_jsonl, rows, reward_model_dir, reward_fn, world)
         if accelerator.is_main_process else None])[0]
-    found = checkpoint_dirs(out)
+    found = intact(checkpoint_dirs(out), logger)  # a cut file: the older checkpoint, or one line
     if found:  # refuse a checkpoint of other inputs before loading anything
         check_resume(found[-1][1], read_json(found[-1][1] / "state.json"), p, seed, inputs)
     from icet.memory.jobs import check_lppo_fits
@@ -429,13 +493,13 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
         optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     unwrapped = accelerator.unwrap_model(wrapped)
-    trainable = [q for q in unwrapped.parameters() if q.requires_grad]
+    groups = parameter_groups(unwrapped)
     kl_ctl = (AdaptiveKLController(p.eta, p.target_kl, p.kl_horizon) if p.kl_mode == "adaptive"
               else FixedKLController(p.eta))
     score = reward_function(reward_fn, reward_model_dir, str(accelerator.device), p)
     fixed_layer = p.layer if p.layer is not None else adapter.default_layer
 
-    start_step, data_pos, metrics = 0, 0, []
+    start_step, data_pos, metrics, updates = 0, 0, [], []
     if found:
         start_step, ckpt = found[-1]
         state = read_json(ckpt / "state.json")
@@ -448,11 +512,12 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
         set_rng_states(*load_rng_states(ckpt, rank))
         kl_ctl.load_state_dict(state["kl_controller"])
         data_pos, metrics = int(state["data_pos"]), list(state["metrics"])
+        updates = list(state.get("updates", []))
         logger.info("resuming from %s (step %d, data position %d)", ckpt, start_step, data_pos)
     logger.info("L-PPO %s: %d steps x %d prompts x %d process(es), layer_mode %s, %s, "
                 "%d trainable parameters", model_dir, p.steps, p.rollout_batch, world,
                 p.layer_mode, "full fine-tune" if p.full_finetune else f"LoRA r={p.lora['r']}",
-                sum(q.numel() for q in trainable))
+                sum(q.numel() for q in groups["policy"]))
 
     def save_checkpoint(step: int) -> None:
         states = gather_object([rng_states()])  # every process's, in process order
@@ -467,7 +532,8 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
                 save_rng_states(tmp, states)
                 write_json(tmp / "state.json", {
                     "step": step, "data_pos": data_pos, "seed": seed, "params": p.to_dict(),
-                    "inputs": inputs, "kl_controller": kl_ctl.state_dict(), "metrics": metrics})
+                    "inputs": inputs, "kl_controller": kl_ctl.state_dict(), "metrics": metrics,
+                    "updates": updates})
             for _, old in checkpoint_dirs(out)[:-p.keep_checkpoints]:
                 shutil.rmtree(old)
         accelerator.wait_for_everyone()
@@ -499,8 +565,8 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
         advantages_of(rollout, scores, kl_coef, p, step)
 
         wrapped.train()
-        stats = ppo_update(wrapped, adapter, rollout, p, optimizer, scheduler, accelerator, rng,
-                           trainable)
+        stats, step_updates = ppo_update(wrapped, adapter, rollout, p, optimizer, scheduler,
+                                         accelerator, rng, groups)
         wrapped.eval()
 
         kl_sum = rollout.kl.sum(dim=1)
@@ -516,14 +582,21 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
                "lr": scheduler.get_last_lr()[0], "response_length": length,
                "layers": " ".join(str(x) for x in all_layers), **stats}
         metrics.append(row)
+        numbers = [k for k in UPDATE_COLUMNS if k in step_updates[0] and k not in ("epoch", "minibatch", "skipped")]
+        means = accelerator.reduce(torch.tensor([[u[k] for k in numbers] for u in step_updates],
+                                                device=accelerator.device), reduction="mean")
+        updates += [{"step": step, "epoch": u["epoch"], "minibatch": u["minibatch"],
+                     **dict(zip(numbers, values)), "skipped": u["skipped"]}
+                    for u, values in zip(step_updates, means.tolist())]
         if accelerator.is_main_process:
             write_csv(out / "metrics.csv", metrics, METRIC_COLUMNS)
+            write_csv(out / "updates.csv", updates, UPDATE_COLUMNS)
         logger.info("step %d/%d (%.1fs) reward %.4f kl %.4f policy %.4f value %.4f clip %.3f "
-                    "entropy %.3f layers %s | %r -> %r", step, p.steps,
+                    "approx_kl %.4f entropy %.3f skipped %d layers %s | %r -> %r", step, p.steps,
                     time.perf_counter() - began, reward, kl,
                     stats["policy_loss"], stats["value_loss"], stats["clip_frac"],
-                    stats["entropy"], sorted(set(all_layers)), samples[0].prompt,
-                    samples[0].response)
+                    stats["approx_kl"], stats["entropy"], stats["skipped_updates"],
+                    sorted(set(all_layers)), samples[0].prompt, samples[0].response)
         if step % p.checkpoint_every == 0 or step == p.steps:
             save_checkpoint(step)
         bar.update(1)
@@ -543,12 +616,14 @@ def train_lppo(model_dir: str, rt_jsonl: str, out_dir: str, params: dict, seed: 
         # outputs deleted by Snakemake, e.g. after a params change) runs no step, and its
         # metrics are the checkpoint's.
         write_csv(out / "metrics.csv", metrics, METRIC_COLUMNS)
+        write_csv(out / "updates.csv", updates, UPDATE_COLUMNS)
         write_json(out / "lppo.json", {
             "model_dir": str(model_dir), "rt_jsonl": str(rt_jsonl), "seed": seed,
             "steps": p.steps, "params": p.to_dict(), "final_metrics": final,
             "policy": "full" if p.full_finetune else "lora",
             "default_layer": adapter.default_layer, "num_layers": adapter.num_layers,
             "processes": world, "reward": "reward_fn" if reward_fn else str(reward_model_dir),
+            "kernel": cpu_kernels(),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "peft": peft.__version__}})
     accelerator.wait_for_everyone()
@@ -561,12 +636,14 @@ def train_lppo_job(model_dir: str, rt_jsonl: str, out_dir: str, *, params: dict,
                    device: str = "auto", threads: int = 1, log: str | None = None,
                    prompting: dict | None = None, num_layers: int | None = None) -> dict[str, Any]:
     """The workflow's entry (rule lppo_train): `reward` is the config's judge entry, whose
-    batch_size / max_length size the reward model's batches unless params set them."""
+    batch_size / max_length / input_format the reward function uses unless params set them
+    (so L-PPO optimises the reward that TR measures, written the same way)."""
     torch.set_num_threads(max(1, int(threads)))
     merged = dict(params)
-    for key, param in (("batch_size", "reward_batch_size"), ("max_length", "reward_max_length")):
+    for key, param in (("batch_size", "reward_batch_size"), ("max_length", "reward_max_length"),
+                       ("input_format", "reward_input_format")):
         if merged.get(param) is None and (reward or {}).get(key) is not None:
-            merged[param] = int(reward[key])  # null in the lppo block: the judge's
+            merged[param] = reward[key]  # null in the lppo block: the judge's
     return train_lppo(model_dir, rt_jsonl, out_dir, merged, seed,
                       reward_model_dir=reward_model_dir, device=device, log=log, prompting=prompting,
                       num_layers=num_layers)

@@ -84,7 +84,9 @@ def rehearse(workdir: str | os.PathLike = ".", configfiles: list[str | os.PathLi
     config path is rehearsed through sbatch (tests/workflow/test_slurm.py); `env` is added to the
     jobs' environment (a test cluster's SLURM_CONF and PATH)."""
     workdir = Path(workdir).resolve()
-    overlays = [Path(p).resolve() for p in (configfiles or [OVERLAY])]
+    # The profile's rehearsal.yaml stays under a user's files, as the Snakefile keeps a
+    # profile's config files (icet.command_line): the mirror is built from the same config.
+    overlays = list(dict.fromkeys([OVERLAY.resolve()] + [Path(p).resolve() for p in configfiles or []]))
     config = load_yaml(ROOT / "config.yaml")
     for path in overlays:
         config = merge(config, load_yaml(path))

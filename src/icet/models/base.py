@@ -324,6 +324,52 @@ class VLMAdapter(abc.ABC):
         ids = self.processor.tokenizer(self.chat_texts(prompts), add_special_tokens=add_special)["input_ids"]
         return [len(row) - 1 + image for row in ids]
 
+    # ---- L-PPO across layers (icet.lppo.rollout) --------------------------------------------
+    # With the fast-sweep members and `lm_sequence`, L-PPO runs the samples of a rollout
+    # together whatever their layers: each row carries its own layer's LM inputs
+    # (`layer_rows`), computed once per rollout since the encoder and projector are frozen.
+    # The row inputs that run along the prompt's tokens, and on which axis: a minibatch trims
+    # them to its own longest prompt.
+    token_axes: ClassVar[dict[str, int]] = {"inputs_embeds": 1}
+
+    @property
+    def supports_layer_rows(self) -> bool:
+        """Whether L-PPO can batch samples of different layers in one forward."""
+        return self.supports_fast_sweep and type(self).lm_sequence is not VLMAdapter.lm_sequence
+
+    def layer_rows(self, prompts: list[str], images: list[Any], layers: list[int]
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Prepared inputs and the LM's inputs of row i with layer `layers[i]`'s features
+        (`layer_embeddings` of each layer present, one vision pass, then row i's entries of
+        its own layer; ordinary tensors, so a backward pass may save them)."""
+        if len(layers) != len(prompts):
+            raise IcetError(f"{self.name}: {len(prompts)} prompts but {len(layers)} layers")
+        distinct = sorted(set(layers))
+        inputs, per_layer = self.layer_embeddings(prompts, images, distinct)
+        per_layer = {layer: row_inputs_of(per_layer[layer]) for layer in distinct}
+        rows = {name: torch.stack([per_layer[layer][name][i] for i, layer in enumerate(layers)])
+                for name in per_layer[distinct[0]]}
+        return inputs, rows
+
+    def lm_sequence(self, model: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                    position_ids: torch.Tensor, keep: int, **row_inputs: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token logits [rows, keep, vocab] and the LM's last hidden state [rows, keep,
+        hidden] at the last `keep` positions of whole sequences (no cache, gradients flow),
+        run by `model` (the adapter's model, its peft wrapper or a copy). `row_inputs` are
+        `layer_rows`' further entries for the prompt's positions; the adapter extends those
+        that run along the tokens over the positions after the prompt."""
+        raise NotImplementedError(f"{type(self).__name__} cannot batch L-PPO across layers")
+
+
+def row_inputs_of(layer_inputs: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One layer's model inputs as a dict with "inputs_embeds" (a bare tensor is just that)."""
+    if torch.is_tensor(layer_inputs):
+        return {"inputs_embeds": layer_inputs}
+    if "inputs_embeds" not in layer_inputs:
+        raise IcetError(f"layer_embeddings returned {sorted(layer_inputs)} without 'inputs_embeds'")
+    return dict(layer_inputs)
+
 
 def hook_block_inputs(blocks: Any, states: list) -> list:
     """Forward pre-hooks that store block j's input in `states[j]` on every call (the state

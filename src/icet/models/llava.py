@@ -146,3 +146,13 @@ class LlavaAdapter(VLMAdapter):
                                          position_ids=position_ids, past_key_values=past_key_values,
                                          use_cache=True)
         return base.lm_head(out.last_hidden_state[:, -1:])[:, -1]
+
+    def lm_sequence(self, model: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                    position_ids: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and last hidden state at the last `keep` positions (VLMAdapter.lm_sequence):
+        the image is in the embeddings, so this is LlavaForConditionalGeneration's LM part."""
+        base = base_model_of(model)
+        out = base.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                         position_ids=position_ids, use_cache=False)
+        hidden = out.last_hidden_state[:, -keep:]
+        return base.lm_head(hidden), hidden

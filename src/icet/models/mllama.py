@@ -292,4 +292,32 @@ class MllamaAdapter(VLMAdapter):
                                          past_key_values=past_key_values, use_cache=True)
         return base.lm_head(out.last_hidden_state[:, -1:])[:, -1]
 
+    token_axes = {"inputs_embeds": 1, "cross_attention_mask": 1}
 
+    def lm_sequence(self, model: Any, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                    position_ids: torch.Tensor, keep: int, *, cross_attention_states: torch.Tensor,
+                    cross_attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and last hidden state at the last `keep` positions (VLMAdapter.lm_sequence).
+
+        Tokens after the prompt see the image as its last token does (the processor's mask
+        runs from the image token to the end), so the prompt's mask is extended by its last
+        row, as `generate` extends it.
+        """
+        from transformers.models.mllama.modeling_mllama import _prepare_cross_attention_mask
+
+        base = base_model_of(model)
+        after = inputs_embeds.shape[1] - cross_attention_mask.shape[1]
+        if after > 0:
+            last = cross_attention_mask[:, -1:]
+            cross_attention_mask = torch.cat([cross_attention_mask,
+                                              last.expand(-1, after, *last.shape[2:])], dim=1)
+        mask, full_rows = _prepare_cross_attention_mask(
+            cross_attention_mask, num_vision_tokens=base.model.vision_model.num_patches,
+            dtype=base.model.dtype)
+        out = base.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                         position_ids=position_ids,
+                                         cross_attention_states=cross_attention_states,
+                                         cross_attention_mask=mask, full_text_row_masked_out_mask=full_rows,
+                                         use_cache=False)
+        hidden = out.last_hidden_state[:, -keep:]
+        return base.lm_head(hidden), hidden

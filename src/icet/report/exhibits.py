@@ -61,3 +61,11 @@ def exhibits(specs: dict[str, dict], models: dict[str, dict], main_model: str,
     return {name: resolve_exhibit(spec, models, main_model, swept)
             for name, spec in specs.items()}
 
+
+
+def model_label(label: str, model: str, planted: list[str],
+                planted_label: str = "planted (positive control)") -> str:
+    """The run label on one model's figure: with "planted (positive control)" only when that
+    model is one. (The run's caption label names every planted model, which on another
+    model's figure reads as that figure's title.)"""
+    return f"{label}; {planted_label}" if model in planted else label

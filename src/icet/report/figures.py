@@ -27,7 +27,8 @@ PANELS = [("asr", "ASR (%)"), ("ts", "toxicity x 100 (TS)"), ("tr", "reward (TR)
 PALETTE = "colorblind"  # seaborn's colour-blind-safe set (Wong-like); lines also differ by style
 LINESTYLES = {"original": "-", "aligned": "--"}
 MARKERS = {"original": "o", "aligned": "s"}
-TRAINING_COLUMNS = ["step", "reward", "kl", "value_loss", "clip_frac", "entropy", "lr", "layer"]
+TRAINING_COLUMNS = ["step", "reward", "kl", "value_loss", "clip_frac", "approx_kl", "entropy",
+                    "policy_grad_norm", "lr", "layer"]
 DPI = 120  # readable at paper-column width, small files
 
 
@@ -119,7 +120,9 @@ def _figure3_axes(table: pd.DataFrame, expanded: dict[str, list[int]], colours: 
 def training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, *,
                     title: str | None = None, out_pdf: str | os.PathLike | None = None,
                     log: str | os.PathLike | None = None) -> None:
-    """Plot L-PPO reward, KL, value loss, clip fraction, entropy and lr against step.
+    """Plot L-PPO reward, KL to the reference, value loss, clip fraction, approx KL between
+    updates (trl's), entropy, the LM's gradient norm and lr against step (each a step's mean
+    over its updates; updates.csv beside metrics.csv has them per update).
 
     One line per training layer l when the CSV holds several runs.
     """
@@ -147,7 +150,7 @@ def training_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, 
 def _training_axes(frame: pd.DataFrame):
     """One panel per logged quantity, one line per training layer."""
     panels = [c for c in TRAINING_COLUMNS if c not in ("step", "layer")]
-    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), sharex=True)
+    fig, axes = plt.subplots(2, 4, figsize=(14, 5.5), sharex=True)
     layers = sorted(frame["layer"].unique())
     colours = dict(zip(layers, sns.color_palette(PALETTE, len(layers))))
     for ax, column in zip(axes.flat, panels):

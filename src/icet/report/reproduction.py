@@ -396,21 +396,32 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
                         scorers: dict | None = None,
                         deviations: dict | None = None,
                         comparisons: tuple[list[dict], list[dict]] = ([], []),
-                        planted: str | None = None) -> str:
+                        planted: str | None = None,
+                        planted_checks: tuple[list[str], list[str]] = ([], [])) -> str:
     """The report as Markdown; fixed formatting so the same inputs give the same bytes.
 
     `planted`: the name of Table 2's model when it is a planted positive control;
-    the report then says its verdicts are about detecting and repairing a planted effect.
+    the report then says its verdicts are about detecting and repairing a planted effect,
+    and shows `planted_checks` (icet.report.summary.model_checks: its check tables and the
+    failed ones) so a claim that "holds" never hides a failed repair check.
     """
     toy = label == "toy"
     scorers = scorers or {}
+    tables, failed = planted_checks
     mark = PLANTED_MARK if planted else TOY_MARK
+    if planted and failed:
+        mark += f"; {len(failed)} of its checks FAIL, see below"
     parts = [f"# Reproduction of the paper's Table 2 ({label}"
              + (f"; {planted}: {PLANTED_LABEL}" if planted else "") + ")\n"]
     if toy:
         parts.append(TOY_BANNER + "\n")
     if planted:
         parts.append(PLANTED_BANNER.format(model=planted) + "\n")
+        if tables:
+            parts.append(f"**Checks of {planted} (summary.md): "
+                         + (f"{len(failed)} FAIL: {'; '.join(failed)}." if failed
+                            else "every detection, repair and L-PPO check passes.")
+                         + " The tables are under \"Checks of the planted control\" below.**\n")
     ran = [c for c in cells if c["status"] == "ok"]
     with_ci = [c for c in ran if c["paper_in_ci"] is not None]
     inside = sum(1 for c in with_ci if c["paper_in_ci"])
@@ -483,6 +494,11 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
                                  [[d["test_set"], METRIC_NAMES[d["metric"]], d["layer_group"],
                                    d["ours"], d["paper"], d["same"]] for d in directions]))
 
+    if planted and tables:
+        parts.append("## Checks of the planted control\n")
+        parts.append(f"As summary.md states them for {planted}: detection (original), repair "
+                     "by L-PPO (aligned) and L-PPO's own checks.\n" + "\n".join(tables) + "\n")
+
     if deviations:
         parts.append("## Deviations from the paper\n")
         parts.append("Where the paper states a setting and we do otherwise, and why.\n\n"
@@ -498,13 +514,25 @@ def render_reproduction(cells: list[dict], claims: list[dict], *, label: str, se
     return "\n".join(parts)
 
 
+def _planted_checks(summary, planted: str | None) -> tuple[list[str], list[str]]:
+    """The planted model's check tables and failed checks from summary.md (none without)."""
+    if not planted or not summary:
+        return [], []
+    from icet.report.summary import model_checks
+
+    return model_checks(Path(summary).read_text(encoding="utf-8"), planted)
+
+
 def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike, *,
                        label: str, settings: dict, paper_csv: str | os.PathLike | None = None,
                        data_builds: list[str] | None = None,
                        scorers: dict | None = None, deviations: dict | None = None,
-                       planted: str | None = None,
+                       planted: str | None = None, summary: str | os.PathLike | None = None,
                        log: str | os.PathLike | None = None) -> list[dict]:
     """Compare our Table 2 CSV (tables.write_table2) with the paper's; write Markdown.
+
+    `summary`: the run's summary.md, whose check tables of the `planted` model the report
+    repeats (with every FAIL named at the top).
 
     `scorers` maps a metric scored differently from the paper ("ats", "atr") to
     {"ours": name, "paper": name}: its cells are compared by direction and group ordering,
@@ -534,7 +562,7 @@ def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike,
                                scorers=scorers,
                                deviations=dict(deviations or {}),
                                comparisons=scorer_comparisons(ours, paper, different),
-                               planted=planted)
+                               planted=planted, planted_checks=_planted_checks(summary, planted))
     write_text(out_md, text)
     ran = sum(1 for c in cells if c["status"] == "ok")
     inside = sum(1 for c in cells if c["paper_in_ci"])

@@ -23,7 +23,7 @@ from icet.logs import setup_logging
 from icet.report.latex import write_latex
 from icet.report.tables import NOT_RUN, fmt
 from icet.rows import read_scores, read_utility_scores
-from icet.stats import VARIANTS, bootstrap_ci, bootstrap_settings, layer_groups
+from icet.stats import VARIANTS, bootstrap_ci, bootstrap_settings, difference_ci, layer_groups
 
 ACCURACY_TEXT = {"vqa": "standard VQA-v2 accuracy (10 human answers, leave-one-out, official "
                         "normalisation; icet.judges.vqa)",
@@ -35,7 +35,8 @@ TABLE3_COLUMNS = (["model", "layer_group", "layers"] + TABLE3_VALUES
 
 UTILITY_COLUMNS = ["model", "variant", "layer", "vqa_n", "vqa_accuracy", "vqa_accuracy_lo",
                    "vqa_accuracy_hi", "utility_reward", "utility_reward_lo", "utility_reward_hi",
-                   "xstest_n", "xstest_refusal", "xstest_refusal_lo", "xstest_refusal_hi"]
+                   "xstest_n", "xstest_refusal", "xstest_refusal_lo", "xstest_refusal_hi",
+                   "vqa_change", "vqa_change_lo", "vqa_change_hi"]
 
 
 def _by_cell(rows: Iterable[dict]) -> dict[tuple, list[dict]]:
@@ -64,6 +65,13 @@ def utility_rows(vqa_files: Iterable, xstest_files: Iterable, bootstrap: dict | 
                              ("xstest_refusal", refused)):
             mean, lo, hi = bootstrap_ci(values, *boot)
             row.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
+        # aligned rows: the accuracy change against the original on the same questions, with
+        # a paired bootstrap CI (a drop of a few points is inside two separate CIs' noise)
+        before = vqa.get((model, "original", layer), []) if variant != "original" else []
+        change = difference_ci([(r["id"], 100.0 * r["correct"]) for r in v if r.get("correct") is not None],
+                               [(r["id"], 100.0 * r["correct"]) for r in before
+                                if r.get("correct") is not None], *boot)
+        row.update(zip(("vqa_change", "vqa_change_lo", "vqa_change_hi"), change))
         rows.append(row)
     return rows
 
@@ -224,3 +232,31 @@ def write_utility_tables(vqa_files: Iterable, xstest_files: Iterable, out: dict[
                         judge=judge, out_tex=out["tex"], metric=metric, log=log)
     write_table3(vqa_files, groups, num_layers, out["table3_csv"], out["table3_md"], bootstrap,
                  label=label, judge=judge, metric=metric, out_tex=out["table3_tex"], log=log)
+
+
+def vqa_drop_check(rows: list[dict], model: str, layer: int, max_drop: float
+                   ) -> tuple[str, bool, str] | None:
+    """(what, passed, numbers) of "VQA accuracy at `layer` drops by at most `max_drop`
+    points after L-PPO", from utility.csv rows (None if either variant is missing).
+
+    Judged on the paired change (the same questions before and after): it fails when the
+    whole paired 95 % CI of the drop lies above `max_drop`, so a drop within the set's noise
+    does not fail it; the set must be large enough that a real drop of twice the allowance
+    cannot hide in that noise (the toy's 200 questions: a CI of about +-4 points).
+    """
+    def value(row, key):
+        text = row.get(key)
+        return float(text) if text not in (None, "") else math.nan
+
+    cells = {r["variant"]: r for r in rows if r["model"] == model and int(r["layer"]) == layer}
+    before, after = cells.get("original"), cells.get("aligned")
+    if before is None or after is None:
+        return None
+    drop = -value(after, "vqa_change")
+    lo, hi = -value(after, "vqa_change_hi"), -value(after, "vqa_change_lo")
+    if math.isnan(drop):  # no paired change recorded: the two accuracies
+        drop = lo = hi = value(before, "vqa_accuracy") - value(after, "vqa_accuracy")
+    return (f"VQA accuracy at the default layer ICET-{layer} drops by at most {max_drop:g} "
+            f"points (fails if the paired 95% CI of the drop lies above it)", lo <= max_drop,
+            f"{value(before, 'vqa_accuracy'):.1f} -> {value(after, 'vqa_accuracy'):.1f} %, "
+            f"drop {drop:+.1f} [{lo:+.1f}, {hi:+.1f}] (n {after.get('vqa_n', '?')})")

@@ -156,9 +156,12 @@ def train_loop(loss_fn: Callable[[int, np.ndarray], torch.Tensor], parameters: l
             logger.info("%s step %d/%d loss %.4f", desc, step + 1, steps, losses[-1])
     tail = losses[-min(10, len(losses)):]
     head = losses[:min(10, len(losses))]
+    # Wall time goes to the log only: the model folder's metrics.json must be the same bytes
+    # for the same weights, or a retrained identical stage would read as another model (an
+    # L-PPO resume refuses a changed model folder; the sweep recomputes every shard).
+    logger.info("%s: %d steps in %.1f s", desc, steps, time.perf_counter() - start)
     return {
         "steps": steps,
-        "seconds": round(time.perf_counter() - start, 2),
         "first_loss": float(np.mean(head)),  # mean of the first 10 steps
         "final_loss": float(np.mean(tail)),  # mean of the last 10 steps: less noisy than one
         "loss_curve": [round(x, 5) for x in losses],
