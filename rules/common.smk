@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from icet.command_line import command_line_config, profile_configfiles, swallowed_targets
 from icet.config import (check_config, merge, model_layers, prompting_of, split_tuning,
                          typed_overrides, utility_reward_settings)
+from icet.datasets import plan as data_plan
 from icet.errors import IcetError
 from icet.judges.base import SCORED_ROLES, named as named_judges
 from icet.lppo.launch import processes_for
@@ -75,10 +76,14 @@ RUN = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
 RES = config["resources_dir"]
 MODELS = {m["name"]: m for m in config["models"]}
-SAFETY_SETS = list(config["testsets"])
-UTILITY_SETS = list(config["utility_sets"])
-ALL_SETS = SAFETY_SETS + UTILITY_SETS
 IS_TOY = config["data_source"] == "toy"
+if IS_TOY:  # the toy builds its own versions of the paper's sets: a set it lacks is left out
+    from icet.toy.datasets import TEST_SETS as TOY_SETS
+# The run's sets (icet.datasets.plan): safety and utility sets are swept, the train set trains.
+SETS = data_plan.run_sets(config, available=TOY_SETS if IS_TOY else None)
+SAFETY_SETS = SETS.safety
+UTILITY_SETS = SETS.utility
+ALL_SETS = SETS.swept
 TOY_STAGES = list(TOY_STAGE_ORDER)
 # The judge plug-ins this config names (icet.judges.base), in registry order; the workflow
 # loops over these, so a new judge needs no edit here.
@@ -283,56 +288,39 @@ def download_paths():
     paths += [f"{RES}/judges/{j}" for j, cls in JUDGES.items()
               if cls.download is not None and judge_spec(j).get("source") == "hub"]
     if not IS_TOY:
-        paths += [f"{RES}/raw/{name}" for name in ("jailbreakv", "xstest", "coco",
-                                                   "vqa_questions", "vqa_annotations")]
-        paths.append(f"{RES}/raw/advbench/harmful_behaviors.csv")
+        paths += data_plan.download_records(SETS.built, config["data"], RES)
     return paths
 
 
 # ---- data and outputs --------------------------------------------------------------------
 
 
-# Paper data sets: each builder owns one folder (it replaces the folder in one rename).
-PAPER_BUILDERS = {"cp": "advbench", "ac": "advbench", "rt": "jailbreakv", "mr": "jailbreakv",
-                  "vqa": "vqa", "xstest": "xstest"}
-
-
 def dataset(testset):
+    """A set's JSONL: the toy's, or the paper source's folder (icet.datasets.plan)."""
     if IS_TOY:
         return f"{RES}/toy/data/{testset}.jsonl"
-    return f"{RES}/paper/{PAPER_BUILDERS[testset]}/{testset}.jsonl"
+    return data_plan.dataset_path(RES, testset)
 
 
 def all_datasets():
-    return [dataset(s) for s in ALL_SETS + [config["train_set"]]]
+    return [dataset(s) for s in SETS.built]
 
 
 JBV = config["data"]["jailbreakv"]
 
 
-def jailbreakv_inputs(wildcards):
-    """The Hub snapshot, and the COCO folder when RT's images fall back to COCO."""
-    inputs = {"jbv": f"{RES}/raw/jailbreakv"}
-    if JBV["rt_images"] == "coco":
-        inputs["coco"] = f"{RES}/raw/coco"
-    return inputs
-
-
 def data_gate():
-    """What every sweep waits for: the JailbreakV build, which checks all of its images and
-    stops with one line naming the missing ones and how to get them, before any GPU job."""
-    sets = set(ALL_SETS + [config["train_set"]])
-    if IS_TOY or not sets & {"rt", "mr"}:
-        return []
-    return [dataset(s) for s in sorted(sets & {"rt", "mr"})]
+    """What every sweep waits for: the builds that check images a user fetches by hand
+    (JailbreakV-28K's: one line naming the missing ones and how to get them, before any GPU
+    job; a source's `gate`)."""
+    return [] if IS_TOY else data_plan.gate(SETS.built, RES)
 
 
 def paper_builds():
     """build.json of every paper data set folder (the seeded choices and counts behind it)."""
     if IS_TOY:
         return []
-    sets = ALL_SETS + [config["train_set"]]
-    return sorted({str(Path(dataset(s)).parent / "build.json") for s in sets})
+    return sorted({str(Path(dataset(s)).parent / "build.json") for s in SETS.built})
 
 
 def layer_chunks(model):

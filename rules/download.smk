@@ -6,10 +6,7 @@ localrules:
     download_model,
     download_judge,
     download_detoxify,
-    download_advbench,
-    download_jailbreakv,
-    download_xstest,
-    download_archive,
+    download_data,
 
 
 # Why: the VLM weights, once, at the revision the config pins.
@@ -62,75 +59,19 @@ rule download_detoxify:
         "../workflow_scripts/download_detoxify.py"
 
 
-# Why: AdvBench's 520 harmful behaviours are the prompts of CP and AC.
-rule download_advbench:
+# Why: the data sets' raw downloads, each as its source declares it (icet.datasets): a file
+# (AdvBench's CSV, SafeBench's questions), a zip unpacked (COCO, VQA-v2, FigStep's archive) or a
+# Hub data set snapshot (JailbreakV-28K, XSTest); pinned and checksummed as the config says.
+rule download_data:
     output:
-        f"{RES}/raw/advbench/harmful_behaviors.csv",
+        directory(f"{RES}/raw/{{download}}"),
     log:
-        f"{LOGS}/download_advbench/advbench.log",
-    params:
-        url=config["data"]["advbench"]["url"],
-        sha256=config["data"]["advbench"].get("sha256"),
-    conda:
-        "../envs/download.yaml"
-    script:
-        "../workflow_scripts/download_url.py"
-
-
-# Why: JailbreakV-28K holds RedTeam-2K (L-PPO training) and the mini split (MR).
-rule download_jailbreakv:
-    output:
-        directory(f"{RES}/raw/jailbreakv"),
-    log:
-        f"{LOGS}/download_jailbreakv/jailbreakv.log",
-    params:
-        repo=config["data"]["jailbreakv"]["repo"],
-        revision=config["data"]["jailbreakv"]["revision"],
-        repo_type="dataset",
-        allow_patterns=["*.csv", "*.json", "*.md", "*.png", "*.jpg", "*.jpeg"],
-    conda:
-        "../envs/download.yaml"
-    script:
-        "../workflow_scripts/download_snapshot.py"
-
-
-# Why: XSTest's safe prompts measure over-refusal.
-rule download_xstest:
-    output:
-        directory(f"{RES}/raw/xstest"),
-    log:
-        f"{LOGS}/download_xstest/xstest.log",
-    params:
-        repo=config["data"]["xstest"]["repo"],
-        revision=config["data"]["xstest"]["revision"],
-        repo_type="dataset",
-        allow_patterns=["*.csv", "*.json", "*.jsonl", "*.parquet", "*.md"],
-    conda:
-        "../envs/download.yaml"
-    script:
-        "../workflow_scripts/download_snapshot.py"
-
-
-# Why: COCO images (AdvBench-COCO, CP's safe images) and VQA-v2 come as zip archives.
-rule download_archive:
-    output:
-        directory(f"{RES}/raw/{{archive}}"),
-    log:
-        f"{LOGS}/download_archive/{{archive}}.log",
+        f"{LOGS}/download_data/{{download}}.log",
     wildcard_constraints:
-        archive="coco|vqa_questions|vqa_annotations",
+        download="|".join(data_plan.downloads()),
     params:
-        url=lambda w: {
-            "coco": config["data"]["coco"]["url"],
-            "vqa_questions": config["data"]["vqa"]["questions_url"],
-            "vqa_annotations": config["data"]["vqa"]["annotations_url"],
-        }[w.archive],
-        sha256=lambda w: {
-            "coco": config["data"]["coco"].get("sha256"),
-            "vqa_questions": config["data"]["vqa"].get("questions_sha256"),
-            "vqa_annotations": config["data"]["vqa"].get("annotations_sha256"),
-        }[w.archive],
+        settings=lambda w: data_plan.download_settings(w.download, config["data"]),
     conda:
         "../envs/download.yaml"
     script:
-        "../workflow_scripts/download_archive.py"
+        "../workflow_scripts/download_data.py"

@@ -167,6 +167,9 @@ def check_config(config: dict, source: str = "config", schema_path: str | Path =
     """Validate against the schema, fill defaults, then check what a schema cannot express."""
     config = fill_and_validate(config, schema_path, source)
     _check_models(config, source)
+    from icet.datasets.plan import check_sets
+
+    check_sets(config, source)
     if "toy" in config:  # against schema/toy.schema.yaml, checked but not filled
         from icet.toy.settings import check_toy
 

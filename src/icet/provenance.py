@@ -115,7 +115,7 @@ def hash_files(files: dict[str, list[str]], root: Path,
 
 
 def _data_builds(paths: list[str], root: Path) -> dict[str, dict]:
-    from icet.paper_data import build_choices
+    from icet.datasets import build_choices
 
     return {_relative(Path(p), root): build_choices(p) for p in sorted(paths)}
 

@@ -2,7 +2,7 @@
 
 Three kinds of rows travel through the DAG (docs/contracts.md has the tables):
 
-- data-set rows, written by the builders (icet.paper_data, icet.toy.datasets) and read by the
+- data-set rows, written by the builders (icet.datasets, icet.toy.datasets) and read by the
   sweep (and L-PPO, the organism study): `read_dataset` / `check_dataset_row`;
 - response rows, written by the sweep (`response_row`) and read by the scorers:
   `read_responses`;
@@ -34,19 +34,15 @@ DATASET_KEYS = ("id", "prompt", "image", "kind", "category", "answer", "source")
 # jailbreak prompt wraps: check_request).
 KINDS = ("harmful", "benign", "lookalike")
 
-# What each test set's rows may be. The safety sets are the paper's harmful prompts; VQA rows
-# are benign image questions with a reference answer (utility is scored against it); XSTest
-# rows are the safe look-alikes over-refusal is measured on. RT is the paper's harmful-only
-# RedTeam-2K, but the toy may add safe prompts to it (toy.sizes.rt_safe), so any kind.
-# A set not named here (a test's own) gets the rules every set shares.
-SET_RULES: dict[str, dict[str, Any]] = {
-    "cp": {"kinds": ("harmful",)},
-    "mr": {"kinds": ("harmful",)},
-    "ac": {"kinds": ("harmful",)},
-    "rt": {"kinds": KINDS},
-    "vqa": {"kinds": ("benign",), "answer_required": True},
-    "xstest": {"kinds": ("lookalike",)},
-}
+# What each test set's rows may be (which kinds, whether a reference answer is required) is
+# declared by the source that builds it (icet.datasets: its DataSet). A set not registered
+# there (a test's own) gets the rules every set shares.
+
+
+def _set_rules(testset: str | None):
+    from icet.datasets.base import data_set
+
+    return data_set(testset) if testset else None
 
 
 def numbered_rows(path: str | os.PathLike, required: Iterable[str] = ()) -> list[tuple[int, dict]]:
@@ -77,7 +73,7 @@ def check_request(row: dict, where: str) -> None:
 def check_dataset_row(row: dict, where: str, testset: str | None = None) -> None:
     """Keys and types of one data-set row (no file access); IcetError names `where` and the key.
 
-    `testset` adds that set's rules (SET_RULES): which kinds, whether `answer` is required.
+    `testset` adds that set's rules (icet.datasets): which kinds, whether `answer` is required.
     """
     missing = [k for k in DATASET_KEYS if k not in row]
     if missing:
@@ -89,13 +85,13 @@ def check_dataset_row(row: dict, where: str, testset: str | None = None) -> None
         if not isinstance(row[key], str) or (key in ("prompt", "image") and not row[key].strip()):
             raise IcetError(f"{where}: {key} must be a non-empty string, got {row[key]!r}")
     check_request(row, where)
-    rules = SET_RULES.get(testset or "", {})
-    kinds = rules.get("kinds", KINDS)
+    rules = _set_rules(testset)
+    kinds = rules.kinds if rules else KINDS
     if row["kind"] not in kinds:
         raise IcetError(f"{where}: kind {row['kind']!r} not one of {', '.join(kinds)}"
                         + (f" (a {testset} row)" if rules else ""))
     answer = row["answer"]
-    if rules.get("answer_required") and (not isinstance(answer, str) or not answer.strip()):
+    if rules and rules.answer_required and (not isinstance(answer, str) or not answer.strip()):
         raise IcetError(f"{where}: answer must be a non-empty string in a {testset} row "
                         f"(utility is scored against it), got {answer!r}")
     if answer is not None and not isinstance(answer, str):

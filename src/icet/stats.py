@@ -18,8 +18,10 @@ break with the others), and resampling rows as independent makes CIs too narrow.
 bootstrap draw picks prompts (clusters) with replacement and takes every row of each drawn
 prompt (cluster bootstrap; the mean is the ratio of drawn sums to drawn counts). Where every
 row has its own prompt (MR, AC) a cluster is one row and the draws, hence the numbers, are
-exactly the row bootstrap's. `unit: row` in the bootstrap settings restores row resampling.
-Score rows without a `prompt` key count as their own cluster (their id).
+exactly the row bootstrap's. A data set whose rows all share one prompt text declares another
+key as its unit (icet.datasets, `DataSet.unit`: SafeBench's `request`, the question its image
+carries). `unit: row` in the bootstrap settings restores row resampling. Score rows without
+their set's unit key count as their own cluster (their id).
 
 The metrics come from the judge plug-ins (icet.judges.base): each judge's `metric` names
 its statistic, score column and scale. Every score file has the required judges' columns
@@ -174,6 +176,15 @@ def layer_groups(num_layers: int, groups: dict[str, Sequence[int]]) -> dict[str,
     return expanded
 
 
+@functools.lru_cache(maxsize=None)
+def unit_key(testset: str) -> str:
+    """The row key a set's bootstrap clusters by: its data set's `unit`, else the prompt."""
+    from icet.datasets import data_set
+
+    spec = data_set(testset)
+    return spec.unit if spec is not None else "prompt"
+
+
 def load_scores(score_files: Iterable[str | os.PathLike],
                 kinds: Sequence[str] | None = None) -> pd.DataFrame:
     """Read and check score JSONL files (docs/contracts.md "Scores") into one table.
@@ -204,8 +215,10 @@ def load_scores(score_files: Iterable[str | os.PathLike],
             "reward": score_number(path, number, "reward", row["reward"], "a number or null"),
             "refusal": None if refusal is None else float(refusal),
             "seed": row.get("seed"),
-            # the bootstrap's resampling unit (module docstring): the prompt text
-            "cluster": str(row["prompt"]) if "prompt" in row else f"id:{row['id']}",
+            # the bootstrap's resampling unit (module docstring): the prompt text, or the key
+            # the row's data set declares
+            "cluster": (str(row[unit]) if (unit := unit_key(str(row["testset"]))) in row
+                        else f"id:{row['id']}"),
         })
         for column, _ in EXTRA_METRICS.values():
             if column in row:

@@ -59,7 +59,8 @@ def test_mirror_holds_every_repo_and_url_the_config_names(mirror):
         config["data"]["xstest"]["repo"]}
     assert repos == named
     rewritten = set(json.dumps(url_overlay(config, "X", record)).split('"'))
-    assert len(record["urls"]) == 5 and all(u in record["sha256"] for u in record["urls"])
+    # AdvBench, COCO, VQA-v2's two zips, Detoxify's checkpoint, SafeBench's CSV and archive
+    assert len(record["urls"]) == 7 and all(u in record["sha256"] for u in record["urls"])
     for url in record["urls"]:
         served = record["url_map"].get(url) or local_url(url, "X")[2:]
         assert f"X/{served}" in rewritten and (out / "http" / served).is_file(), url
@@ -244,17 +245,20 @@ def test_url_overlay_rewrites_every_url_and_nothing_else():
 
 
 def test_rehearsal_overlay_changes_only_sizes_layers_and_lengths():
-    """The paper config minus the overlay: same repos, revisions, URLs, judges and sets."""
+    """The paper config minus the overlay: same repos, revisions, URLs, judges and sets, and
+    the optional SafeBench switched on (a fourth safety set, swept end to end)."""
     paper, rehearsal = load_yaml(ROOT / "config.yaml"), paper_config()
-    for key in ("data_source", "testsets", "utility_sets", "train_set", "seed"):
+    for key in ("data_source", "utility_sets", "train_set", "seed"):
         assert rehearsal[key] == paper[key], key
+    assert "safebench" not in paper["testsets"]
+    assert rehearsal["testsets"] == paper["testsets"] + ["safebench"]
     for a, b in zip(paper["models"], rehearsal["models"], strict=True):
         for key in ("name", "source", "repo", "revision", "architecture", "lppo"):
             assert a[key] == b[key], (a["name"], key)
     for judge, spec in paper["judges"].items():
         for key in ("source", "repo", "revision", "checkpoint_url", "config_repo", "mode"):
             assert rehearsal["judges"][judge].get(key) == spec.get(key), (judge, key)
-    for name in ("advbench", "jailbreakv", "coco", "vqa", "xstest"):
+    for name in ("advbench", "jailbreakv", "coco", "vqa", "xstest", "safebench"):
         assert rehearsal["data"][name] == paper["data"][name], name
 
 
@@ -277,5 +281,9 @@ def test_reduced_rehearsal_runs_the_paper_dag_and_verifies(tmp_path):
         assert (run / name).stat().st_size > 0, name
     # The utility column is the DeBERTa utility RM's, not the TR reward model's (the caption
     # named the GPT-2 TR model before: the toy has one reward model for both).
+    # FigStep's SafeBench, a plug-in data set the rehearsal switches on, is built, swept and
+    # tabled like the paper's three.
+    assert ",safebench," in (run / "tables" / "layers.csv").read_text()
+    assert ",SafeBench," in (run / "tables" / "table2.csv").read_text()
     utility = (run / "tables" / "utility.md").read_text().split("\n")[0]
     assert "utility reward: OpenAssistant/reward-model-deberta-v3-large-v2" in utility

@@ -1,4 +1,5 @@
-"""paper_data.py builders on small fake CSV/JSON files and images made here (fictional text only)."""
+"""The paper data sets' builders (icet.datasets) on small fake CSV/JSON files and images made
+here (fictional text only)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 
 from PIL import Image  # noqa: E402
 
-from icet import paper_data as pd  # noqa: E402
+from icet.datasets import vqa, xstest  # noqa: E402
+from icet.datasets.advbench import build_advbench_sets  # noqa: E402
+from icet.datasets.jailbreakv import build_jailbreakv_sets  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
 from icet.rows import validate_dataset  # noqa: E402
 
@@ -49,7 +52,7 @@ def advbench(tmp_path_factory):
 
 
 def _build_adv(advbench, out, seed=3):
-    return pd.build_advbench_sets(advbench["csv"], advbench["safe"], advbench["coco"], out, seed)
+    return build_advbench_sets(advbench["csv"], advbench["safe"], advbench["coco"], out, seed)
 
 
 def test_advbench_shapes_ids_and_disjoint_prompts(advbench, tmp_path):
@@ -95,14 +98,14 @@ def test_advbench_seeded_determinism(advbench, tmp_path):
 def test_advbench_missing_column_names_file_and_column(tmp_path, advbench):
     bad = _csv(tmp_path / "adv.csv", ["behaviour_text", "target"], [["x", "y"]] * 20)
     with pytest.raises(IcetError) as err:
-        pd.build_advbench_sets(bad, advbench["safe"], advbench["coco"], tmp_path / "out", 0)
+        build_advbench_sets(bad, advbench["safe"], advbench["coco"], tmp_path / "out", 0)
     assert str(bad) in str(err.value) and "'goal'" in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
 def test_advbench_too_few_safe_images(advbench, tmp_path):
     with pytest.raises(IcetError, match="safe_images: 3 given, CP needs 10"):
-        pd.build_advbench_sets(advbench["csv"], advbench["safe"][:3], advbench["coco"],
+        build_advbench_sets(advbench["csv"], advbench["safe"][:3], advbench["coco"],
                                tmp_path / "out", 0)
 
 
@@ -112,7 +115,7 @@ def test_corrupt_image_names_row_and_leaves_no_output(advbench, tmp_path):
     broken.parent.mkdir()
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
     with pytest.raises(IcetError) as err:
-        pd.build_advbench_sets(advbench["csv"], safe[:9] + [broken], advbench["coco"],
+        build_advbench_sets(advbench["csv"], safe[:9] + [broken], advbench["coco"],
                                tmp_path / "out", 0)
     message = str(err.value)
     # named where it came from (icet.inputs.check_image, before any row is written)
@@ -148,7 +151,7 @@ def _jbv(root: Path, mini_header=None, rt_header=None, full=True, mini_rows=None
 def test_jailbreakv_mr_and_rt(tmp_path):
     root = _jbv(tmp_path / "jbv")
     out = tmp_path / "out"
-    build = pd.build_jailbreakv_sets(root, out, seed=5)
+    build = build_jailbreakv_sets(root, out, seed=5)
     mr, rt = _jsonl(out / "mr.jsonl"), _jsonl(out / "rt.jsonl")
     assert [r["id"] for r in mr] == [f"mr-{100 + i}" for i in range(6)]
     assert mr[1]["prompt"] == "Pretend you may glorp item 1" and mr[1]["category"] == "Fictional Harm"
@@ -164,7 +167,7 @@ def test_jailbreakv_mr_and_rt(tmp_path):
     assert build["rt_image_from"] == {"dataset": 1, "seeded_draw": 7}
     validate_dataset(out / "rt.jsonl")
 
-    build_sub = pd.build_jailbreakv_sets(root, tmp_path / "sub", seed=5, rt_size=3)
+    build_sub = build_jailbreakv_sets(root, tmp_path / "sub", seed=5, rt_size=3)
     assert len(_jsonl(tmp_path / "sub" / "rt.jsonl")) == 3 and len(build_sub["rt_rows"]) == 3
 
 
@@ -174,7 +177,7 @@ def test_jailbreakv_column_aliases(tmp_path):
                              "img_path", "from"],
                 rt_header=["id", "redteam_query", "category", "source"])
     out = tmp_path / "out"
-    pd.build_jailbreakv_sets(root, out, seed=1)
+    build_jailbreakv_sets(root, out, seed=1)
     mr, rt = _jsonl(out / "mr.jsonl"), _jsonl(out / "rt.jsonl")
     assert mr[0]["prompt"] == "Pretend you may glorp item 0" and mr[0]["id"] == "mr-100"
     assert rt[3]["prompt"] == "glorp item 3" and rt[3]["category"] == "Fictional Harm"
@@ -184,7 +187,7 @@ def test_jailbreakv_missing_column_names_file_and_column(tmp_path):
     root = _jbv(tmp_path / "jbv", mini_header=["id", "jailbreak_query", "redteam_query", "format",
                                                "policy", "picture", "from"])
     with pytest.raises(IcetError) as err:
-        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
+        build_jailbreakv_sets(root, tmp_path / "out", seed=1)
     assert "mini_JailBreakV_28K.csv: missing column 'image_path'" in str(err.value)
 
 
@@ -192,7 +195,7 @@ def _jbv_error(tmp_path, name, **jbv) -> str:
     """The one-line error building RT/MR from a JailbreakV folder stops with; nothing written."""
     root = _jbv(tmp_path / name, **jbv)
     with pytest.raises(IcetError) as err:
-        pd.build_jailbreakv_sets(root, tmp_path / "out", seed=1)
+        build_jailbreakv_sets(root, tmp_path / "out", seed=1)
     assert not (tmp_path / "out").exists()
     return str(err.value)
 
@@ -210,13 +213,14 @@ def test_jailbreakv_mr_needs_the_plain_request(tmp_path):
 
 
 def test_jailbreakv_mr_from_the_rehearsal_mirror_carries_the_request(tmp_path):
-    """The mirror's JailbreakV-28K (icet.mirror.data, the released header) builds MR rows
-    whose request is the row's redteam_query, different from the jailbreak prompt."""
-    from icet.mirror.data import MirrorSizes, build_jailbreakv
+    """The mirror's JailbreakV-28K (its stand-in, the released header) builds MR rows whose
+    request is the row's redteam_query, different from the jailbreak prompt."""
+    from icet.datasets.jailbreakv import mirror_repo
+    from icet.mirror.data import MirrorSizes
 
     sizes = MirrorSizes(redteam=6, full=8, mini=5, long_words=20)
-    build_jailbreakv(tmp_path / "hub", sizes, seed=2, authors=tmp_path / "authors")
-    pd.build_jailbreakv_sets(tmp_path / "hub", tmp_path / "out", seed=2,
+    mirror_repo(tmp_path / "hub", sizes, seed=2, authors=tmp_path / "authors")
+    build_jailbreakv_sets(tmp_path / "hub", tmp_path / "out", seed=2,
                              images_dir=tmp_path / "authors")
     with open(tmp_path / "hub" / "JailBreakV_28K" / "mini_JailBreakV_28K.csv",
               encoding="utf-8") as f:
@@ -249,9 +253,9 @@ def test_duplicate_id_is_an_error(tmp_path):
 
 
 def test_majority_answer_hand_computed():
-    assert pd.majority_answer(["yes"] * 3 + ["no"] * 7) == "no"
-    assert pd.majority_answer(["Two", "2", "two ", "2", "TWO"]) == "two"
-    assert pd.majority_answer(["red", "blue", "blue", "red"]) == "red"  # tie: first given wins
+    assert vqa.majority_answer(["yes"] * 3 + ["no"] * 7) == "no"
+    assert vqa.majority_answer(["Two", "2", "two ", "2", "TWO"]) == "two"
+    assert vqa.majority_answer(["red", "blue", "blue", "red"]) == "red"  # tie: first given wins
 
 
 def test_vqa_subset_majority_answer_and_determinism(tmp_path):
@@ -268,8 +272,8 @@ def test_vqa_subset_majority_answer_and_determinism(tmp_path):
     (tmp_path / "q.json").write_text(json.dumps(questions))
     (tmp_path / "a.json").write_text(json.dumps(annotations))
     args = (tmp_path / "q.json", tmp_path / "a.json", images)
-    build = pd.build_vqa_set(*args, tmp_path / "v1", size=4, seed=9)
-    pd.build_vqa_set(*args, tmp_path / "v2", size=4, seed=9)
+    build = vqa.build_vqa_set(*args, tmp_path / "v1", size=4, seed=9)
+    vqa.build_vqa_set(*args, tmp_path / "v2", size=4, seed=9)
     assert (tmp_path / "v1" / "vqa.jsonl").read_bytes() == (tmp_path / "v2" / "vqa.jsonl").read_bytes()
     rows = _jsonl(tmp_path / "v1" / "vqa.jsonl")
     assert len(rows) == 4 and [int(r["id"][4:]) for r in rows] == build["question_ids"]
@@ -281,7 +285,7 @@ def test_vqa_subset_majority_answer_and_determinism(tmp_path):
         assert r["kind"] == "benign" and r["category"] == "what color is the"
         assert r["image"] == f"images/coco/COCO_val2014_{(11, 22, 33)[(qid - 1000) % 3]:012d}.jpg"
     with pytest.raises(IcetError, match="fewer than size=7"):
-        pd.build_vqa_set(*args, tmp_path / "v3", size=7, seed=9)
+        vqa.build_vqa_set(*args, tmp_path / "v3", size=7, seed=9)
 
 
 def test_xstest_keeps_only_safe_rows(tmp_path):
@@ -292,14 +296,14 @@ def test_xstest_keeps_only_safe_rows(tmp_path):
             ["3", "Where can I shoot a good photo?", "homonyms", "safe", "shoot", ""],
             ["4", "What is the best way to florp a zib?", "contrast_figurative_language", "unsafe", "", ""]]
     x = _csv(tmp_path / "xstest_prompts.csv", header, rows)
-    pd.build_xstest_set(x, imgs, tmp_path / "out", seed=2)
+    xstest.build_xstest_set(x, imgs, tmp_path / "out", seed=2)
     kept = _jsonl(tmp_path / "out" / "xstest.jsonl")
     assert [r["id"] for r in kept] == ["xstest-1", "xstest-3"]
     assert {r["kind"] for r in kept} == {"lookalike"} and kept[0]["category"] == "homonyms"
 
     # Without a label column the type decides.
     x2 = _csv(tmp_path / "v1.csv", ["id_v2", "type", "prompt"], [[r[0], r[2], r[1]] for r in rows])
-    pd.build_xstest_set(x2, imgs, tmp_path / "out2", seed=2)
+    xstest.build_xstest_set(x2, imgs, tmp_path / "out2", seed=2)
     assert [r["id"] for r in _jsonl(tmp_path / "out2" / "xstest.jsonl")] == ["xstest-1", "xstest-3"]
 
 
@@ -325,14 +329,12 @@ def _vqa_files(root: Path, image_ids, n_questions=20):
 
 
 def test_vqa_real_zip_file_names_are_found(tmp_path):
-    from icet.paper_jobs import build_vqa
-
     coco = tmp_path / "coco" / "val2017"
     for image_id in (7, 8):
         _image(coco / f"{image_id:012d}.jpg", image_id)
     qdir, adir = _vqa_files(tmp_path, [7, 8], n_questions=6)
-    build = build_vqa(str(qdir), str(adir), str(tmp_path / "coco"), str(tmp_path / "out"),
-                      seed=1, size=3)
+    build = vqa.build({"questions": qdir, "annotations": adir, "images": tmp_path / "coco"},
+                      tmp_path / "out", seed=1, size=3)
     assert build["inputs"]["questions_json"]["path"].endswith(
         "v2_OpenEnded_mscoco_val2014_questions.json")
     assert build["inputs"]["annotations_json"]["path"].endswith("v2_mscoco_val2014_annotations.json")
@@ -348,14 +350,14 @@ def test_vqa_draws_only_questions_whose_image_is_present(tmp_path):
     qdir, adir = _vqa_files(tmp_path, list(range(100, 110)))
     q = qdir / "v2_OpenEnded_mscoco_val2014_questions.json"
     a = adir / "v2_mscoco_val2014_annotations.json"
-    build = pd.build_vqa_set(q, a, coco, tmp_path / "out", size=4, seed=0)
+    build = vqa.build_vqa_set(q, a, coco, tmp_path / "out", size=4, seed=0)
     rows = _jsonl(tmp_path / "out" / "vqa.jsonl")
     assert sorted(int(r["id"][4:]) for r in rows) == [503, 507, 513, 517]
     assert build["question_pool"] == {"rule": "image present in images_dir", "questions": 20,
                                       "with_image": 4, "images": 2}
     with pytest.raises(IcetError, match=r"only 4 of 20 questions have their image in .*"
                                         r"fewer than size=5; use COCO val2014"):
-        pd.build_vqa_set(q, a, coco, tmp_path / "out5", size=5, seed=0)
+        vqa.build_vqa_set(q, a, coco, tmp_path / "out5", size=5, seed=0)
 
 
 XSTEST_HEADER = ["id", "prompt", "type", "label", "focus", "note"]
@@ -386,7 +388,6 @@ def _parquet(path: Path, header: list[str], rows: list[list]) -> Path:
 
 def test_xstest_hub_copy_parquet_layout(tmp_path):
     """natolambert/xstest-v2-copy: data/prompts-*.parquet beside per-model completion files."""
-    from icet.paper_jobs import build_xstest
 
     rows = _xstest_rows()
     hub = tmp_path / "xstest"
@@ -397,7 +398,7 @@ def test_xstest_hub_copy_parquet_layout(tmp_path):
     (hub / "README.md").write_text("card")
     for i in range(3):
         _image(tmp_path / "coco" / f"{i:012d}.jpg", 40 * i)
-    build = build_xstest(str(hub), str(tmp_path / "coco"), str(tmp_path / "out"), seed=4)
+    build = xstest.build({"xstest": hub, "images": tmp_path / "coco"}, tmp_path / "out", seed=4)
     kept = _jsonl(tmp_path / "out" / "xstest.jsonl")
     assert build["inputs"]["xstest_prompts"]["path"].endswith("prompts-00000-of-00001.parquet")
     assert build["format"] == "parquet" and build["kept"] == 10 and build["dropped"] == 10
@@ -406,21 +407,20 @@ def test_xstest_hub_copy_parquet_layout(tmp_path):
 
 
 def test_xstest_authors_csv_preferred_and_label_must_agree_with_type(tmp_path):
-    from icet.paper_jobs import build_xstest
-
     rows = _xstest_rows()
     folder = tmp_path / "xstest"
     _csv(folder / "xstest_prompts.csv", XSTEST_HEADER, rows)
     _csv(folder / "other_notes.csv", ["a", "b"], [["1", "2"]])  # sorted first, not the prompts
     for i in range(2):
         _image(tmp_path / "coco" / f"{i:012d}.jpg", 60 * i)
-    build = build_xstest(str(folder), str(tmp_path / "coco"), str(tmp_path / "out"), seed=4)
+    build = xstest.build({"xstest": folder, "images": tmp_path / "coco"}, tmp_path / "out",
+                         seed=4)
     assert build["kept"] == 10 and build["format"] == "csv"
     rows[3][3] = "safe"  # a contrast_ row labelled safe: a shifted column, not a safe prompt
     bad = _csv(tmp_path / "bad" / "xstest_prompts.csv", XSTEST_HEADER, rows)
     with pytest.raises(IcetError, match=r"xstest_prompts.csv: line 5: label 'safe' disagrees "
                                         r"with type 'contrast_homonyms'"):
-        pd.build_xstest_set(bad, [tmp_path / "coco" / "000000000000.jpg"], tmp_path / "o2", 0)
+        xstest.build_xstest_set(bad, [tmp_path / "coco" / "000000000000.jpg"], tmp_path / "o2", 0)
 
 
 def _jbv_hub_layout(root: Path, zip_folder: str = "JailBreakV_28K") -> tuple[Path, Path]:
@@ -454,7 +454,7 @@ def _jbv_hub_layout(root: Path, zip_folder: str = "JailBreakV_28K") -> tuple[Pat
 def test_jailbreakv_images_from_a_user_supplied_folder(tmp_path):
     hub, images = _jbv_hub_layout(tmp_path)
     out = tmp_path / "out"
-    build = pd.build_jailbreakv_sets(hub, out, seed=5, images_dir=images)
+    build = build_jailbreakv_sets(hub, out, seed=5, images_dir=images)
     rt, mr = _jsonl(out / "rt.jsonl"), _jsonl(out / "mr.jsonl")
     assert len(mr) == 6 and build["mr_rows"] == {"used": 6, "of": 6, "dropped_missing_image": []}
     assert len(rt) == 8 and build["rt_image_from"] == {"dataset": 4, "seeded_draw": 4}
@@ -468,7 +468,7 @@ def test_jailbreakv_zip_folder_found_in_either_spelling(tmp_path, spelling):
     """The authors' zip unpacks to JailBreakV_28k/ (PyRIT's current loader) or, per its older
     version, JailBreakV_28K/: images_dir naming the folder's parent finds the images in both."""
     hub, images = _jbv_hub_layout(tmp_path, spelling)
-    build = pd.build_jailbreakv_sets(hub, tmp_path / "out", seed=5, images_dir=images)
+    build = build_jailbreakv_sets(hub, tmp_path / "out", seed=5, images_dir=images)
     assert build["mr_rows"]["used"] == 6 and build["rt_image_from"]["dataset"] == 4
     rt = _jsonl(tmp_path / "out" / "rt.jsonl")
     assert rt[1]["image"] == f"images/jbv/{spelling}/llm_transfer_attack/noise_1.png"
@@ -477,7 +477,7 @@ def test_jailbreakv_zip_folder_found_in_either_spelling(tmp_path, spelling):
 def test_jailbreakv_missing_images_one_line_says_how_to_obtain_them(tmp_path):
     hub, _ = _jbv_hub_layout(tmp_path)
     with pytest.raises(IcetError) as err:
-        pd.build_jailbreakv_sets(hub, tmp_path / "out", seed=5)
+        build_jailbreakv_sets(hub, tmp_path / "out", seed=5)
     message = str(err.value)
     assert "\n" not in message
     assert "MR: 4 of 6 images missing (first: " in message  # rows 2-3, 5-6 (query_1, query_2)
@@ -494,7 +494,7 @@ def test_jailbreakv_coco_fallback_for_rt_and_mr_rows_dropped_and_counted(tmp_pat
     for i in range(4):
         _image(coco / f"{i:012d}.jpg", 50 * i)
     out = tmp_path / "out"
-    build = pd.build_jailbreakv_sets(hub, out, seed=5, rt_images="coco", coco_dir=coco,
+    build = build_jailbreakv_sets(hub, out, seed=5, rt_images="coco", coco_dir=coco,
                                      mr_missing_images="drop")
     rt, mr = _jsonl(out / "rt.jsonl"), _jsonl(out / "mr.jsonl")
     assert len(rt) == 8 and all(r["image"].startswith("images/coco/") for r in rt)
@@ -504,7 +504,7 @@ def test_jailbreakv_coco_fallback_for_rt_and_mr_rows_dropped_and_counted(tmp_pat
     assert build["mr_rows"] == {"used": 2, "of": 6, "dropped_missing_image":
                                 ["mr-201", "mr-202", "mr-204", "mr-205"]}
     with pytest.raises(IcetError, match="MR: 4 of 6 images missing"):  # default: stop
-        pd.build_jailbreakv_sets(hub, tmp_path / "out2", seed=5, rt_images="coco", coco_dir=coco)
+        build_jailbreakv_sets(hub, tmp_path / "out2", seed=5, rt_images="coco", coco_dir=coco)
 
 
 def test_jailbreakv_choices_reach_the_manifest_and_the_reproduction_report(tmp_path, monkeypatch):
@@ -517,7 +517,7 @@ def test_jailbreakv_choices_reach_the_manifest_and_the_reproduction_report(tmp_p
     hub, _ = _jbv_hub_layout(tmp_path)
     for i in range(4):
         _image(tmp_path / "coco" / f"{i:012d}.jpg", 50 * i)
-    pd.build_jailbreakv_sets(hub, tmp_path / "jbv", seed=5, rt_images="coco",
+    build_jailbreakv_sets(hub, tmp_path / "jbv", seed=5, rt_images="coco",
                              coco_dir=tmp_path / "coco", mr_missing_images="drop")
     builds = [str(tmp_path / "jbv" / "build.json")]
     manifest = write_manifest(tmp_path / "run" / "manifest.json", config={}, seeds={},

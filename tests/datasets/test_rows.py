@@ -6,10 +6,11 @@ import json
 import pytest
 from PIL import Image
 
-from icet import paper_data
+from icet.datasets import data_set
+from icet.datasets.files import row as source_row, write_sets
 from icet.errors import IcetError
 from icet.io import write_jsonl
-from icet.rows import (SCORE_KEYS, SET_RULES, read_dataset, read_responses, read_scores,
+from icet.rows import (SCORE_KEYS, read_dataset, read_responses, read_scores,
                        read_utility_scores, response_row, validate_dataset)
 
 
@@ -42,9 +43,10 @@ def _write(folder, rows, name):
     ("mr", {"request": " "}, "request must be a non-empty string where present, got ' '"),
     ("mr", {"request": None}, "request must be a non-empty string where present, got None"),
     ("mr", {"request": ["glorp"]}, "request must be a non-empty string where present"),
+    ("safebench", {"kind": "benign"}, "kind 'benign' not one of harmful"),
 ])
 def test_each_set_has_its_rules_named_by_file_row_and_key(folder, testset, bad, message):
-    good_kind = SET_RULES[testset]["kinds"][0]
+    good_kind = data_set(testset).kinds[0]  # the rules its data-set plug-in declares
     rows = [_row(0, good_kind, "red"), _row(1, good_kind, "red")]
     rows[1].update(bad)
     path = _write(folder, rows, f"{testset}.jsonl")
@@ -87,11 +89,11 @@ def test_image_paths_stay_inside_the_folder_and_exist(folder, image, message):
 
 def test_the_paper_builders_check_with_the_set_rules(folder):
     """A builder hands its set's name to the check: a benign row cannot reach cp.jsonl."""
-    rows = [paper_data._row("cp-0", "how to x", "benign", "c", "advbench-cp",
-                            folder / "images" / "a.png", "safe", "a.png", "input line 2")]
+    rows = [source_row("cp-0", "how to x", "benign", "c", "advbench-cp",
+                       folder / "images" / "a.png", "safe", "a.png", "input line 2")]
     out = folder / "out"
     with pytest.raises(IcetError, match=r"cp.jsonl: row 1 \(cp-0\): kind 'benign'") as err:
-        paper_data._write_sets(out, {"cp.jsonl": rows}, {}, logger=None)
+        write_sets(out, {"cp.jsonl": rows}, {}, logger=None)
     assert str(out) in str(err.value) and not out.exists()
 
 

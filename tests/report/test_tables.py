@@ -185,3 +185,25 @@ def test_table2_adds_a_column_pair_per_further_asr_judge_and_leaves_the_rest(sco
         "0.0000", "50.0000", "100.0000", "50.0000"]
     header = (tmp_path / "hb.md").read_text().split("\n")[2]
     assert "AASR (HarmBench classifier) original | AASR (HarmBench classifier) aligned" in header
+
+
+def test_safebench_is_resampled_by_its_request_not_its_one_shared_prompt(tmp_path):
+    """Every SafeBench row carries FigStep's one text prompt; the unit its data set declares
+    is the request its image carries. Clustered by the prompt, 8 questions were one cluster
+    and the interval collapsed onto the mean ([50, 50])."""
+    rows = [{"id": f"safebench-01-0{k}", "model": "toy-llava", "variant": "original",
+             "testset": "safebench", "layer": layer, "kind": "harmful", "unsafe": int(k < 4),
+             "toxicity": 0.0, "reward": 0.0, "refusal": k >= 4, "seed": 7,
+             "prompt": "The image shows a list numbered 1, 2, and 3", "request": f"question {k}"}
+            for layer in (0, 1) for k in range(8)]
+    path = tmp_path / "safebench.jsonl"
+    write_jsonl(path, rows)
+    out = write_layer_table([path], tmp_path / "l.csv", tmp_path / "l.md", FAST)
+    assert out[0]["asr"] == 50.0 and out[0]["asr_lo"] < 50.0 < out[0]["asr_hi"]
+    assert "SafeBench 8 requests / 8 rows" in (tmp_path / "l.md").read_text()
+    # a set clustered by its prompt still is (CP: one prompt with its images, one cluster)
+    cp = [{**r, "testset": "cp", "id": f"cp-{r['id']}"} for r in rows]
+    write_jsonl(tmp_path / "cp.jsonl", cp)
+    out = write_layer_table([tmp_path / "cp.jsonl"], tmp_path / "c.csv", tmp_path / "c.md", FAST)
+    assert out[0]["asr_lo"] == out[0]["asr_hi"] == 50.0
+    assert "CP 1 prompts / 8 rows" in (tmp_path / "c.md").read_text()

@@ -56,6 +56,18 @@ def test_paper_sets_validate_and_follow_the_contract(built):
         assert {r["category"] for r in _rows(out, name)} <= set(world.HARM_CATEGORIES)
 
 
+def test_the_toys_set_list_is_what_it_builds_under_each_sets_rules(built):
+    """TEST_SETS is the toy's set list (a paper set not in it is left out of a toy run): every
+    one is built, and passes the rules its data-set plug-in declares."""
+    from icet.toy.datasets import TEST_SETS
+
+    out, summary = built
+    assert set(TEST_SETS) == set(PAPER_SETS)
+    assert {f"{name}.jsonl" for name in TEST_SETS} <= set(summary["counts"])
+    for name in TEST_SETS:
+        validate_dataset(out / f"{name}.jsonl", name)
+
+
 def test_cp_is_ten_prompts_times_ten_images(built):
     out, _ = built
     rows = _rows(out, "cp")

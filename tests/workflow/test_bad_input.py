@@ -99,7 +99,7 @@ def sweep(tmp: Path, data: Path):
 
 def build_advbench(tmp: Path, csv_bytes: bytes):
     """What rule build_advbench calls on the downloaded prompt file."""
-    from icet.paper_data import build_advbench_sets
+    from icet.datasets.advbench import build_advbench_sets
 
     path = tmp / "advbench.csv"
     path.write_bytes(csv_bytes)
@@ -108,7 +108,7 @@ def build_advbench(tmp: Path, csv_bytes: bytes):
 
 def build_jailbreakv(tmp: Path, image: str):
     """What rule build_jailbreakv calls; the mini split's CSV names `image` for its one row."""
-    from icet.paper_data import build_jailbreakv_sets
+    from icet.datasets.jailbreakv import build_jailbreakv_sets
 
     root = tmp / "jbv"
     (root / "llm_transfer_attack").mkdir(parents=True)
@@ -126,7 +126,7 @@ def build_jailbreakv(tmp: Path, image: str):
 
 def build_advbench_with_coco(tmp: Path, coco_image: bytes):
     """rule build_advbench with one COCO image given as bytes (the others fine)."""
-    from icet.paper_data import build_advbench_sets
+    from icet.datasets.advbench import build_advbench_sets
 
     path = tmp / "advbench.csv"
     path.write_text("goal,target\n" + "".join(f"zorblax number {i},sure\n" for i in range(3)))

@@ -20,7 +20,7 @@ Two accuracy measures (config `utility.vqa_metric`):
     re.UNICODE, 32, as sub's count). Apostrophes and colons are kept;
   * human answers: only the punctuation step, and only when the 10 are not all the same;
   * a match is string equality of the normalised forms.
-  Rows must carry all 10 human answers (`answers`, icet.paper_data.build_vqa_set).
+  Rows must carry all 10 human answers (`answers`, icet.datasets.vqa.build_vqa_set).
 - "contains", the toy's: the normalised reference `answer` occurs in the normalised
   response as whole words ("red" is in "the shape is red ." but not in "reddish"). The toy
   LM answers in templated sentences and each toy question has one reference answer, so

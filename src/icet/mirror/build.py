@@ -16,9 +16,11 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
+from icet.datasets import registry
 from icet.errors import IcetError
 from icet.io import atomic_dir, sha256_file, write_json
 from icet.mirror import data, hub, judges, models
@@ -26,19 +28,35 @@ from icet.mirror.server import mirror_path
 
 MODEL_BUILDERS = {"llava": models.build_llava, "llava_next": models.build_llava_next,
                   "mllama": models.build_mllama}
-# The JailbreakV-28K images the authors hand out by request form (not on the Hub), as the
-# folder a cluster user unpacks them to (data.jailbreakv.images_dir).
-AUTHORS_IMAGES = "jailbreakv-authors-images"
 # Repos gated on the Hub (accept the license, then HF_TOKEN): recorded, not enforced offline.
 GATED_PREFIXES = ("meta-llama/",)
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where a data source's mirror stand-in (`Source.mirror(block, site)`, icet.datasets)
+    writes: URL files under `http` at their URL's path (`url`), Hub repos through `repo`
+    (repo_id, folder, repo_type, revision), what a user fetches by hand under `by_hand`."""
+
+    http: Path
+    scratch: Path
+    by_hand: Path
+    sizes: data.MirrorSizes
+    seed: int
+    repo: Callable[..., None]
+
+    def url(self, url: str) -> Path:
+        return mirror_path(url, self.http)
+
+
 def _fingerprint(config: dict, sizes: data.MirrorSizes, seed: int) -> str:
+    import icet.datasets as sources
     import icet.mirror as package
 
     folder = Path(package.__file__).parent  # the builders' code only (not the runner/checker)
     code = "".join((folder / f"{name}.py").read_text()
                    for name in ("build", "data", "hub", "judges", "models"))
+    code += "".join(p.read_text() for p in sorted(Path(sources.__file__).parent.glob("*.py")))
     text = json.dumps({"config": config, "sizes": asdict(sizes), "seed": seed}, sort_keys=True,
                       default=str) + code
     return hashlib.sha256(text.encode()).hexdigest()
@@ -110,17 +128,15 @@ def build_mirror(out: str | os.PathLike, config: dict, sizes: data.MirrorSizes |
 
         raw = config.get("data", {})
         if config.get("data_source") == "paper":
-            # At the config's URL paths (a pinned commit in the AdvBench URL stays in its path).
-            data.build_advbench(mirror_path(raw["advbench"]["url"], http), sizes, seed)
-            coco = data.build_coco(http, scratch / "coco", sizes, seed)
-            data.build_vqa(mirror_path(raw["vqa"]["questions_url"], http),
-                           mirror_path(raw["vqa"]["annotations_url"], http), sizes,
-                           coco["val2014"], seed)
-            record["jailbreakv"] = data.build_jailbreakv(scratch / "jbv", sizes, seed,
-                                                         authors=tmp / AUTHORS_IMAGES)
-            repo(raw["jailbreakv"]["repo"], scratch / "jbv", "dataset", raw["jailbreakv"].get("revision", "main"))
-            data.build_xstest(scratch / "xstest", sizes, seed)
-            repo(raw["xstest"]["repo"], scratch / "xstest", "dataset", raw["xstest"].get("revision", "main"))
+            # Every data source the config has a block for, through its own stand-in, at the
+            # config's URL paths (a pinned commit in a URL stays in its path) and repos.
+            site = Site(http=http, scratch=scratch, by_hand=tmp, sizes=sizes, seed=seed,
+                        repo=repo)
+            for source in registry().values():
+                if source.mirror is not None and isinstance(raw.get(source.name), dict):
+                    info = source.mirror(raw[source.name], site)
+                    if info:
+                        record[source.name] = info
         for url in config_urls({k: config.get(k) for k in ("judges", "data")}):
             served = http / record["url_map"].get(url, mirror_path(url, http).relative_to(http).as_posix())
             if not served.is_file():

@@ -17,6 +17,7 @@ Kinds:
   torch-keys top-level keys of a torch.save dict == expected (any order; read weights-only
              with icet.judges.toxicity's allow-list)
   zip        every member matches the glob `expected` (and there is one)
+  zip-has    at least one member matches the glob `expected`
   file       the file exists;  absent: it does not
   glob       at least one file under `file` matches the glob `expected`
   images-partly-missing  `expected` names the CSV's image column: some listed images exist
@@ -115,6 +116,10 @@ def check_row(mirror: Path, row: Row) -> str | None:
             names = [n for n in zf.namelist() if not n.endswith("/")]
         odd = [n for n in names if not fnmatch.fnmatchcase(n, row.expected)]
         return (f"{row}: members {odd[:3]} do not match {row.expected}" if odd or not names else None)
+    if row.kind == "zip-has":
+        with zipfile.ZipFile(path) as zf:
+            hit = any(fnmatch.fnmatchcase(n, row.expected) for n in zf.namelist())
+        return None if hit else f"{row}: no member matches {row.expected}"
     try:
         raw = _read(base, row.file)
     except KeyError:  # zipfile's word for an absent member

@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from icet.config import load_yaml, merge
-from icet.mirror.build import AUTHORS_IMAGES, build_mirror
+from icet.datasets.jailbreakv import AUTHORS_IMAGES
+from icet.mirror.build import build_mirror
 from icet.mirror.server import local_url, serve, stable_port
 
 ROOT = Path(__file__).resolve().parents[3]

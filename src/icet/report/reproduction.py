@@ -552,7 +552,7 @@ def write_reproduction(table2_csv: str | os.PathLike, out_md: str | os.PathLike,
     different = frozenset(scorers)
     cells = compare_cells(ours, paper, different)
     claims = judge_claims(ours, paper)
-    from icet.paper_data import build_choices, describe_build
+    from icet.datasets import build_choices, describe_build
 
     # The paper data sets' build.json: RT's image source, MR's rows used of 280, VQA's pool.
     notes = [line for path in sorted(data_builds or [])

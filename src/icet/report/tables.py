@@ -11,12 +11,13 @@ import math
 import os
 from typing import Iterable, Sequence
 
+from icet.datasets import titles as set_titles
 from icet.errors import IcetError
 from icet.io import write_csv, write_text
 from icet.logs import setup_logging
 from icet.report.latex import write_latex
 from icet.stats import (METRICS, bootstrap_settings, group_metrics, layer_groups,
-                        layer_metrics, load_scores, metrics_of)
+                        layer_metrics, load_scores, metrics_of, unit_key)
 
 TABLE2_VALUES = ["aasr_original", "aasr_aligned", "ats_original", "ats_aligned",
                  "atr_original", "atr_aligned"]
@@ -30,7 +31,9 @@ LAYER_COLUMNS = ["model", "variant", "testset", "layer", "n", "n_unparseable",
 # Further ASR judges (plug-ins of icet.judges.base beside the guard, e.g. asr_harmbench):
 # Table 2 gets "a<metric>_<variant>" columns for each the scores carry, after the paper's.
 NOT_RUN = "not run"  # aligned cells when no L-PPO scores exist for that test set
-DEFAULT_TESTSET_NAMES = {"cp": "CP", "mr": "MR", "ac": "AC"}  # the paper's test-set labels
+# The paper's Table 2 order; any other safety set follows alphabetically. How a set is named
+# (CP, MR, AC, ...) is its data-set plug-in's title (icet.datasets).
+TABLE2_ORDER = ("cp", "mr", "ac")
 
 
 def fmt(value, decimals: int) -> str:
@@ -80,8 +83,9 @@ def resampling_unit(frame, settings: dict) -> str:
         one = frame.drop_duplicates(["testset", "id"])
         for testset in sorted(one["testset"].unique()):
             sub = one[one["testset"] == testset]
-            counts.append(f"{DEFAULT_TESTSET_NAMES.get(testset, testset)} "
-                          f"{sub['cluster'].nunique()} prompts / {len(sub)} rows")
+            per = unit_key(testset)  # what a cluster is: a prompt, or the set's own unit
+            counts.append(f"{set_titles([testset])[testset]} "
+                          f"{sub['cluster'].nunique()} {per}s / {len(sub)} rows")
     return ("Resampling unit: the prompt (rows sharing a prompt text, e.g. one CP prompt "
             "with its images, are drawn together)" + (f": {'; '.join(counts)}." if counts else "."))
 
@@ -148,12 +152,13 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
     """Write the paper's Table 2 for one model: per test set, each layer group then "average".
 
     `groups` maps names to inclusive [lo, hi] ICET layers; `num_layers` (N) bounds them and
-    defaults to the largest layer scored. Test sets follow `testset_names` order, unknown
-    ones after it alphabetically under their own name. Returns the CSV rows.
+    defaults to the largest layer scored. Test sets follow `testset_names` order (default:
+    the paper's, TABLE2_ORDER), others after it alphabetically under their data set's title.
+    Returns the CSV rows.
     """
     logger = setup_logging(log, "tables")
     settings = bootstrap_settings(bootstrap)
-    names = dict(DEFAULT_TESTSET_NAMES if testset_names is None else testset_names)
+    names = set_titles(TABLE2_ORDER) if testset_names is None else dict(testset_names)
     frame = load_scores(score_files, kinds=kinds)
     if frame.empty:
         raise IcetError("table 2: no score rows in the given files")
@@ -173,7 +178,8 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
     for testset in order:
         aligned_run = ("aligned", testset, "average") in stats
         for group in list(expanded) + ["average"]:
-            row = {"train_set": train_set, "test_set": names.get(testset, testset),
+            title = names.get(testset) or set_titles([testset])[testset]
+            row = {"train_set": train_set, "test_set": title,
                    "layer_group": group,
                    "aligned_status": "ok" if aligned_run else NOT_RUN,
                    "layers": _layer_span(stats[("original", testset, group)]["layers"]
