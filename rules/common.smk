@@ -77,7 +77,8 @@ MODELS = {m["name"]: m for m in config["models"]}
 SAFETY_SETS = list(config["testsets"])
 UTILITY_SETS = list(config["utility_sets"])
 ALL_SETS = SAFETY_SETS + UTILITY_SETS
-# A toy run (toy/toy.yaml) also includes rules/toy.smk, the only file that imports the toy.
+# A toy run (toy/toy.yaml) also includes rules/toy_common.smk and rules/toy.smk, the only
+# rule files that import the toy (the Snakefile).
 IS_TOY = config["data_source"] == "toy"
 # The judge plug-ins this config names (icet.judges.base), in registry order; the workflow
 # loops over these, so a new judge needs no edit here.
