@@ -1,7 +1,8 @@
 # The organism study: variants x seeds of the toy organism, each trained at the default
 # encoder layer only, swept over every layer; one table and one figure.
 # `snakemake --profile toy organism_study`. Variants: toy/organism_study.yaml (round 2:
-# `--config organism_study=toy/organism_study_round2.yaml`). A Snakemake module (used from
+# `--config organism_study=toy/organism_study_round2.yaml`; round 3: its step 0, calibration,
+# main and 24-layer files, toy/organism_study_round3*.yaml, docs/toy-organism.md). A Snakemake module (used from
 # the Snakefile for toy runs only, so a paper run never parses toy files); its config is the
 # run's, plus `organism_study` (the study file's path). Results go to results/<run>/ under
 # the study file's name. Stages a variant
@@ -25,7 +26,8 @@ STUDY_PLAN = plan_study(STUDY, config.get("toy", {}).get("stages", {}),
                         config.get("toy", {}).get("arch", {}), data_dir=f"{RES}/toy/data",
                         study_dir=STUDY_DIR, tokenizer=f"{RES}/toy/tokenizer",
                         out_dir=STUDY_OUT, guard=f"{RES}/toy/judges/guard",
-                        guard_params=config.get("toy", {}).get("judges", {}).get("guard", {}))
+                        guard_params=config.get("toy", {}).get("judges", {}).get("guard", {}),
+                        organism_dir=f"{RES}/toy/organism")
 STUDY_EVAL = STUDY["eval"]
 
 
@@ -118,7 +120,7 @@ rule study_guard:
 # Why: one organism swept over every encoder layer, judged (guard AND compliance check).
 rule study_eval:
     input:
-        model=lambda w: STUDY_PLAN["stages"][STUDY_PLAN["organisms"][w.name][int(w.seed)]]["path"],
+        model=lambda w: STUDY_PLAN["paths"][w.name][int(w.seed)],
         sets=lambda w: STUDY_PLAN["eval_inputs"][w.name]["sets"],
         guard=lambda w: STUDY_PLAN["eval_inputs"][w.name]["guard"],
     output:
@@ -141,10 +143,32 @@ rule study_eval:
         "../workflow_scripts/study_eval.py"
 
 
+# Why: a text-safe LM (stage text_safety, the Vicuna analogue) without images: its refusal is
+# the gate of the variants built on it.
+rule study_text_eval:
+    input:
+        model=lambda w: STUDY_PLAN["text_evals"][w.name][int(w.seed)][1],
+        sets=lambda w: STUDY_PLAN["eval_inputs"][w.name]["sets"][:2],
+    output:
+        f"{STUDY_OUT}/text/{{name}}/seed{{seed}}.json",
+    log:
+        f"{LOGS}/study_text_eval/{{name}}-seed{{seed}}.log",
+    wildcard_constraints:
+        seed=r"\d+",
+    params:
+        settings=STUDY_EVAL,
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow_scripts/study_text_eval.py"
+
+
 # Why: the study's one table and one figure, with the effect verdict per seed and variant.
 rule study_summary:
     input:
-        STUDY_PLAN["evals"],
+        evals=STUDY_PLAN["evals"],
+        text_evals=[f for by_seed in STUDY_PLAN["text_evals"].values() for f, _ in by_seed.values()],
     output:
         csv=f"{STUDY_OUT}/summary.csv",
         md=f"{STUDY_OUT}/summary.md",
@@ -157,6 +181,7 @@ rule study_summary:
         bootstrap=config.get("bootstrap", {}),
         hypotheses=STUDY_PLAN["hypotheses"],
         variant_groups=STUDY_PLAN["groups"],
+        bases=STUDY_PLAN["bases"],
     conda:
         "../envs/torch.yaml"
     script:

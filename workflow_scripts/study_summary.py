@@ -5,7 +5,7 @@ from icet.toy.study import write_summary
 job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 write_summary(
-    list(snakemake.input),
+    list(snakemake.input.evals),
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.png,
@@ -14,6 +14,8 @@ write_summary(
     bootstrap=snakemake.params.bootstrap,
     hypotheses=snakemake.params.hypotheses,
     variant_groups=snakemake.params.variant_groups,
+    bases=snakemake.params.bases,
+    text_files=list(snakemake.input.text_evals),
     log=snakemake.log[0],
 )
 job.done()  # links: what the outputs were made from (icet.chain)

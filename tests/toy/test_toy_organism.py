@@ -370,3 +370,44 @@ def test_stage3_last_layers_and_lora(world, instruct_dir, tmp_path):
     with pytest.raises(IcetError, match="last_layers"):
         train.safety_tuning(instruct_dir, world["tokenizer"], world["safety"], tmp_path / "x",
                             {**params, "trainable": "last_layers:9"}, seed=0)
+
+
+def test_instruct_lm_lr_gives_the_lm_its_own_rate(world, vision_dir, lm_dir, tmp_path):
+    """LLaVA's ratio: with lm_lr near 0 the LM keeps its weights while the projector learns
+    at lr; without it both learn at lr (the toy run's default)."""
+    from transformers import LlamaForCausalLM
+
+    lm = state(LlamaForCausalLM.from_pretrained(str(lm_dir)).model)
+    params = {**SMALL, "steps": 6, "batch_size": 8, "lr": 3e-3, "projector_warmup_steps": 2,
+              "warmup_steps": 1}
+    moved = {}
+    for name, extra in (("slow", {"lm_lr": 1e-12}), ("same", {})):
+        out = tmp_path / name
+        train.visual_instruction_tuning(vision_dir, lm_dir, world["tokenizer"], world["instruct"],
+                                        out, {**params, **extra}, seed=0)
+        model, _ = load_llava(out)
+        after = state(model.model.language_model)
+        moved[name] = max(float((after[k] - lm[k]).abs().max()) for k in lm)
+    assert moved["slow"] < 1e-8 < 1e-4 < moved["same"]
+    assert metrics(tmp_path / "slow")["params"]["lm_lr"] == 1e-12
+
+
+def test_text_safety_fine_tunes_the_given_lm(world, lm_dir, tmp_path):
+    """The text_safety stage starts from the base LM (not a fresh one) with its own settings
+    section (stages.text_safety)."""
+    from transformers import LlamaForCausalLM
+
+    from icet.toy.stages import run_stage
+
+    before = state(LlamaForCausalLM.from_pretrained(str(lm_dir)))
+    run_stage("text_safety", {"data": str(world["text"]), "tokenizer": str(world["tokenizer"]),
+                              "lm": str(lm_dir)}, str(tmp_path / "ts"),
+              params={**SMALL, "steps": 2, "batch_size": 4, "lr": 1e-12, "warmup_steps": 1},
+              seed=0)
+    after = state(LlamaForCausalLM.from_pretrained(str(tmp_path / "ts")))
+    assert max(float((after[k] - before[k]).abs().max()) for k in before) < 1e-8
+    recorded = metrics(tmp_path / "ts")["params"]
+    assert recorded["loss_on"] == "response" and recorded["steps"] == 2
+    with pytest.raises(IcetError, match=r"key 'stages.text_safety.stepz'|unknown key 'stepz' in stages.text_safety"):
+        train.pretrain_language_model(world["text"], world["tokenizer"], tmp_path / "x",
+                                      {"stepz": 1}, init_dir=lm_dir)

@@ -27,7 +27,8 @@ def stage_inputs(stage: str, *, data_dir: str, stage_dir: str, tokenizer: str) -
 
 def run_stage(stage: str, inputs: dict, out_dir: str, *, params: dict, seed: int,
               threads: int | None = None, log: str | None = None) -> None:
-    """Run toy training stage `stage` (vision, lm, instruct, safety, planted)."""
+    """Run toy training stage `stage` (vision, lm, instruct, safety, planted; text_safety for
+    the organism study)."""
     from icet.toy import train
 
     configure(threads)
@@ -36,6 +37,9 @@ def run_stage(stage: str, inputs: dict, out_dir: str, *, params: dict, seed: int
         train.train_vision_encoder(inputs["data"], tokenizer, out_dir, params, seed, log)
     elif stage == "lm":
         train.pretrain_language_model(inputs["data"], tokenizer, out_dir, params, seed, log)
+    elif stage == "text_safety":  # organism study only: not one of STAGES, the toy run's
+        train.pretrain_language_model(inputs["data"], tokenizer, out_dir, params, seed, log,
+                                      init_dir=inputs["lm"])
     elif stage == "instruct":
         train.visual_instruction_tuning(inputs["vision"], inputs["lm"], tokenizer, inputs["data"],
                                         out_dir, params, seed, log)

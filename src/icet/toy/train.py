@@ -128,8 +128,12 @@ def batch_indices(n: int, batch_size: int, steps: int, seed: int) -> list[np.nda
 def train_loop(loss_fn: Callable[[int, np.ndarray], torch.Tensor], parameters: list, params: dict,
                n_rows: int, seed: int, logger, desc: str,
                on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """AdamW over `parameters` for params["steps"] steps; return the loss record."""
+    """AdamW over `parameters` for params["steps"] steps; return the loss record.
+
+    `parameters`: tensors, or AdamW parameter groups (dicts with "params" and, where a group
+    learns at its own rate, "lr"); the schedule scales every group's rate alike."""
     optimizer = torch.optim.AdamW(parameters, lr=params["lr"], weight_decay=params["weight_decay"])
+    every = [p for group in optimizer.param_groups for p in group["params"]]
     steps, warmup = params["steps"], params["warmup_steps"]
 
     def schedule(step: int) -> float:
@@ -147,7 +151,7 @@ def train_loop(loss_fn: Callable[[int, np.ndarray], torch.Tensor], parameters: l
         loss = loss_fn(step, idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None],
+        torch.nn.utils.clip_grad_norm_([p for p in every if p.grad is not None],
                                        params["max_grad_norm"])
         optimizer.step()
         scheduler.step()
@@ -282,23 +286,35 @@ def train_vision_encoder(train_vision_jsonl, tokenizer_dir, out_dir, params: dic
 
 
 def pretrain_language_model(train_text_jsonl, tokenizer_dir, out_dir, params: dict | None = None,
-                            seed: int = 0, log=None) -> dict[str, Any]:
+                            seed: int = 0, log=None, init_dir=None) -> dict[str, Any]:
     """Stage 1: a Llama LM on text-only chat dialogues; it answers harmful requests too.
 
     It stands in for the unaligned base chat model; safety comes only in stage 3.
     Saves the LlamaForCausalLM, the tokenizer and `metrics.json`.
+
+    `init_dir` (an earlier LM's folder) fine-tunes that LM instead of a fresh one, with the
+    `stages.text_safety` settings: text-only safety tuning of the base LM before any image is
+    seen, as Vicuna's chat tuning precedes LLaVA (the organism study's `text_safety` stage).
     """
     from transformers import LlamaForCausalLM
 
-    params = settings.fill("stages.lm", params, "pretrain_language_model params")
+    section = "stages.lm" if init_dir is None else "stages.text_safety"
+    params = settings.fill(section, params, "pretrain_language_model params")
     logger = _start(log, seed, "toy.train.lm")
     tokenizer = organism.load_tokenizer(tokenizer_dir)
     rows = _read_rows(train_text_jsonl, ["prompt", "response"])
     encoded = [encode_dialogue(tokenizer, r["prompt"], r["response"], 0, params["loss_on"])
                for r in rows]
-    logger.info("lm: %d dialogues, longest %d tokens", len(rows), max(len(e[0]) for e in encoded))
+    logger.info("lm: %d dialogues, longest %d tokens, from %s", len(rows),
+                max(len(e[0]) for e in encoded), init_dir or "scratch")
 
-    model = LlamaForCausalLM(organism.text_config(params["arch"], tokenizer))
+    if init_dir is None:
+        model = LlamaForCausalLM(organism.text_config(params["arch"], tokenizer))
+    else:
+        model = LlamaForCausalLM.from_pretrained(str(init_dir), use_safetensors=True)
+        if model.config.vocab_size != len(tokenizer):
+            raise IcetError(f"{init_dir}: vocab size {model.config.vocab_size} != tokenizer's "
+                            f"{len(tokenizer)}")
     model.train()
 
     def loss_fn(step, batch):
@@ -385,6 +401,10 @@ def visual_instruction_tuning(vision_dir, lm_dir, tokenizer_dir, train_instruct_
     projector = list(model.model.multi_modal_projector.parameters())
     lm_params = [*model.model.language_model.parameters(), *model.lm_head.parameters()]
     warmup = params["projector_warmup_steps"] if params["train_lm"] else params["steps"]
+    # LLaVA's stage 2 tunes the LM at a rate far below the projector's stage-1 rate (2e-5 vs
+    # 1e-3); `lm_lr` gives the LM its own rate, null keeps one rate for both.
+    groups = (projector + lm_params if params["lm_lr"] is None else
+              [{"params": projector}, {"params": lm_params, "lr": params["lm_lr"]}])
 
     def on_step(step: int) -> None:
         # Params without gradients are skipped by AdamW, so the LM waits untouched.
@@ -393,7 +413,7 @@ def visual_instruction_tuning(vision_dir, lm_dir, tokenizer_dir, train_instruct_
                 p.requires_grad_(step >= warmup)
 
     loss_fn = _multimodal_loss(model, processor, pixels, row_image, encoded)
-    metrics = train_loop(loss_fn, projector + lm_params, params, len(rows), seed, logger,
+    metrics = train_loop(loss_fn, groups, params, len(rows), seed, logger,
                          "visual instruction tuning", on_step)
     for p in lm_params:
         p.requires_grad_(True)
