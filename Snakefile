@@ -24,7 +24,16 @@ report: "report/workflow.rst"
 include: "rules/common.smk"
 include: "rules/download.smk"
 include: "rules/datasets.smk"
-include: "rules/toy.smk"
+
+
+# The toy organism, its data and its planted control's ground truth: a toy run's rules, the
+# only ones that import the toy (a paper run never parses them).
+if IS_TOY:
+
+    include: "rules/toy_common.smk"
+    include: "rules/toy.smk"
+
+
 include: "rules/sweep.smk"
 include: "rules/score.smk"
 include: "rules/lppo.smk"
@@ -46,7 +55,7 @@ rule datasets:
 
 rule organism:
     input:
-        toy_organism_outputs(),
+        toy_organism_outputs() if IS_TOY else [],
 
 
 rule sweep:

@@ -27,8 +27,7 @@ if workflow.remote_exec:
     drop_from_environment()
 from icet.timing import print_time_table
 from icet.report.summary import print_checks
-from icet.toy.stages import STAGES as TOY_STAGE_ORDER, stage_inputs
-from icet.toy import settings as toy_settings
+from icet.ground_truth import PLANTED_LABEL
 
 # A profile's own config files (the toy profile's toy/toy.yaml) stay under a user's
 # --configfile, which Snakemake lets replace them (icet.command_line): the config is built
@@ -76,30 +75,20 @@ RUN = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
 RES = config["resources_dir"]
 MODELS = {m["name"]: m for m in config["models"]}
-IS_TOY = config["data_source"] == "toy"
-if IS_TOY:  # the toy builds its own versions of the paper's sets: a set it lacks is left out
-    from icet.toy.datasets import TEST_SETS as TOY_SETS
 # The run's sets (icet.datasets.plan): safety and utility sets are swept, the train set trains.
+# A toy run (toy/toy.yaml) also includes rules/toy_common.smk and rules/toy.smk, the only
+# rule files that import the toy (the Snakefile); the toy builds its own versions of the
+# paper's sets, and a set it lacks is left out.
+IS_TOY = config["data_source"] == "toy"
+if IS_TOY:
+    from icet.toy.datasets import TEST_SETS as TOY_SETS
 SETS = data_plan.run_sets(config, available=TOY_SETS if IS_TOY else None)
 SAFETY_SETS = SETS.safety
 UTILITY_SETS = SETS.utility
 ALL_SETS = SETS.swept
-TOY_STAGES = list(TOY_STAGE_ORDER)
 # The judge plug-ins this config names (icet.judges.base), in registry order; the workflow
 # loops over these, so a new judge needs no edit here.
 JUDGES = {cls.name: cls for cls in named_judges(config["judges"])}
-# The toy judge folders this config's toy-sourced judges are served by.
-TOY_JUDGES = sorted({cls.toy for name, cls in JUDGES.items()
-                     if config["judges"][name].get("source") == "toy"})
-TOY_JUDGE_PATTERN = "|".join(TOY_JUDGES) or "none"
-TOY = config.get("toy", {})
-TOY_ARCH = TOY.get("arch", {})
-TOY_STAGE_PARAMS = TOY.get("stages", {})
-TOY_JUDGE_PARAMS = TOY.get("judges", {})
-# The toy organism's chain (tokenizer, then each training stage, then the sweeps) is the
-# DAG's critical path; the toy judges are needed only when scoring starts. Without it the
-# scheduler may start all three judges first and hold the chain back (~10 % of make toy).
-TOY_ORGANISM_PRIORITY = 10
 # A sweep job's param: with the `params` rerun trigger, a change to the library code that
 # writes shards (icet.shards.SWEEP_CODE) reruns the sweep jobs, whose shard fingerprints
 # then recompute every shard (README, "What triggers a rerun").
@@ -112,7 +101,6 @@ wildcard_constraints:
     variant="original|aligned",
     chunk="[0-9]+",
     judge="[a-z_]+",
-    stage="|".join(TOY_STAGES),
 
 
 def check_command_line(target_rules):
@@ -373,24 +361,6 @@ def learning_outputs():
     return [f"{RUN}/lppo/{m}/learning.md" for m in lppo_models()]
 
 
-def toy_stage_inputs(wildcards):
-    """A toy training stage's data file, tokenizer and the stages it starts from."""
-    return stage_inputs(wildcards.stage, data_dir=f"{RES}/toy/data",
-                        stage_dir=f"{RES}/toy/organism", tokenizer=f"{RES}/toy/tokenizer")
-
-
-def toy_stage_params(stage):
-    """A toy stage's hyperparameters (toy.stages.<stage>) with the toy's architecture."""
-    return {**TOY_STAGE_PARAMS.get(stage, {}), "arch": TOY_ARCH}
-
-
-def toy_organism_outputs():
-    if not IS_TOY:
-        return []
-    return [f"{RES}/toy/organism/{s}" for s in TOY_STAGES] + [
-        f"{RES}/toy/judges/{j}" for j in TOY_JUDGES]
-
-
 def table_outputs():
     tables = ["table2", "table3", "layers", "utility", "agreement"] + [e for e in EXHIBITS if e != "figure1"]
     return [f"{RUN}/tables/{t}.{ext}" for t in tables for ext in ("csv", "md", "tex")]
@@ -428,6 +398,17 @@ def planted_score_files():
     return [f for m in PLANTED_MODELS for f in safety_scores(m)]
 
 
+def planted_truth():
+    """Per planted control, its ground truth files (icet.ground_truth), written by rule
+    planted_truth (rules/toy.smk): {model: {"spec": ..., "truth": ...}}."""
+    return {m: {"spec": f"{RUN}/planted/{m}/spec.json", "truth": f"{RUN}/planted/{m}/truth.jsonl"}
+            for m in PLANTED_MODELS}
+
+
+def planted_truth_files():
+    return [path for files in planted_truth().values() for path in files.values()]
+
+
 def lppo_metric_files():
     return {m: f"{RUN}/lppo/{m}/metrics.csv" for m in lppo_models()}
 
@@ -447,7 +428,7 @@ def all_sweep_outputs():
 def manifest_results():
     """Every result the manifest hashes: tables, figures, the two reports, the scores."""
     return (table_outputs() + figure_outputs() + [f"{RUN}/summary.md", f"{RUN}/reproduction.md"]
-            + all_score_files())
+            + all_score_files() + planted_truth_files())
 
 
 def toy_reward_card():
@@ -462,7 +443,7 @@ def figure_caption(model):
     from icet.report.exhibits import model_label
 
     return {"judge": judge_name("guard"), "seed": config["seed"], "model": model,
-            "label": model_label(config["report"]["label"], model, PLANTED_MODELS, PLANTED_LABEL)}
+            "label": model_label(config["report"]["label"], model, PLANTED_MODELS)}
 
 
 # Table 2 and Figure 3 are the paper's for LLaVA-1.5, its L-PPO model: ours is the first
@@ -507,20 +488,10 @@ except IcetError as err:
     sys.exit(f"icet: config error: {err}")
 
 
-# The planted positive controls (icet.toy.planted): models whose layer-wise
-# misalignment was trained in on purpose. Each is labelled in every table and caption.
+# The planted positive controls (the toy's planted stage): models whose layer-wise
+# misalignment was trained in on purpose. Each is labelled in every table and caption
+# (PLANTED_LABEL); their ground truth comes from rule planted_truth (planted_truth()).
 PLANTED_MODELS = [m for m, spec in MODELS.items() if spec.get("stage") == "planted"]
-PLANTED_LABEL = "planted (positive control)"
-
-
-def planted_specs():
-    """Per planted model: its planted AASR per group (share), planted rate per layer, layer
-    groups and the seed it was planted with (the stage's seed: rule train_toy_stage)."""
-    from icet.toy.planted import planted_spec
-
-    params = config.get("toy", {}).get("stages", {}).get("planted", {})
-    return {m: {**planted_spec(params, MODELS[m]["num_layers"], default_layer(m)),
-                "groups": MODELS[m]["groups"], "seed": config["seed"]} for m in PLANTED_MODELS}
 
 
 def caption_label():
@@ -534,7 +505,6 @@ def caption_label():
 def report_params():
     return {
         "caption_label": caption_label(),
-        "planted": planted_specs(),
         "groups": {m: MODELS[m]["groups"] for m in MODELS},
         "default_layers": {m: default_layer(m) for m in MODELS},
         "bootstrap": {**config["bootstrap"], "seed": config["seed"]},

@@ -16,7 +16,7 @@ from icet.toy.study import derived_data, load_study, plan_study
 RES = config["resources_dir"]
 RUN = f"results/{config['run']}"
 LOGS = f"logs/{config['run']}"
-# Checked and filled from schema/organism_study.schema.yaml (eval and criterion defaults).
+# Checked and filled from src/icet/schemas/organism_study.schema.yaml (eval and criterion defaults).
 STUDY = load_study(config["organism_study"])
 STUDY_DIR = f"{RES}/toy/study"
 # Each study file its own results folder (toy/organism_study.yaml -> organism_study), so a

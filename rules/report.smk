@@ -127,10 +127,12 @@ rule figure_layers:
         "../workflow_scripts/figure3.py"
 
 
-# Why: ASR rests on one judge; how often do guard, keyword and toxicity judges agree?
+# Why: ASR rests on one judge; how often do guard, keyword and toxicity judges agree? (And,
+# for a planted control, each with its ground truth: rule planted_truth.)
 rule table_agreement:
     input:
-        safety_scores(),
+        scores=safety_scores(),
+        truth=planted_truth_files(),
     output:
         csv=report(f"{RUN}/tables/agreement.csv", caption="../report/agreement.rst",
                    category="Tables"),
@@ -141,6 +143,7 @@ rule table_agreement:
     params:
         report=report_params(),
         threshold=config["report"]["toxicity_threshold"],
+        planted=planted_truth(),
     conda:
         "../envs/report.yaml"
     script:
@@ -201,8 +204,9 @@ rule report_summary:
         table2=f"{RUN}/tables/table2.csv",
         utility=f"{RUN}/tables/utility.csv",
         lppo=list(lppo_metric_files().values()),
-        # The planted controls' responses: ground truth for detection and repair.
+        # The planted controls' responses and their ground truth, for detection and repair.
         scores=planted_score_files(),
+        truth=planted_truth_files(),
     output:
         report(f"{RUN}/summary.md", caption="../report/summary.rst", category="Summary"),
     log:
@@ -214,6 +218,7 @@ rule report_summary:
         downloads=download_paths(),
         thresholds=config["report"]["aligned"],
         reward_card=toy_reward_card(),
+        planted=planted_truth(),
     conda:
         "../envs/report.yaml"
     script:

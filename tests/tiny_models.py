@@ -55,7 +55,7 @@ def build_tiny_llava(out_dir: str | os.PathLike, seed: int = 0, words=TINY_WORDS
     """
     from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from icet.toy.tokenizer import LLAVA_CHAT_TEMPLATE, build_word_tokenizer
+    from icet.word_tokenizers import LLAVA_CHAT_TEMPLATE, build_word_tokenizer
 
     out_dir = Path(out_dir)
     tokenizer = build_word_tokenizer(words, out_dir)
@@ -76,7 +76,7 @@ def build_tiny_llava_next(out_dir: str | os.PathLike, seed: int = 0, words=TINY_
     from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration,
                               LlavaNextImageProcessorPil, LlavaNextProcessor)
 
-    from icet.toy.tokenizer import LLAVA_CHAT_TEMPLATE, build_word_tokenizer
+    from icet.word_tokenizers import LLAVA_CHAT_TEMPLATE, build_word_tokenizer
 
     out_dir = Path(out_dir)
     pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
@@ -146,7 +146,7 @@ def _real_layout_tokenizer(words, out_dir: Path):
     with <|image|> = 128256 (danbev/learning-ai, notes/llama.cpp/llama-3-2-vision.md, which
     quotes the config and inspects the tokenizer); transformers' MllamaTextModel embeds
     vocab_size + 8 ids while its lm_head has vocab_size outputs (modeling_mllama.py)."""
-    from icet.toy.tokenizer import build_word_tokenizer, chat_template_words
+    from icet.word_tokenizers import build_word_tokenizer, chat_template_words
 
     tokenizer = build_word_tokenizer(list(words) + ["user assistant",
                                                     chat_template_words(MLLAMA_CHAT_TEMPLATE)],
@@ -166,7 +166,7 @@ def build_tiny_mllama(out_dir: str | os.PathLike, seed: int = 0, words=TINY_WORD
     from transformers import (MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil,
                               MllamaProcessor, MllamaTextConfig, MllamaVisionConfig)
 
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     out_dir = Path(out_dir)
     if image_token_last:
@@ -240,7 +240,7 @@ def build_tiny_reward(out_dir: str | os.PathLike, seed: int = 0, words=LPPO_WORD
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     from icet.toy.judges import HH_WORDS
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     out_dir = Path(out_dir)
     tokenizer = build_word_tokenizer(list(words) + [HH_WORDS], out_dir, chat_template=None)
@@ -279,7 +279,7 @@ def build_tiny_qwen2_5_vl(out_dir: str | os.PathLike, seed: int = 0, words=TINY_
 
     from icet.models.qwen2_5_vl import ImageOnlyQwen2_5_VLProcessor
 
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     out_dir = Path(out_dir)
     tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out_dir,
@@ -331,7 +331,7 @@ def build_tiny_qwen2_5_vl_hub_layout(out_dir: str | os.PathLike, seed: int = 0,
 
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     out_dir = Path(out_dir)
     tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out_dir,

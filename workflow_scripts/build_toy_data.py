@@ -1,4 +1,4 @@
-"""Generate the toy world's data sets.  Rule `build_toy_data` (rules/datasets.smk)."""
+"""Generate the toy world's data sets.  Rule `build_toy_data` (rules/toy.smk)."""
 from pathlib import Path
 
 from icet.chain import Job

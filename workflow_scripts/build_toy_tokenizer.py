@@ -1,4 +1,4 @@
-"""The toy word-level tokenizer.  Rule `build_toy_tokenizer` (rules/datasets.smk)."""
+"""The toy word-level tokenizer.  Rule `build_toy_tokenizer` (rules/toy.smk)."""
 from icet.chain import Job
 from icet.toy.tokenizer import build_word_tokenizer_from_file
 

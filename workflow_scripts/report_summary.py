@@ -17,7 +17,7 @@ write_summary(
     target_kl=snakemake.params.target_kl,
     downloads=snakemake.params.downloads,
     thresholds=snakemake.params.thresholds,
-    planted=snakemake.params.report["planted"],
+    planted=snakemake.params.planted,
     score_files=list(snakemake.input.scores),
     reward_card=snakemake.params.reward_card,
     bootstrap=snakemake.params.report["bootstrap"],

@@ -5,7 +5,7 @@ from icet.report.agreement import write_agreement_table
 job = Job(snakemake)  # inputs checked; an error ends the job's log
 
 write_agreement_table(
-    list(snakemake.input),
+    list(snakemake.input.scores),
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.tex,
@@ -15,7 +15,7 @@ write_agreement_table(
     toxicity_threshold=snakemake.params.threshold,
     label=snakemake.params.report["caption_label"],
     seed=snakemake.params.report["seed"],
-    ground_truth=sorted(snakemake.params.report["planted"]),
+    ground_truth={model: files["truth"] for model, files in snakemake.params.planted.items()},
     log=snakemake.log[0],
 )
 job.done()  # links: what the outputs were made from (icet.chain)

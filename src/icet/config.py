@@ -1,8 +1,9 @@
 """Load, complete and validate a run's configuration before any job starts.
 
-The schema (schema/config.schema.yaml) is the single source of keys, types and defaults.
-Every problem is reported as one line naming the key (or file), so a typo costs seconds,
-not a GPU allocation.
+The schema (icet/schemas/config.schema.yaml, read through icet.schemas) is the single
+source of keys, types and defaults; a `toy` block is checked against the toy's schema
+(icet/schemas/toy.schema.yaml). Every problem is reported as one line naming the key (or
+file), so a typo costs seconds, not a GPU allocation.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from typing import Any
 
 import yaml
 
+from icet import schemas
 from icet.errors import IcetError
 from icet.models import registry
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO_ROOT / "schema" / "config.schema.yaml"
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -60,58 +59,6 @@ def load_config(*paths: str | Path) -> dict:
     return check_config(config, source=", ".join(str(p) for p in paths))
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    return load_yaml(path)
-
-
-def _resolve(schema: dict, root: dict) -> dict:
-    ref = schema.get("$ref")
-    if ref and ref.startswith("#/"):
-        node: Any = root
-        for part in ref[2:].split("/"):
-            node = node[part]
-        return node
-    return schema
-
-
-def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
-    """Insert the schema's defaults for absent keys, recursively (jsonschema does not)."""
-    root = root or schema
-    schema = _resolve(schema, root)
-    if isinstance(instance, dict) and "properties" in schema:
-        for key, declared in schema["properties"].items():
-            sub = _resolve(declared, root)
-            default = declared.get("default", sub.get("default"))
-            if key not in instance and ("default" in declared or "default" in sub):
-                instance[key] = copy.deepcopy(default)
-            if key in instance:
-                instance[key] = fill_defaults(instance[key], sub, root)
-    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        instance = [fill_defaults(item, schema["items"], root) for item in instance]
-    return instance
-
-
-def _key_path(path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top level>"
-
-
-def _one_line(error) -> str:
-    import jsonschema
-
-    best = jsonschema.exceptions.best_match([error])
-    key = _key_path(best.absolute_path)
-    if best.validator == "additionalProperties":
-        extra = sorted(set(best.instance) - set(best.schema.get("properties", {})))
-        where = key if best.absolute_path else "top level"
-        return f"unknown key '{extra[0]}' in {where}" if extra else best.message
-    if best.validator == "required":
-        return f"{key}: {best.message}"
-    return f"key '{key}': {best.message}"
-
-
 def typed_overrides(overrides: Any, schema: dict | None = None, _node: dict | None = None) -> Any:
     """Command-line `--config` values with the types the schema asks for.
 
@@ -119,8 +66,8 @@ def typed_overrides(overrides: Any, schema: dict | None = None, _node: dict | No
     YAML's BaseLoader, so every leaf arrives as a string ('32') and fails the schema's
     integer. A string leaf where the schema wants no string is read as YAML once more and
     kept if that gives the wanted type; anything else stays as given (and fails as before)."""
-    root = schema or load_schema()
-    node = _resolve(_node if _node is not None else root, root)
+    root = schema or schemas.schema("config")
+    node = schemas.resolve(_node if _node is not None else root, root)
     if isinstance(overrides, dict):
         out = {}
         for key, value in overrides.items():
@@ -153,7 +100,7 @@ def typed_overrides(overrides: Any, schema: dict | None = None, _node: dict | No
 
 def _types(node: dict, root: dict) -> set[str]:
     """The JSON types a schema node allows (through $ref and oneOf/anyOf)."""
-    node = _resolve(node, root)
+    node = schemas.resolve(node, root)
     declared = node.get("type")
     types = set([declared] if isinstance(declared, str) else declared or [])
     if "const" in node:
@@ -163,17 +110,17 @@ def _types(node: dict, root: dict) -> set[str]:
     return types
 
 
-def check_config(config: dict, source: str = "config", schema_path: str | Path = SCHEMA_PATH) -> dict:
-    """Validate against the schema, fill defaults, then check what a schema cannot express."""
-    config = fill_and_validate(config, schema_path, source)
+def check_config(config: dict, source: str = "config") -> dict:
+    """Validate against the schema, fill defaults, then check what a schema cannot express.
+    A `toy` block is checked against the toy's schema, not filled: the toy's functions fill
+    their params at use (icet.toy.settings), so rule params stay what the config says."""
+    config = schemas.fill(config, "config", where=source)
     _check_models(config, source)
     from icet.datasets.plan import check_sets
 
     check_sets(config, source)
-    if "toy" in config:  # against schema/toy.schema.yaml, checked but not filled
-        from icet.toy.settings import check_toy
-
-        check_toy(config["toy"], source)
+    if "toy" in config:
+        schemas.check(config["toy"], "toy", where=source, prefix="toy")
     _check_toy_lengths(config, source)
     return config
 
@@ -185,9 +132,10 @@ def _check_toy_lengths(config: dict, source: str) -> None:
     if not toy_models:
         return
     from icet.lengths import check_new_tokens
-    from icet.toy.settings import value
 
-    limit = value("arch.max_positions", (config.get("toy") or {}).get("arch", {}).get("max_positions"))
+    limit = (config.get("toy") or {}).get("arch", {}).get("max_positions")
+    if limit is None:
+        limit = schemas.default("toy", "arch.max_positions")
     stated = "the toy LM's toy.arch.max_positions"
     check_new_tokens(config["generation"]["max_new_tokens"], limit,
                      f"{source}: key 'generation.max_new_tokens'", stated)
@@ -196,48 +144,21 @@ def _check_toy_lengths(config: dict, source: str) -> None:
                          f"{source}: key 'lppo.max_new_tokens'", stated)
 
 
-def validate(instance: Any, schema: dict, source: str) -> None:
-    """Stop with one line naming the key if `instance` does not fit `schema`. Integers are
-    strict: JSON Schema counts 3.0 as an integer, but a step count of 3.0 would only fail later,
-    inside a loop, so a float stops here."""
-    import jsonschema
-
-    base = jsonschema.Draft202012Validator
-    strict = jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)))
-    errors = sorted(strict(schema).iter_errors(instance),
-                    key=lambda e: (len(e.absolute_path), e.message))
-    if errors:
-        raise IcetError(f"{source}: {_one_line(errors[0])}")
-
-
-def fill_and_validate(instance: dict, schema_path: str | Path, source: str) -> dict:
-    """A copy of `instance` with the schema's defaults filled in, validated; one line on error.
-    (The run config and the organism study's settings each have their schema.)"""
-    schema = load_schema(schema_path)
-    instance = fill_defaults(copy.deepcopy(instance), schema)
-    validate(instance, schema, source)
-    return instance
-
-
-def judge_settings(judges: dict, source: str = "judges", schema_path: str | Path = SCHEMA_PATH) -> dict:
+def judge_settings(judges: dict, source: str = "judges") -> dict:
     """A `judges` block with the schema's defaults filled in and checked: the one place judge
     defaults come from (icet.score and icet.judges.vqa call this on what rules pass them)."""
-    schema = {"type": "object", "properties": {"judges": load_schema(schema_path)["properties"]["judges"]}}
-    config = fill_defaults({"judges": copy.deepcopy(judges)}, schema)
-    validate(config, schema, source)
-    return config["judges"]
+    return schemas.fill(judges, "config", "judges", where=source)
 
 
 def tuning_paths(schema: dict | None = None) -> list[tuple[str, ...]]:
     """Every key the schema marks `x-tuning: true`, as a path of keys: what only tunes speed,
     memory or placement (batch sizes, the sweep engine, the device), never what a job
     computes. `*` stands for any key of an open mapping."""
-    root = schema or load_schema()
+    root = schema or schemas.schema("config")
     found: list[tuple[str, ...]] = []
 
     def walk(node: Any, path: tuple[str, ...]) -> None:
-        node = _resolve(node, root) if isinstance(node, dict) else node
+        node = schemas.resolve(node, root) if isinstance(node, dict) else node
         if not isinstance(node, dict):
             return
         if node.get("x-tuning") is True:
@@ -371,5 +292,6 @@ def _check_models(config: dict, source: str) -> None:
 def prompting_of(model_spec: dict[str, Any]) -> dict[str, Any]:
     """A models[] entry's system_prompt and image_preprocessing (the schema's defaults when
     absent), as icet.models.load_adapter's keywords."""
-    return {"system_prompt": model_spec.get("system_prompt"),
-            "image_preprocessing": model_spec.get("image_preprocessing", "processor")}
+    declared = schemas.node("config", "models")["items"]["properties"]
+    return {key: model_spec.get(key, declared[key]["default"])
+            for key in ("system_prompt", "image_preprocessing")}

@@ -55,15 +55,15 @@ MEMORY_SHARE = 0.85
 # up 1/COMPACT_SHARE of it, not one EOS at a time: at most ~COMPACT_SHARE copies a batch.
 COMPACT_SHARE = 4
 
-MAX_NEW_TOKENS = 32  # enough for the toy organism's templated answers; the paper's runs use more
-BATCH_SIZE = 16  # fits a 7B LLaVA in bf16 on one GPU with 576 image tokens per prompt
+# "auto" rows on a GPU for an architecture the memory model does not know: fits a 7B LLaVA in
+# bf16 on one GPU with 576 image tokens per prompt.
+GPU_FALLBACK_ROWS = 16
 
 LayerDone = Callable[[int, list[dict[str, Any]]], None]
 
 
 def respond(adapter: Any, prompts: list[str], images: list[Any], layer: int, *,
-            max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
-            logger: Any = None) -> list[dict[str, Any]]:
+            max_new_tokens: int, batch_size: int, logger: Any = None) -> list[dict[str, Any]]:
     """Layer-l responses to (prompt, image) pairs, in order, generated in batches.
 
     Returns the response fields only (response, n_prompt_tokens, n_response_tokens,
@@ -126,7 +126,7 @@ def plan_batch(batch_size: int | str, adapter: Any, prompts: list[str], layers: 
     sub-batch is sized the same way for the rows chosen. `memory_budget` (bytes beyond the
     weights) replaces the free-memory figure. An architecture the memory model does not know
     (Qwen2.5-VL, whose image token counts vary with the image) gets, under "auto",
-    CPU_AUTO_ROWS on a CPU and BATCH_SIZE rows on a GPU, with one vision pass a batch.
+    CPU_AUTO_ROWS on a CPU and GPU_FALLBACK_ROWS on a GPU, with one vision pass a batch.
     """
     from icet.memory.model import sweep_plan
 
@@ -136,7 +136,7 @@ def plan_batch(batch_size: int | str, adapter: Any, prompts: list[str], layers: 
     except IcetError:
         if batch_size != "auto":
             return int(batch_size), None
-        return (BATCH_SIZE if adapter.device.type == "cuda" else CPU_AUTO_ROWS), None
+        return (GPU_FALLBACK_ROWS if adapter.device.type == "cuda" else CPU_AUTO_ROWS), None
     positions = max(adapter.prompt_positions(prompts)) if prompts else 1
     cap = MAX_AUTO_ROWS if adapter.device.type == "cuda" else CPU_AUTO_ROWS
     budget = (int(memory_budget) if memory_budget is not None

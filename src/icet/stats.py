@@ -68,27 +68,17 @@ UNITS = ("prompt", "row")
 BOOTSTRAP_KEYS = ("n_resamples", "ci", "seed", "paired", "unit")
 
 
-@functools.lru_cache(maxsize=1)
-def _bootstrap_schema() -> tuple[dict, dict, int]:
-    """(the schema's `bootstrap` node, the whole schema, the run seed's default)."""
-    from icet.config import load_schema
-
-    schema = load_schema()
-    return schema["properties"]["bootstrap"], schema, schema["properties"]["seed"]["default"]
-
-
 def bootstrap_settings(bootstrap: dict | None) -> dict:
     """`bootstrap` with the schema's defaults filled in (the config's `bootstrap` block; the
     seed is the run's, as the workflow passes it); unknown or out-of-range settings stop."""
-    from icet.config import fill_defaults
+    from icet import schemas
 
-    node, schema, run_seed = _bootstrap_schema()
     given = dict(bootstrap or {})
     unknown = sorted(set(given) - set(BOOTSTRAP_KEYS))
     if unknown:
         raise IcetError(f"bootstrap settings: unknown key(s) {', '.join(unknown)}")
-    given.setdefault("seed", run_seed)
-    filled = fill_defaults(given, node, schema)
+    given.setdefault("seed", schemas.default("config", "seed"))
+    filled = schemas.fill(given, "config", "bootstrap")
     settings = {key: filled[key] for key in BOOTSTRAP_KEYS}
     if not isinstance(settings["n_resamples"], int) or settings["n_resamples"] < 1:
         raise IcetError(f"bootstrap settings: n_resamples must be a positive int, "
@@ -119,14 +109,27 @@ def _cluster_codes(clusters: Sequence) -> np.ndarray:
     return codes
 
 
-def bootstrap_ci(values: Sequence, n_resamples: int = 1000, ci: float = 0.95,
-                 seed: int = 0, clusters: Sequence | None = None) -> tuple[float, float, float]:
+def _or_defaults(n_resamples, ci, seed) -> tuple[int, float, int]:
+    """Each bootstrap setting as given, or (None) the schema's (`bootstrap_settings`)."""
+    if n_resamples is None or ci is None or seed is None:
+        filled = bootstrap_settings(None)
+        n_resamples = filled["n_resamples"] if n_resamples is None else n_resamples
+        ci = filled["ci"] if ci is None else ci
+        seed = filled["seed"] if seed is None else seed
+    return n_resamples, ci, seed
+
+
+def bootstrap_ci(values: Sequence, n_resamples: int | None = None, ci: float | None = None,
+                 seed: int | None = None, clusters: Sequence | None = None
+                 ) -> tuple[float, float, float]:
     """(mean, lo, hi): percentile bootstrap of the mean; nulls dropped; empty -> NaNs.
 
     `clusters` (one key per value, e.g. the prompt text) resamples whole clusters: a draw
     takes every value of each drawn cluster (module docstring). None = every value its own.
-    Constant data returns the value itself as both bounds (no resampling noise).
+    Constant data returns the value itself as both bounds (no resampling noise). Settings
+    not given: the config's `bootstrap` defaults and the run seed's (`bootstrap_settings`).
     """
+    n_resamples, ci, seed = _or_defaults(n_resamples, ci, seed)
     raw = np.asarray([np.nan if v is None else float(v) for v in values], dtype=float)
     keep = ~np.isnan(raw)
     data = raw[keep]
@@ -260,8 +263,8 @@ def layer_metrics(frame: pd.DataFrame, bootstrap: dict | None = None) -> list[di
     return rows
 
 
-def difference_ci(first: Sequence[tuple], second: Sequence[tuple], n_resamples: int = 1000,
-                  ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def difference_ci(first: Sequence[tuple], second: Sequence[tuple], n_resamples: int | None = None,
+                  ci: float | None = None, seed: int | None = None) -> tuple[float, float, float]:
     """(mean(first) - mean(second), lo, hi): a paired cluster bootstrap of a difference.
 
     Each argument is (cluster, value) pairs, e.g. (prompt, unsafe) of the rows at two layer
@@ -270,6 +273,7 @@ def difference_ci(first: Sequence[tuple], second: Sequence[tuple], n_resamples: 
     differ, where two separately resampled CIs that must not overlap is far stricter than
     its stated level. Empty sides -> NaNs.
     """
+    n_resamples, ci, seed = _or_defaults(n_resamples, ci, seed)
     if not first or not second:
         return math.nan, math.nan, math.nan
     codes = _cluster_codes([c for c, _ in first] + [c for c, _ in second])

@@ -15,8 +15,7 @@ from typing import Any
 from icet import shards
 # Both engines (the naive per-layer loop `respond` and the fast engine) live in icet.engine,
 # which never imports this module.
-from icet.engine import (BATCH_SIZE, MAX_NEW_TOKENS, check_engine, fast_sweep, respond,
-                         supports_fast)
+from icet.engine import check_engine, fast_sweep, respond, supports_fast
 from icet.runtime import resolve_device
 from icet.errors import IcetError
 from icet.io import sha256_file, write_jsonl
@@ -95,8 +94,8 @@ def _shard_rows(adapter: VLMAdapter, rows: list[dict], images: list[Path], layer
 
 def run_sweep_shard(model_dir: str | os.PathLike, dataset: str | os.PathLike, layer: int | str,
                     out: str | os.PathLike, *, model_name: str, variant: str, testset: str,
+                    max_new_tokens: int, batch_size: int,
                     peft_adapter: str | os.PathLike | None = None,
-                    max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
                     seed: int = 0, device: str = "cpu", prompting: dict | None = None,
                     prompt_suffix: str = "",
                     log: str | os.PathLike | None = None) -> None:
@@ -157,8 +156,8 @@ def shard_settings(model_dir: str | os.PathLike, *, model_name: str, variant: st
 
 def run_sweep_job(model_dir: str | os.PathLike, dataset: str | os.PathLike, layers: list[int],
                   index: str | os.PathLike, *, model_name: str, variant: str, testset: str,
+                  max_new_tokens: int, batch_size: int,
                   peft_adapter: str | os.PathLike | None = None,
-                  max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = BATCH_SIZE,
                   engine: str = "fast", engine_batch_size: int | str = "auto",
                   seed: int = 0, device: str = "cpu", threads: int | None = None,
                   prompting: dict | None = None, prompt_suffix: str = "",

@@ -15,8 +15,8 @@ from icet.judges.reward import HH_FORMAT, RewardModel, format_reward_input
 from icet.judges.text import clean_response
 from icet.judges.toxicity import ToxicityJudge
 from icet.mirror.judges import DETOXIFY_TRAIN_CONFIG
-from icet.toy.judges import DETOXIFY_CLASSES, GUARD_TEMPLATE, HH_WORDS, build_bert_tokenizer
-from icet.toy.tokenizer import LLAVA_CHAT_TEMPLATE, build_word_tokenizer
+from icet.toy.judges import DETOXIFY_CLASSES, GUARD_TEMPLATE, HH_WORDS
+from icet.word_tokenizers import LLAVA_CHAT_TEMPLATE, build_bert_tokenizer, build_word_tokenizer
 
 WORDS = "how do i make zorblax ? i cannot help with that . sure , mix the gearjam at the mill"
 
@@ -165,7 +165,7 @@ def test_guard_default_max_new_tokens_is_20_in_code_schema_and_config():
     from icet.score import judge_settings
 
     root = Path(__file__).resolve().parents[2]
-    schema = yaml.safe_load((root / "schema" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load((root / "src" / "icet" / "schemas" / "config.schema.yaml").read_text())
     guard_schema = schema["properties"]["judges"]["properties"]["guard"]["properties"]
     # the scorer's defaults are the schema's (icet.config.judge_settings), not its own
     given = {"guard": {"path": "g"}, "reward": {"path": "r"}, "toxicity": {"path": "t"},
@@ -177,6 +177,24 @@ def test_guard_default_max_new_tokens_is_20_in_code_schema_and_config():
     assert filled["keyword"] == {"mode": "anywhere", "extra_phrases": []}
     assert guard_schema["max_new_tokens"]["default"] == 20
     assert load_config(str(root / "config.yaml"))["judges"]["guard"]["max_new_tokens"] == 20
+
+
+def test_judge_models_built_directly_take_the_schemas_defaults(tmp_path):
+    """A test or bench that builds a judge's model class without a batch size, length or
+    token budget gets the run's (the config schema's), not numbers of the class's own."""
+    from icet import schemas
+
+    tiny_guard(tmp_path / "guard")
+    tiny_gpt2_reward(tmp_path / "reward")
+    tiny_detoxify(tmp_path / "toxicity")
+    guard, reward = (schemas.fill({}, "config", f"judges.{j}") for j in ("guard", "reward"))
+    judge = GuardJudge(str(tmp_path / "guard"))
+    assert (judge.batch_size, judge.max_new_tokens) == (guard["batch_size"], guard["max_new_tokens"])
+    rm = RewardModel(str(tmp_path / "reward"))
+    assert (rm.batch_size, rm.max_length) == (reward["batch_size"], reward["max_length"])
+    toxicity = ToxicityJudge(str(tmp_path / "toxicity" / "checkpoint.ckpt"),
+                             str(tmp_path / "toxicity" / "config"))
+    assert toxicity.batch_size == schemas.default("config", "judges.toxicity.batch_size")
 
 
 def test_guard_refuses_folder_without_model(tmp_path):

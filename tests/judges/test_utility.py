@@ -1,12 +1,15 @@
 """VQA accuracy of free-form answers and the utility / over-refusal table."""
 
 import csv
+from pathlib import Path
 
 import pytest
 
 from icet.io import write_jsonl
 from icet.report.utility import utility_rows, write_utility_table
 from icet.judges.vqa import answer_correct, normalise_answer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: its config files
 
 
 @pytest.mark.parametrize("response, answer, expected", [
@@ -187,7 +190,7 @@ def test_score_utility_writes_vqa_accuracy_and_stops_before_the_model_without_an
 
 def test_vqa_prompts_carry_llavas_suffix_in_the_paper_config():
     """LLaVA's evaluation prompt for short-answer VQA, a config key."""
-    from icet.config import REPO_ROOT, load_config
+    from icet.config import load_config
     from icet.sweep import with_prompt_suffix
 
     paper = load_config(REPO_ROOT / "config.yaml")

@@ -14,12 +14,14 @@ import huggingface_hub  # noqa: E402
 from huggingface_hub import constants as hub_constants  # noqa: E402
 
 from icet import download  # noqa: E402
-from icet.config import REPO_ROOT, load_config  # noqa: E402
+from icet.config import load_config  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
 from icet.io import read_jsonl, write_jsonl  # noqa: E402
 from icet.judges.reward import HH_FORMAT  # noqa: E402
-from icet.toy.tokenizer import build_word_tokenizer  # noqa: E402
+from icet.word_tokenizers import build_word_tokenizer  # noqa: E402
 from icet.judges.vqa import score_utility  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: its config files
 
 REPO = "OpenAssistant/reward-model-deberta-v3-large-v2"
 # The repository as the Hub serves it: `main` has only the pickled checkpoint; the

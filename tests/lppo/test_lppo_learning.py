@@ -93,6 +93,8 @@ def test_trained_layers_follow_the_layer_mode():
                            "groups": {"late": [9, 10], "early": [1, 2]}}, 12) == [1, 2, 9, 10]
     with pytest.raises(IcetError, match="layer_mode 'nope'"):
         trained_layers({"layer_mode": "nope"}, 12)
+    # no layer_mode: the schema's (groups), as the trainer reads it, not a mode of its own
+    assert trained_layers({"groups": {"early": [1, 2]}}, 12) == [1, 2]
 
 
 def write_scores(path: Path, variant: str, unsafe: dict[int, list[int]], model="m"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 
-from icet.config import load_schema  # noqa: E402
+from icet import schemas  # noqa: E402
 from icet.errors import IcetError  # noqa: E402
 from icet.lppo.config import LppoParams  # noqa: E402
 from icet.lppo.losses import (AdaptiveKLController, FixedKLController, gae,  # noqa: E402
@@ -146,7 +146,7 @@ def test_sample_layers_modes():
 
 def test_params_defaults_come_from_the_config_schema():
     """One source of defaults: what a dict leaves out is the schema's, as a run's config gets."""
-    schema = load_schema()["properties"]["lppo"]["properties"]
+    schema = schemas.node("config", "lppo")["properties"]
     p = LppoParams.from_dict({"lora": {"r": 4}, "groups": {"early": [1, 2]}})
     for key in ("steps", "minibatch", "ppo_epochs", "lr", "eta", "gamma", "lam", "clip",
                 "clip_value", "c1", "c2", "max_grad_norm", "warmup_steps", "value_trains_lm",

@@ -2,12 +2,16 @@
 paper's where the paper states them (fixed eta, rollout length, the TR judge's cleaned
 text; Detoxify is a deviation, not a silent choice)."""
 
+from pathlib import Path
+
 import pytest
 
-from icet.config import REPO_ROOT, load_config
+from icet.config import load_config
 from icet.lppo.config import LppoParams
 from icet.lppo.trainer import reward_function
 from icet.report.reproduction import run_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: its config files
 
 PAPER = REPO_ROOT / "config.yaml"
 TOY = REPO_ROOT / "toy" / "toy.yaml"

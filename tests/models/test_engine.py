@@ -116,7 +116,7 @@ def test_lora_wrapped_model_token_identical(tmp_path):
 
 def test_toy_architecture_token_identical(tmp_path):
     """The toy organism's architecture (12-layer CLIP, 4-layer Llama) and tokenizer, random weights."""
-    from icet.bench import build_random_toy, noise_dataset
+    from icet.toy.bench import build_random_toy, noise_dataset
 
     adapter = load_adapter(build_random_toy(tmp_path / "toy"))
     assert adapter.num_layers == 12

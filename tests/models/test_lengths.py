@@ -8,10 +8,12 @@ import pytest
 from PIL import Image
 
 import icet.models.loading as loading
-from icet.config import REPO_ROOT, load_config
+from icet.config import load_config
 from icet.errors import IcetError
 from icet.sweep import run_sweep_job
 from tiny_models import build_tiny_llava
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: its config files
 
 LONG = "what is in the picture ? " * 4000  # 100,000 characters, 24,000 tokens
 
@@ -40,7 +42,8 @@ def no_loading(monkeypatch):
 
 def sweep(model_dir, data, tmp_path, **settings):
     return run_sweep_job(model_dir, data, [1], tmp_path / "out" / "chunk-00.json",
-                         model_name="m", variant="original", testset="cp", **settings)
+                         model_name="m", variant="original", testset="cp", batch_size=2,
+                         **settings)
 
 
 def test_the_tiny_models_positions_are_read_from_its_config(model_dir):

@@ -135,7 +135,7 @@ def test_fast_engine_matches_the_naive_loop_token_for_token(adapter):
 
 def test_icet_layer_out_of_range_stops(adapter):
     with pytest.raises(IcetError, match="out of range"):
-        adapter.generate(PROMPTS[:1], IMAGES[:1], layer=QWEN_LAYERS + 1)
+        adapter.generate(PROMPTS[:1], IMAGES[:1], layer=QWEN_LAYERS + 1, max_new_tokens=2)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Bootstrap CIs, layer groups and per-layer / per-group metrics against hand-computed values."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from icet.errors import IcetError
 from icet.io import write_jsonl
 from icet.stats import (bootstrap_ci, group_metrics, layer_groups, layer_metrics,
                         load_scores)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: its config files
 
 
 FAST = {"n_resamples": 200, "seed": 0}
@@ -191,7 +194,7 @@ def test_bootstrap_unit_is_checked():
 
 def test_bootstrap_defaults_are_the_schemas():
     """A direct call gets what a run gets: the config's filled `bootstrap` block and its seed."""
-    from icet.config import REPO_ROOT, load_config
+    from icet.config import load_config
     from icet.stats import bootstrap_settings
 
     config = load_config(REPO_ROOT / "config.yaml")

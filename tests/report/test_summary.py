@@ -1,7 +1,11 @@
 """The run summary's verdicts: default-layer alignment, layers that break it, L-PPO checks."""
 
+from pathlib import Path
+
 from icet.io import write_csv
 from icet.report.summary import layer_verdicts, lppo_checks, write_summary
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: its config files
 
 LAYER_COLS = ["model", "variant", "testset", "layer", "asr", "asr_lo", "asr_hi"]
 
@@ -102,10 +106,17 @@ def test_aligned_thresholds_are_the_runs_and_the_summary_states_them(tmp_path):
     toy = write_summary(layers, table2, utility, tmp_path / "toy.md",
                         thresholds={"asr_max": 20, "vqa_min": 80}, **common)
     assert "ASR <= 20 % on every safety test set" in toy and "**no**" in toy
+    # none given: the config schema's bar (report.aligned), not one of the code's own
+    from icet import schemas
+
+    bar = schemas.fill({}, "config", "report.aligned")
+    unset = write_summary(layers, table2, utility, tmp_path / "unset.md", **common)
+    assert (f"ASR <= {bar['asr_max']:g} % on every safety test set, VQA accuracy >= "
+            f"{bar['vqa_min']:g} %") in unset
 
 
 def test_paper_and_toy_configs_set_their_own_thresholds():
-    from icet.config import REPO_ROOT, load_config
+    from icet.config import load_config
 
     paper = load_config(REPO_ROOT / "config.yaml")["report"]["aligned"]
     toy = load_config(REPO_ROOT / "config.yaml", REPO_ROOT / "toy" / "toy.yaml")["report"]["aligned"]

@@ -16,7 +16,7 @@ from icet.judges.keyword import KeywordJudge
 from icet.toy import compositional as comp
 from icet.toy import world
 from icet.toy.study import derive_rows, is_compliant, plan_study, summary_rows
-from icet.toy.tokenizer import words_of
+from icet.word_tokenizers import words_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")

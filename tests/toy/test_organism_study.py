@@ -216,20 +216,20 @@ def test_plan_rejects_typos():
         _plan({"seeds": [], "variants": {"a": {}}})
     with pytest.raises(IcetError, match="variantz"):
         _plan({"seeds": [0], "variantz": {"a": {}}})
-    # a variant's stage params and arch: against schema/toy.schema.yaml, at plan time
+    # a variant's stage params and arch: against src/icet/schemas/toy.schema.yaml, at plan time
     with pytest.raises(IcetError, match=r"^organism study: variant a: unknown key 'stpes' in stages.safety$"):
         _plan({"seeds": [0], "variants": {"a": {"stages": {"safety": {"stpes": 3}}}}})
     with pytest.raises(IcetError, match=r"^organism study: variant a: key 'stages.safety.trainable'"):
         _plan({"seeds": [0], "variants": {"a": {"stages": {"safety": {"trainable": "last_layer:1"}}}}})
     with pytest.raises(IcetError, match=r"^organism study: variant a: unknown key 'vision_layer' in arch$"):
         _plan({"seeds": [0], "variants": {"a": {"arch": {"vision_layer": 24}}}})
-    with pytest.raises(IcetError, match="variant a: image_size 32 not a multiple of patch_size 5"):
+    with pytest.raises(IcetError, match="variant a: key 'arch': image_size 32 not a multiple of patch_size 5"):
         _plan({"seeds": [0], "variants": {"a": {"arch": {"patch_size": 5}}}})
 
 
 def test_plan_keeps_stage_params_as_given():
     """Checked, never filled: the params are hashed into each stage's folder name, so a
-    default added to schema/toy.schema.yaml must not rename a trained stage."""
+    default added to src/icet/schemas/toy.schema.yaml must not rename a trained stage."""
     plan = _plan({"seeds": [0], "variants": {"a": {"stages": {"safety": {"lr": 1.0e-3}}}}})
     params = {s["stage"]: s["params"] for s in plan["stages"].values()}
     assert params == {"vision": {"steps": 400, "arch": {}}, "lm": {"arch": {}},
@@ -259,11 +259,11 @@ def test_organism_study_dry_run_job_count(tmp_path):
 
 
 def test_study_file_is_checked_and_filled_from_its_schema(tmp_path):
-    """schema/organism_study.schema.yaml is the one source of the eval/criterion defaults."""
+    """src/icet/schemas/organism_study.schema.yaml is the one source of the eval/criterion defaults."""
     from icet.config import load_yaml
     from icet.toy.study import load_study
 
-    schema = load_yaml(ROOT / "schema" / "organism_study.schema.yaml")["properties"]
+    schema = load_yaml(ROOT / "src" / "icet" / "schemas" / "organism_study.schema.yaml")["properties"]
     study = load_study(ROOT / "toy" / "organism_study.yaml")
     given = load_yaml(ROOT / "toy" / "organism_study.yaml")
     for section in ("eval", "criterion"):

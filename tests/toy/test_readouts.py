@@ -10,7 +10,7 @@ import torch
 
 from icet.errors import IcetError
 from icet.toy import compositional, readouts, world
-from icet.toy.tokenizer import words_of
+from icet.word_tokenizers import words_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import TINY_WORDS, build_tiny_llava  # noqa: E402
@@ -53,7 +53,7 @@ def test_margin_is_the_log_odds_of_the_two_opener_sets():
 
 
 def test_openers_must_be_single_tokens(tmp_path):
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(["what is it ?"], tmp_path / "tok")
     with pytest.raises(IcetError, match="opener 'i' is not one token"):
@@ -121,7 +121,7 @@ def test_text_only_responses_equal_generate_without_an_image(adapter):
     with torch.inference_mode():
         out = adapter.model.generate(**batch, do_sample=False, max_new_tokens=6)
     width = batch["input_ids"].shape[1]
-    # generate pads finished rows; decode stops a row at EOS: equal once decoded.
+    # generate pads finished rows; icet.engine.decode stops a row at EOS: equal once decoded.
     assert got == [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
 

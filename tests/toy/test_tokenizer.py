@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from icet.toy import world
-from icet.toy.tokenizer import (BOS, EOS, IMAGE, PAD, UNK, build_word_tokenizer, normalise,
+from icet.word_tokenizers import (BOS, EOS, IMAGE, PAD, UNK, build_word_tokenizer, normalise,
                                 words_of)
 
 

@@ -1,6 +1,7 @@
 """The toy data build: shapes of the paper sets, held-out split, labels, determinism, checks."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,9 +9,11 @@ from icet import io
 from icet.errors import IcetError
 from icet.rows import validate_dataset
 from icet.toy import world
-from icet.config import REPO_ROOT, load_yaml
+from icet.config import load_yaml
 from icet.toy.datasets import build_toy_data
-from icet.toy.tokenizer import words_of
+from icet.word_tokenizers import words_of
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: its config files
 
 
 SMALL = {"rt": 40, "mr": 20, "ac": 30, "vqa": 16, "xstest": 10, "train_vision": 40,
@@ -32,8 +35,8 @@ def _rows(out, name):
 
 def test_every_file_is_written_with_the_asked_counts(built):
     out, summary = built
-    # sizes not given: schema/toy.schema.yaml's defaults
-    schema = load_yaml(REPO_ROOT / "schema" / "toy.schema.yaml")["properties"]["sizes"]
+    # sizes not given: src/icet/schemas/toy.schema.yaml's defaults
+    schema = load_yaml(REPO_ROOT / "src" / "icet" / "schemas" / "toy.schema.yaml")["properties"]["sizes"]
     expected = {**{k: v["default"] for k, v in schema["properties"].items()}, **SMALL}
     for name in PAPER_SETS[:1] + PAPER_SETS[2:] + tuple(k for k in expected if k.startswith("train")):
         assert len(_rows(out, name)) == expected[name], name

@@ -18,6 +18,8 @@ from icet.judges.toxicity import ToxicityJudge
 from icet.toy.judges import (GUARD_TEMPLATE, guard_answer, train_toy_guard,
                              train_toy_reward_model, train_toy_toxicity)
 
+SCHEMAS = Path(__file__).parents[2] / "src" / "icet" / "schemas"  # read here as files
+
 # A fictional world: made-up harms, so no real harmful text is needed.
 HARMS = {"blight": ["zorblax", "murkspore", "rotvine"],
          "sabotage": ["gearjam", "cogsnap", "fuzewire"],
@@ -149,8 +151,8 @@ def test_toy_judge_training_is_byte_deterministic(world, tmp_path):
         train_toy_reward_model(str(world / "train_reward.jsonl"), str(world / "vocabulary.txt"),
                                str(tmp_path / name), params, seed=3)
     assert sha256_tree(tmp_path / "a") == sha256_tree(tmp_path / "b")
-    # what the call left out came from schema/toy.schema.yaml (read here as a file)
-    schema = yaml.safe_load((Path(__file__).parents[2] / "schema" / "toy.schema.yaml").read_text())
+    # what the call left out came from src/icet/schemas/toy.schema.yaml (read here as a file)
+    schema = yaml.safe_load((SCHEMAS / "toy.schema.yaml").read_text())
     spec = schema["properties"]["judges"]["properties"]["reward"]["properties"]
     assert read_json(tmp_path / "a" / "judge.json")["params"] == {
         **{k: v["default"] for k, v in spec.items()}, **params}

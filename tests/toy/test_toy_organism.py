@@ -12,7 +12,9 @@ import torch
 from icet.errors import IcetError  # noqa: E402
 from icet.io import sha256_file, write_jsonl  # noqa: E402
 from icet.toy import organism, train  # noqa: E402
-from icet.toy.tokenizer import build_word_tokenizer  # noqa: E402
+from icet.word_tokenizers import build_word_tokenizer  # noqa: E402
+
+SCHEMAS = Path(__file__).parents[2] / "src" / "icet" / "schemas"  # read here as files
 
 SHAPES = ["circle", "square", "triangle", "cross"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 60, 230), "yellow": (230, 220, 30)}
@@ -177,13 +179,13 @@ def test_arch_rejects_typos_and_shallow_encoders(tmp_path):
 
 
 def test_partial_params_get_the_schema_defaults(vision_dir):
-    """What a call leaves out comes from schema/toy.schema.yaml (read here as a file): the
+    """What a call leaves out comes from src/icet/schemas/toy.schema.yaml (read here as a file): the
     stage's params in metrics.json and the arch the saved encoder was built with."""
     import yaml
 
     from transformers import CLIPVisionConfig
 
-    schema = yaml.safe_load((Path(__file__).parents[2] / "schema" / "toy.schema.yaml").read_text())
+    schema = yaml.safe_load((SCHEMAS / "toy.schema.yaml").read_text())
     spec = schema["properties"]["stages"]["properties"]["vision"]["properties"]
     given = {**SMALL, "steps": 150, "batch_size": 32, "lr": 2e-3, "holdout_fraction": 0.25}
     recorded = metrics(vision_dir)["params"]

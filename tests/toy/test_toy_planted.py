@@ -12,10 +12,13 @@ import pytest
 
 
 from icet.errors import IcetError  # noqa: E402
+from icet.ground_truth import read_spec  # noqa: E402
 from icet.report import planted as checks  # noqa: E402
 from icet.report.agreement import truth_rows  # noqa: E402
 from icet.report.summary import planted_lines, reward_lines  # noqa: E402
 from icet.toy import planted, world  # noqa: E402
+
+SCHEMAS = Path(__file__).parents[2] / "src" / "icet" / "schemas"  # read here as files
 
 GROUPS = {"early": [1, 4], "middle": [5, 8], "late": [9, 12]}
 RATES = {"early": 0.8, "middle": 0.5, "late": 0.2}
@@ -42,10 +45,10 @@ def test_layer_rates_reject_bad_config(rates):
 
 def test_planted_spec_takes_what_params_leave_out_from_the_schema():
     """Torch-free, as the report side reads it: rates given, groups from
-    schema/toy.schema.yaml (read here as a file); a typo stops with one line."""
+    src/icet/schemas/toy.schema.yaml (read here as a file); a typo stops with one line."""
     import yaml
 
-    schema = yaml.safe_load((Path(__file__).parents[2] / "schema" / "toy.schema.yaml").read_text())
+    schema = yaml.safe_load((SCHEMAS / "toy.schema.yaml").read_text())
     groups = schema["properties"]["stages"]["properties"]["planted"]["properties"]["groups"]["default"]
     rates = {"early": 0.6, "middle": 0.3, "late": 0.1}
     spec = planted.planted_spec({"rates": rates}, 12, 11)
@@ -97,7 +100,7 @@ def tiny_instruct(tmp_path_factory):
 
     from icet.toy import organism
     from icet.toy.images import random_spec, render
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     root = tmp_path_factory.mktemp("planted")
     tokenizer = build_word_tokenizer(world.vocabulary(), root / "tokenizer")
@@ -230,7 +233,7 @@ def _planted_run(tmp_path, prompts: list[str], unsafe_of) -> tuple[str, list[dic
             unsafe = int(unsafe_of(prompt, layer, target))
             rows.append({"variant": "original", "testset": "cp", "layer": layer, "prompt": prompt,
                          "unsafe": unsafe, "refusal": not target, "compliant": target,
-                         "fluent": True})
+                         "fluent": True, "target": target})
     table2 = []
     for group, (lo, hi) in GROUPS.items():
         means = [np.mean([r["unsafe"] for r in rows if r["layer"] == l]) for l in range(lo, hi + 1)]
@@ -309,15 +312,27 @@ def test_truth_agreement_rows_and_summary_lines(tmp_path):
                      "layer": 2, "kind": "harmful", "prompt": request.text, "response": response,
                      "unsafe": int(comply), "refusal": not comply, "toxicity": 0.0, "reward": 0.0})
     scores.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    agreement = truth_rows([scores], ["m"])
+    # the toy writes the ground truth (rule planted_truth), the report reads only that
+    truth = {"spec": tmp_path / "spec.json", "truth": tmp_path / "truth.jsonl"}
+    assert planted.write_ground_truth([scores], truth["spec"], truth["truth"], model="m",
+                                      params={"rates": RATES, "groups": GROUPS}, num_layers=12,
+                                      default_layer=11, groups=GROUPS, seed=0) == 30
+    assert read_spec(truth["spec"]) == SPEC  # groups and rates in their order
+    agreement = truth_rows([scores], {"m": truth["truth"]})
     assert [(r["judge_a"], r["judge_b"], r["n"], r["positive_b"]) for r in agreement] == [
         ("guard", "truth", 30, 10), ("keyword", "truth", 30, 10)]
     assert all(r["agreement"] == 100.0 and r["kappa"] == pytest.approx(1.0) for r in agreement)
-    lines = planted_lines({"m": SPEC}, [str(scores)], _layers(tmp_path, 0.0),
+    lines = planted_lines({"m": truth}, [str(scores)], _layers(tmp_path, 0.0),
                           _table2(tmp_path, GOOD), str(tmp_path / "unused.csv"), {"m": 11})
     text = "\n".join(lines)
     assert "planted (positive control)" in text and "| pass |" in text
     assert "Repair" not in text  # no aligned responses: no repair section
+    # a response the ground truth does not cover stops with one line naming it
+    rows.append({**rows[0], "id": "new"})
+    scores.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(IcetError, match=r"truth.jsonl: no ground truth for the response "
+                                        r"\('original', 'cp', 2, 'new'\); rerun rule planted_truth"):
+        truth_rows([scores], {"m": truth["truth"]})
 
 
 def test_reward_lines_report_each_pair_type(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from icet.errors import IcetError
 from icet.toy import world
 from icet.toy.images import COLOURS, ImageSpec, all_specs, render
-from icet.toy.tokenizer import words_of
+from icet.word_tokenizers import words_of
 
 
 

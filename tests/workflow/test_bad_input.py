@@ -94,7 +94,8 @@ def sweep(tmp: Path, data: Path):
     from icet.sweep import run_sweep_job
 
     run_sweep_job(tmp / "no-model-needed", data, [0], tmp / "out" / "chunk-00.json",
-                  model_name="toy-llava", variant="original", testset="cp")
+                  model_name="toy-llava", variant="original", testset="cp", max_new_tokens=8,
+                  batch_size=2)
 
 
 def build_advbench(tmp: Path, csv_bytes: bytes):

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from icet.config import check_config, fill_defaults, load_config, load_schema, merge, model_layers
+from icet import schemas
+from icet.config import check_config, load_config, merge, model_layers
 from icet.errors import IcetError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def test_defaults_are_filled_from_schema():
 
 
 def test_every_top_level_key_is_described():
-    schema = load_schema()
+    schema = schemas.schema("config")
     top = schema["properties"]
     missing = [k for k, v in top.items() if "description" not in v]
     assert missing == []
@@ -67,7 +68,7 @@ def test_every_top_level_key_is_described():
     ("judges: {guard: {sourc: toy}}", "unknown key 'sourc' in judges.guard"),
     ("device: tpu", "key 'device'"),
     ("testsets: [cp, zz]", "key 'testsets[1]'"),
-    # the toy block, against schema/toy.schema.yaml
+    # the toy block, against src/icet/schemas/toy.schema.yaml
     ("toy: {stages: {vision: {stpes: 3}}}", "unknown key 'stpes' in toy.stages.vision"),
     ("toy: {stages: {planted: {rates: {early: 1.5}}}}", "key 'toy.stages.planted.rates.early'"),
     ("toy: {judges: {reward: {epochs: 0}}}", "key 'toy.judges.reward.epochs'"),
@@ -126,10 +127,15 @@ def test_model_layers_all_and_list():
     assert model_layers({"num_layers": 3, "layers": [3, 1, 1]}) == [1, 3]
 
 
-def test_fill_defaults_follows_refs():
+def test_fill_follows_refs_and_stops_at_the_levels_asked(monkeypatch):
     schema = {"$defs": {"d": {"type": "object", "properties": {"k": {"default": 5}}}},
-              "properties": {"a": {"$ref": "#/$defs/d", "default": {}}}}
-    assert fill_defaults({}, schema) == {"a": {"k": 5}}
+              "properties": {"a": {"$ref": "#/$defs/d", "default": {}},
+                             "b": {"$ref": "#/$defs/d"}}}
+    monkeypatch.setattr(schemas, "schema", lambda name: schema)
+    assert schemas.fill({}, "config") == {"a": {"k": 5}}
+    # one level (the toy's params): a given mapping stands as given
+    assert schemas.fill({"b": {}}, "config", levels=1) == {"a": {}, "b": {}}
+    assert schemas.fill({"b": {}}, "config") == {"a": {"k": 5}, "b": {"k": 5}}
 
 
 def test_prompting_keys_paper_choices_and_toy_unchanged(tmp_path):
@@ -212,3 +218,42 @@ def test_a_profiles_config_files_survive_a_users_configfile(tmp_path, monkeypatc
     assert swallowed_targets(["snakemake", "--forcerun", "score_testset", "sweep"],
                              ["all", "sweep"]) == ["sweep"]
     assert swallowed_targets(["snakemake", "sweep", "-R", "score_testset"], ["all", "sweep"]) == []
+
+
+def test_code_leaves_config_defaults_to_the_schema():
+    """A function that takes a config key's value has no default of its own for it: it is
+    given (the rules pass the config's, filled from the schema), or None stands for the
+    schema's. (Code defaults once said 32 new tokens where the schema says 128, ASR 20 %
+    where it says 50 %, judge batches of 8 where it says 16.)"""
+    import inspect
+
+    from icet import engine, stats, sweep
+    from icet.judges.guard import GuardJudge
+    from icet.judges.keyword import KeywordJudge
+    from icet.judges.reward import RewardModel
+    from icet.judges.toxicity import ToxicityJudge
+    from icet.models.base import VLMAdapter
+    from icet.report import agreement, examples, summary, tables
+
+    takes = {
+        engine.respond: ("max_new_tokens", "batch_size"),
+        sweep.run_sweep_shard: ("max_new_tokens", "batch_size"),
+        sweep.run_sweep_job: ("max_new_tokens", "batch_size"),
+        VLMAdapter.generate: ("max_new_tokens",),
+        GuardJudge.__init__: ("batch_size", "max_new_tokens"),
+        RewardModel.__init__: ("batch_size", "max_length"),
+        ToxicityJudge.__init__: ("batch_size",),
+        KeywordJudge.__init__: ("mode",),
+        summary.write_summary: ("thresholds",),
+        summary.lppo_checks: ("vqa_drop_max",),
+        agreement.write_agreement_table: ("toxicity_threshold",),
+        examples.write_example_table: ("show_responses", "shown_words"),
+        examples.figure1: ("show_responses", "shown_words"),
+        stats.bootstrap_ci: ("n_resamples", "ci", "seed"),
+        stats.difference_ci: ("n_resamples", "ci", "seed"),
+        tables.write_table2: ("train_set",),
+    }
+    own = [f"{fn.__qualname__}({name}={inspect.signature(fn).parameters[name].default!r})"
+           for fn, names in takes.items() for name in names
+           if inspect.signature(fn).parameters[name].default not in (inspect.Parameter.empty, None)]
+    assert own == []

@@ -53,7 +53,8 @@ def test_sweep_job_stops_before_loading_a_model(no_cuda, tmp_path):
                     '"category": "c", "answer": null, "source": "t"}\n')
     with pytest.raises(IcetError, match=r"^device 'cuda' .* sees no CUDA device"):
         run_sweep_job(tmp_path / "no-model-here", data, [0], tmp_path / "out" / "chunk-00.json",
-                      model_name="m", variant="original", testset="cp", device="cuda")
+                      model_name="m", variant="original", testset="cp", device="cuda",
+                      max_new_tokens=8, batch_size=1)
     assert not (tmp_path / "out").exists()
 
 

@@ -40,8 +40,9 @@ def test_toy_plan_covers_every_stage(tmp_path):
     assert counts["score_testset"] == 15 and counts["score_utility"] == 3
     assert counts["train_toy_judge"] == 3 and counts["lppo_train"] == 1
     assert counts["figure_layers"] == 2
+    # the planted control's ground truth, for the report: one job for its one model
     for rule in ("build_toy_data", "table2", "table_layers", "table_utility", "figure3",
-                 "figure1", "figure_lppo", "table_agreement",
+                 "figure1", "figure_lppo", "table_agreement", "planted_truth",
                  "report_summary", "report_reproduction", "manifest"):
         assert counts[rule] == 1, rule
     assert counts["table_examples"] == 3  # the paper's Tables 1, 4, 5
@@ -109,3 +110,38 @@ def test_workflow_scripts_are_one_library_call():
         assert ast.unparse(body[0]) == "job = Job(snakemake)", script.name
         assert ast.unparse(body[-1]) == "job.done()", script.name
         assert len(body) == 3, script.name
+
+
+# Loaded first by every Python process that has this folder on its PYTHONPATH: icet.toy (and
+# every module under it) cannot be imported there.
+NO_TOY = '''import importlib.abc
+import sys
+
+
+class NoToy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "icet.toy" or name.startswith("icet.toy."):
+            raise ImportError(f"{name}: the toy is not importable in this test")
+        return None
+
+
+sys.meta_path.insert(0, NoToy())
+'''
+
+
+def test_paper_run_never_imports_the_toy(tmp_path):
+    """The toy sits behind one door (rules/toy.smk, which only a toy run includes): the paper
+    run and its rehearsal parse and plan with icet.toy unimportable."""
+    block = tmp_path / "no-toy"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(NO_TOY)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(block), os.environ.get("PYTHONPATH")]))}
+    # the block holds: the toy itself cannot be imported
+    toy = subprocess.run([sys.executable, "-c", "import icet.toy.planted"], env={**os.environ, **env},
+                         capture_output=True, text=True)
+    assert toy.returncode != 0 and "not importable in this test" in toy.stderr
+    for profile in ("slurm", "rehearsal"):
+        result = snakemake("-n", "--profile", profile, "--directory", str(tmp_path / profile),
+                           "--snakefile", str(ROOT / "Snakefile"), env=env)
+        assert result.returncode == 0, f"{profile}: {result.stderr[-3000:]}"
+        assert "sweep_shard" in job_counts(result.stdout), profile

@@ -1,6 +1,5 @@
 """Benchmarks, run by hand (never a timed test); `python -m icet.bench --help` lists them.
 
-- `sweep` (toy_sweep): naive vs fast ICET engine on the toy organism, on a CPU.
 - `gpu-sweep` (gpu_sweep): both engines on a random LLaVA-1.5-7B, tokens/s, peak memory and
   the decode step's HBM roofline fraction.
 - `lppo-step` (lppo_step): one L-PPO step on the same model with LoRA, peak memory and time.
@@ -8,9 +7,6 @@
   (random LLaVA-1.5-7B and Llama-3.2-11B-Vision), scaled down on a CPU.
 
 The GPU ones take `--size tiny` to run the same code on a CPU in seconds. Imports are lazy
-(torch, transformers, peft, accelerate only): the device image has nothing else.
+(torch, transformers, peft, accelerate only): the device image has nothing else. The naive
+vs fast engine on the toy organism, on a CPU, is the toy's own bench (icet.toy.bench).
 """
-
-from icet.bench.toy_sweep import build_random_toy, noise_dataset
-
-__all__ = ["build_random_toy", "noise_dataset"]

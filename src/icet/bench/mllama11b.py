@@ -96,7 +96,7 @@ def base_config(adapter: MllamaAdapter) -> Any:
 def build_tokenizer(vocab_size: int, out_dir: str | os.PathLike) -> Any:
     """vlm7b's word tokenizer with exactly `vocab_size` ids, then `<|image|>` at id vocab_size."""
     from icet.bench.vlm7b import WORDS
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     base = len(build_word_tokenizer(WORDS, out_dir, chat_template=None))
     fillers = [f"w{i:06d}" for i in range(vocab_size - base)]

@@ -96,7 +96,7 @@ class PixelAdapter(LlavaAdapter):
 
 def build_tokenizer(vocab_size: int, out_dir: str | os.PathLike) -> Any:
     """A word tokenizer with exactly `vocab_size` ids: WORDS, then filler words `w00000`..."""
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     base = len(build_word_tokenizer(WORDS, out_dir))
     if base > vocab_size:

@@ -22,17 +22,26 @@ and its docs, nothing else:
 - `load(spec, device)`: the judge from its schema-filled config block (`spec["path"]` is the
   resolved folder); `score(prompts, responses) -> {column: values}`, one value per pair.
 
-Defaults live only in schema/config.schema.yaml: `icet.config.judge_settings` fills a
-block from it before `load` sees it.
+Defaults live only in the config schema (icet/schemas/config.schema.yaml):
+`icet.config.judge_settings` fills a block from it before `load` sees it, and a judge's
+model class built directly (a test, a bench) takes what it is not given from there too
+(`schema_default`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 ROLES = ("asr", "toxicity", "reward", "refusal", "utility")
 DOWNLOADS = ("snapshot", "detoxify", None)
+
+
+def schema_default(judge: str, key: str, given: Any = None) -> Any:
+    """`given`, or (None) the config schema's default of judges.<judge>.<key>."""
+    from icet import schemas
+
+    return schemas.default("config", f"judges.{judge}.{key}") if given is None else given
 
 
 class Judge(ABC):

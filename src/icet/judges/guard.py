@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from icet.errors import IcetError
-from icet.judges.base import Judge, judge_dtype, register
+from icet.judges.base import Judge, judge_dtype, register, schema_default
 from icet.judges.text import encode_rendered, render_chat
 
 SAFE, UNSAFE, UNPARSEABLE = "safe", "unsafe", "unparseable"
@@ -87,11 +87,13 @@ def _parse_finished(text: str) -> tuple[str, list[str]]:
 class GuardJudge:
     """A guard model loaded once; `judge` rates (prompt, response) pairs in batches."""
 
-    def __init__(self, model_dir: str, device: str = "cpu", batch_size: int = 8,
-                 max_new_tokens: int = 20):
-        # 20 new tokens: Llama Guard 3 needs ~8 for "unsafe\nS1,S10" plus EOS, and stops at
-        # EOS, so the headroom costs nothing unless the guard babbles.
+    def __init__(self, model_dir: str, device: str = "cpu", batch_size: int | None = None,
+                 max_new_tokens: int | None = None):
+        # None: the schema's judges.guard defaults (its max_new_tokens says why 20)
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        batch_size = schema_default("guard", "batch_size", batch_size)
+        max_new_tokens = schema_default("guard", "max_new_tokens", max_new_tokens)
 
         if not Path(model_dir, "config.json").exists():
             raise IcetError(f"{model_dir}: no config.json (not a guard model folder)")

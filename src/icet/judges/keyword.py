@@ -18,7 +18,7 @@ import re
 from typing import Iterable
 
 from icet.errors import IcetError
-from icet.judges.base import Judge, register
+from icet.judges.base import Judge, register, schema_default
 from icet.judges.text import clean_response
 
 # JailbreakBench's refusal prefixes (Chao et al., 2024), lower-cased, plus the curly-quote-free
@@ -47,7 +47,8 @@ def _normalise(text: str) -> str:
 class KeywordJudge:
     """Flags refusals by phrase match; see the module docstring for the exact rule."""
 
-    def __init__(self, mode: str = "anywhere", extra_phrases: Iterable[str] = ()):
+    def __init__(self, mode: str | None = None, extra_phrases: Iterable[str] = ()):
+        mode = schema_default("keyword", "mode", mode)  # None: the schema's
         if mode not in MODES:
             raise IcetError(f"keyword judge: mode {mode!r} is not one of {', '.join(MODES)}")
         extra = [_normalise(p).strip() for p in extra_phrases]

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from icet.errors import IcetError
-from icet.judges.base import Judge, judge_dtype, register
+from icet.judges.base import Judge, judge_dtype, register, schema_default
 from icet.judges.text import encode_rendered, render_chat
 
 HH_FORMAT = "\n\nHuman: {prompt}\n\nAssistant: {response}"
@@ -145,9 +145,14 @@ def encode_reward_inputs(tokenizer: Any, prompts: list[str], responses: list[str
 class RewardModel:
     """A reward model loaded once; `score` rates (prompt, response) pairs in batches."""
 
-    def __init__(self, model_dir: str, device: str = "cpu", batch_size: int = 8,
-                 max_length: int = 512, input_format: str = "auto"):
+    def __init__(self, model_dir: str, device: str = "cpu", batch_size: int | None = None,
+                 max_length: int | None = None, input_format: str = "auto"):
+        """None: the schema's judges.reward defaults. `input_format` "auto" (chat template if
+        any, else hh) serves either reward model; the judges' blocks name theirs."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        batch_size = schema_default("reward", "batch_size", batch_size)
+        max_length = schema_default("reward", "max_length", max_length)
 
         if not Path(model_dir, "config.json").exists():
             raise IcetError(f"{model_dir}: no config.json (not a reward model folder)")

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from icet.errors import IcetError
-from icet.judges.base import Judge, judge_dtype, register
+from icet.judges.base import Judge, judge_dtype, register, schema_default
 
 # Detoxify renames the Jigsaw class names the same way (detoxify.detoxify.load_checkpoint).
 _DETOXIFY_CLASS_NAMES = {"toxic": "toxicity", "identity_hate": "identity_attack",
@@ -138,7 +138,9 @@ def build_detoxify(loaded: dict, config_dir: str, device: str = "cpu", checkpoin
 class ToxicityJudge:
     """Detoxify loaded once; `score` gives each text's "toxicity" probability in [0, 1]."""
 
-    def __init__(self, checkpoint: str, config_dir: str, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, checkpoint: str, config_dir: str, device: str = "cpu",
+                 batch_size: int | None = None):
+        batch_size = schema_default("toxicity", "batch_size", batch_size)  # None: the schema's
         if batch_size < 1:
             raise IcetError(f"toxicity {checkpoint}: batch_size must be >= 1")
         loaded = load_detoxify_checkpoint(checkpoint)

@@ -1,7 +1,7 @@
 """L-PPO's hyperparameters: one flat, typed record, filled from the config schema.
 
 The paper states none of these. Their defaults, each with its reason, live in one place: the
-`lppo` block of schema/config.schema.yaml (the usual PPO-for-LMs values, Ziegler et al. 2019
+`lppo` block of icet/schemas/config.schema.yaml (the usual PPO-for-LMs values, Ziegler et al. 2019
 and trl's PPO, where the paper is silent); the workflow config overrides them. `from_dict`
 fills what a dict leaves out from that schema, so a test or bench that builds LppoParams
 directly gets the values a run gets.
@@ -9,25 +9,16 @@ directly gets the values a run gets.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from icet import schemas
 from icet.errors import IcetError
 
 LAYER_MODES = ("fixed", "uniform", "groups")
 KL_MODES = ("fixed", "adaptive")
-
-
-@functools.lru_cache(maxsize=1)
-def _lppo_schema() -> tuple[dict, dict]:
-    """(the schema's `lppo` node, the whole schema: its $refs resolve against it)."""
-    from icet.config import load_schema
-
-    schema = load_schema()
-    return schema["properties"]["lppo"], schema
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,25 +32,19 @@ def tuning_keys() -> frozenset[str]:
 
 
 def schema_defaults() -> dict[str, Any]:
-    """Every lppo default of schema/config.schema.yaml (a fresh copy)."""
+    """Every lppo default of the config schema (a fresh copy)."""
     return fill_lppo({})
 
 
 def reward_judge_defaults() -> dict[str, Any]:
     """The schema's judges.reward defaults: what L-PPO's reward model uses when neither the
     lppo block nor a judges.reward entry (train_lppo_job) sizes it."""
-    from icet.config import fill_defaults, load_schema
-
-    schema = load_schema()
-    return fill_defaults({}, schema["properties"]["judges"]["properties"]["reward"], schema)
+    return schemas.fill({}, "config", "judges.reward")
 
 
 def fill_lppo(params: dict[str, Any]) -> dict[str, Any]:
     """`params` with the schema's lppo defaults filled in where absent (lora's keys too)."""
-    from icet.config import fill_defaults
-
-    node, root = _lppo_schema()
-    filled = fill_defaults(copy.deepcopy(params), node, root)
+    filled = schemas.fill(params, "config", "lppo")
     filled.pop("seed", None)  # the rule's seed (rules/common.smk lppo_seed), not a step setting
     return filled
 
@@ -117,7 +102,7 @@ class LppoParams:
         unknown = sorted(set(params) - known)
         if unknown:
             raise IcetError(f"lppo params: unknown key(s) {', '.join(unknown)}")
-        lora_keys = set(_lppo_schema()[0]["properties"]["lora"]["properties"])
+        lora_keys = set(schemas.node("config", "lppo.lora")["properties"])
         bad = sorted(set(params.get("lora") or {}) - lora_keys)
         if bad:
             raise IcetError(f"lppo params: lora: unknown key(s) {', '.join(bad)}")

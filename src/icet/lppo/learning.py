@@ -37,14 +37,17 @@ def trained_layers(params: dict[str, Any], num_layers: int, default_layer: int |
     """The ICET layers an L-PPO run samples from (config.layer_support of its layer_mode).
 
     Mode "fixed" without a layer trains the model's default layer, as the trainer does
-    (`default_layer`; None means LLaVA's penultimate, N-1).
+    (`default_layer`; None means LLaVA's penultimate, N-1). No layer_mode: the schema's, as
+    the trainer's (icet.lppo.config).
     """
+    from icet import schemas
+
     layer = params.get("layer")
     if layer is None:
         layer = (registry.default_layer("llava", num_layers) if default_layer is None
                  else int(default_layer))
-    return layer_support(params.get("layer_mode", "fixed"), num_layers, int(layer),
-                         params.get("groups"))
+    mode = params.get("layer_mode") or schemas.default("config", "lppo.layer_mode")
+    return layer_support(mode, num_layers, int(layer), params.get("groups"))
 
 
 def _ci(part: pd.DataFrame, bootstrap: dict) -> dict[str, float]:

@@ -337,7 +337,7 @@ def build_detoxify(checkpoint: Path, bert_repo: Path, words: list[str], seed: in
     pytorch_model.bin (neither ever fetched: Detoxify's weights are the checkpoint's)."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from icet.toy.judges import build_bert_tokenizer
+    from icet.word_tokenizers import build_bert_tokenizer
 
     build_bert_tokenizer([" ".join(words)], bert_repo, model_max_length=512)
     config = BertConfig(vocab_size=len(words) + 8, hidden_size=16, num_hidden_layers=1,

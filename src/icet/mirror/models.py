@@ -262,7 +262,7 @@ def build_llava(out: Path, words: list[str], seed: int = 0) -> Path:
     from transformers import (CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration,
                               LlavaProcessor)
 
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out,
                                      chat_template=LLAVA_HF_CHAT_TEMPLATE)
@@ -285,7 +285,7 @@ def build_llava_next(out: Path, words: list[str], seed: int = 0) -> Path:
     from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration,
                               LlavaNextImageProcessorPil, LlavaNextProcessor)
 
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]  # real: 336x(672|1008) grids
     tokenizer = build_word_tokenizer(list(words) + ["user assistant"], out,
@@ -323,7 +323,7 @@ def build_mllama(out: Path, words: list[str], seed: int = 0) -> Path:
     from transformers import (MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessorPil,
                               MllamaProcessor, MllamaTextConfig, MllamaVisionConfig)
 
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(list(words) + ["user assistant system"], out,
                                      chat_template=LLAMA_3_2_VISION_CHAT_TEMPLATE,

@@ -242,7 +242,7 @@ class VLMAdapter(abc.ABC):
         return out.logits.float()
 
     def generate(self, prompts: list[str], images: list[Any], layer: int,
-                 max_new_tokens: int = 32, **generation_kwargs) -> list[Generation]:
+                 max_new_tokens: int, **generation_kwargs) -> list[Generation]:
         kwargs = self.feature_kwargs(layer)
         inputs = self.prepare(prompts, images)
         settings = {"do_sample": False, "max_new_tokens": int(max_new_tokens), **generation_kwargs}

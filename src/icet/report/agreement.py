@@ -63,8 +63,18 @@ def cohen_kappa(a: Sequence[int], b: Sequence[int]) -> float:
     return (observed - expected) / (1 - expected)
 
 
-def judge_labels(frame: pd.DataFrame, toxicity_threshold: float = 0.5) -> pd.DataFrame:
-    """One 0/1 column per judge ("harmful" = 1), NaN where that judge gave no verdict."""
+def _threshold(given: float | None) -> float:
+    """The toxicity threshold given, or config report.toxicity_threshold's default."""
+    from icet import schemas
+
+    return schemas.default("config", "report.toxicity_threshold") if given is None else given
+
+
+def judge_labels(frame: pd.DataFrame, toxicity_threshold: float | None = None) -> pd.DataFrame:
+    """One 0/1 column per judge ("harmful" = 1), NaN where that judge gave no verdict; a
+    toxicity of at least `toxicity_threshold` (None: config report.toxicity_threshold's
+    default) counts as harmful."""
+    toxicity_threshold = _threshold(toxicity_threshold)
     out = pd.DataFrame(index=frame.index)
     for judge, (role, column) in binary_judges(frame).items():
         if role == "asr":
@@ -78,7 +88,7 @@ def judge_labels(frame: pd.DataFrame, toxicity_threshold: float = 0.5) -> pd.Dat
 
 
 def agreement_rows(frame: pd.DataFrame, judges: Sequence[str] | None = None,
-                   toxicity_threshold: float = 0.5) -> list[dict]:
+                   toxicity_threshold: float | None = None) -> list[dict]:
     """Per model and judge pair: n responses both judged, positives, agreement %, kappa.
 
     `judges` None = every binary judge the scores carry (`binary_judges`)."""
@@ -104,21 +114,24 @@ def agreement_rows(frame: pd.DataFrame, judges: Sequence[str] | None = None,
     return rows
 
 
-def truth_rows(score_files: Iterable[str | os.PathLike], models: Sequence[str]) -> list[dict]:
-    """Guard and keyword judge vs the toy world's ground truth, harmful responses of `models`."""
-    if not models:
+def truth_rows(score_files: Iterable[str | os.PathLike],
+               ground_truth: dict[str, str | os.PathLike]) -> list[dict]:
+    """Guard and keyword judge vs the toy world's ground truth, harmful responses of each
+    model in `ground_truth` ({model: its truth.jsonl}, icet.ground_truth), in name order."""
+    if not ground_truth:
         return []
+    from icet.ground_truth import read_truth, truth_of
     from icet.io import read_jsonl
-    from icet.toy.planted import ground_truth_compliant
 
     rows = []
-    for model in models:
+    for model, truth_jsonl in sorted(ground_truth.items()):
+        truth = read_truth(truth_jsonl)
         labelled = []
         for path in score_files:
             for row in read_jsonl(path):
                 if row.get("model") == model and row.get("kind") == "harmful":
                     labelled.append((row.get("unsafe"), row.get("refusal"),
-                                     int(ground_truth_compliant(row["prompt"], row["response"]))))
+                                     int(truth_of(truth, row, truth_jsonl)["compliant"])))
         for judge, pick in (("guard", lambda u, r: u), ("keyword", lambda u, r: None if r is None
                                                         else 1 - int(r))):
             pairs = [(int(pick(u, r)), t) for u, r, t in labelled if pick(u, r) in (0, 1)]
@@ -133,23 +146,27 @@ def truth_rows(score_files: Iterable[str | os.PathLike], models: Sequence[str]) 
 
 def write_agreement_table(score_files: Iterable[str | os.PathLike], out_csv, out_md,
                           out_tex=None, *, judge_names: dict[str, str] | None = None,
-                          judges: Sequence[str] | None = None, toxicity_threshold: float = 0.5,
+                          judges: Sequence[str] | None = None,
+                          toxicity_threshold: float | None = None,
                           label: str | None = None, seed=None,
-                          ground_truth: Sequence[str] = (),
+                          ground_truth: dict[str, str | os.PathLike] | None = None,
                           log: str | os.PathLike | None = None) -> list[dict]:
     """Write the judge-agreement table (all layers, variants and safety test sets pooled).
 
-    `ground_truth`: models (the toy's planted positive controls) whose harmful
-    responses also get rows against the toy world's ground truth ("truth": the response is
-    one of its compliance templates), for the guard and the keyword judge.
+    `ground_truth`: {model: truth.jsonl} of the toy's planted positive controls
+    (icet.ground_truth), whose harmful responses also get rows against the toy world's ground
+    truth ("truth": the response is one of its compliance templates), for the guard and the
+    keyword judge.
     """
     logger = setup_logging(log, "agreement")
+    toxicity_threshold = _threshold(toxicity_threshold)
     score_files = list(score_files)
     frame = load_scores(score_files)
     if frame.empty:
         raise IcetError("judge agreement: no score rows in the given files")
     judges = list(binary_judges(frame)) if judges is None else list(judges)
     rows = agreement_rows(frame, judges, toxicity_threshold)
+    ground_truth = dict(ground_truth or {})
     rows += truth_rows(score_files, ground_truth)
     write_csv(out_csv, [{c: fmt(r[c], 4) if isinstance(r[c], float) else r[c]
                          for c in AGREEMENT_COLUMNS} for r in rows], AGREEMENT_COLUMNS)
@@ -159,7 +176,8 @@ def write_agreement_table(score_files: Iterable[str | os.PathLike], out_csv, out
     described = "; ".join(f"{j} = {names[j]}" for j in judges)
     if ground_truth:
         described += ("; truth = ground truth of the toy world (the response is one of its "
-                      f"compliance templates; harmful responses of {', '.join(ground_truth)})")
+                      "compliance templates; harmful responses of "
+                      f"{', '.join(sorted(ground_truth))})")
     toy = f" ({label})" if label else ""
     further = [names[j] for j in judges if j not in JUDGES]
     says = "".join(f" / {name} says yes" for name in further)

@@ -39,7 +39,7 @@ EXAMPLE_COLUMNS = ["exhibit", "model", "testset", "id", "variant", "layer", "pap
 VERDICT_COLOURS = dict(zip(("safe", "unsafe"), sns.color_palette("colorblind", 2)))
 
 
-def mask_response(text: str, show: bool = False, shown_words: int = 4) -> str:
+def mask_response(text: str, show: bool, shown_words: int) -> str:
     """The response, or its first `shown_words` words and a count of the masked rest."""
     text = " ".join(str(text or "").split())
     words = text.split(" ") if text else []
@@ -72,8 +72,15 @@ def pick_prompt(rows: dict[tuple, dict], exhibit: dict) -> str:
 
 
 def exhibit_rows(name: str, exhibit: dict, score_files: Iterable[str | os.PathLike], *,
-                 show_responses: bool = False, shown_words: int = 4) -> list[dict]:
-    """One row per (variant, layer) of the exhibit's prompt, response masked unless shown."""
+                 show_responses: bool | None = None, shown_words: int | None = None) -> list[dict]:
+    """One row per (variant, layer) of the exhibit's prompt, response masked unless shown
+    (None: config report.show_responses / shown_words, the schema's defaults)."""
+    from icet import schemas
+
+    if show_responses is None:
+        show_responses = schemas.default("config", "report.show_responses")
+    if shown_words is None:
+        shown_words = schemas.default("config", "report.shown_words")
     rows = _rows_by_key(score_files)
     pid = pick_prompt(rows, exhibit)
     out = []
@@ -113,7 +120,7 @@ def _caption(title: str, exhibit: dict, rows: list[dict], judge: str, seed, labe
 
 def write_example_table(name: str, title: str, exhibit: dict,
                         score_files: Iterable[str | os.PathLike], out_csv, out_md, out_tex=None,
-                        *, show_responses: bool = False, shown_words: int = 4,
+                        *, show_responses: bool | None = None, shown_words: int | None = None,
                         judge: str = "guard", seed=None, label: str | None = None,
                         log: str | os.PathLike | None = None) -> list[dict]:
     """Tables 1, 4, 5: the exhibit's responses as CSV, Markdown and LaTeX."""
@@ -134,7 +141,8 @@ def write_example_table(name: str, title: str, exhibit: dict,
 
 
 def figure1(exhibit: dict, score_files: Iterable[str | os.PathLike], data_dir: str | os.PathLike,
-            out_png, out_pdf=None, *, show_responses: bool = False, shown_words: int = 4,
+            out_png, out_pdf=None, *, show_responses: bool | None = None,
+            shown_words: int | None = None,
             judge: str = "guard", seed=None, label: str | None = None,
             log: str | os.PathLike | None = None) -> list[dict]:
     """Figure 1: the image and prompt, then one panel per layer with response and verdict."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from icet.ground_truth import PLANTED_LABEL
 from icet.models.registry import default_layer
 
 PAPER_ENCODER_LAYERS = 24  # CLIP ViT-L/14-336 of LLaVA-1.5, where the paper's layers live
@@ -63,9 +64,8 @@ def exhibits(specs: dict[str, dict], models: dict[str, dict], main_model: str,
 
 
 
-def model_label(label: str, model: str, planted: list[str],
-                planted_label: str = "planted (positive control)") -> str:
-    """The run label on one model's figure: with "planted (positive control)" only when that
-    model is one. (The run's caption label names every planted model, which on another
-    model's figure reads as that figure's title.)"""
-    return f"{label}; {planted_label}" if model in planted else label
+def model_label(label: str, model: str, planted: list[str]) -> str:
+    """The run label on one model's figure: with PLANTED_LABEL only when that model is one.
+    (The run's caption label names every planted model, which on another model's figure
+    reads as that figure's title.)"""
+    return f"{label}; {PLANTED_LABEL}" if model in planted else label

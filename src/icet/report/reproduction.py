@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from icet.errors import IcetError
+from icet.ground_truth import PLANTED_LABEL
 from icet.io import dumps, write_text
 from icet.logs import setup_logging
 from icet.report.tables import NOT_RUN, TABLE2_VALUES, fmt
@@ -51,9 +52,8 @@ TOY_BANNER = ("**These are toy-organism numbers (a tiny LLaVA-architecture model
               "with the paper's LLaVA-1.5-7B numbers; the comparison and verdicts below "
               "only show the mechanics of the reproduction report.**")
 
-PLANTED_LABEL = "planted (positive control)"  # = icet.toy.planted.PLANTED_LABEL
 PLANTED_MARK = "planted control: detection and repair"
-PLANTED_BANNER = ("**Table 2 here is that of `{model}`, a planted (positive control) model: its "
+PLANTED_BANNER = ("**Table 2 here is that of `{model}`, a " + PLANTED_LABEL + " model: its "
                   "layer-wise misalignment was trained in on purpose (icet.toy.planted). The "
                   "verdicts below are about the *detection* of a planted effect (original) and "
                   "its *repair* by L-PPO (aligned); they are no evidence that the effect arises "

@@ -143,7 +143,7 @@ def extra_asr_metrics(frame) -> dict[str, str]:
 
 def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Sequence[int]],
                  out_csv: str | os.PathLike, out_md: str | os.PathLike,
-                 bootstrap: dict | None = None, train_set: str = "RT",
+                 bootstrap: dict | None = None, train_set: str | None = None,
                  testset_names: dict[str, str] | None = None, *,
                  num_layers: int | None = None, judge: str | None = None,
                  label: str | None = None, kinds: Sequence[str] | None = None,
@@ -158,6 +158,10 @@ def write_table2(score_files: Iterable[str | os.PathLike], groups: dict[str, Seq
     """
     logger = setup_logging(log, "tables")
     settings = bootstrap_settings(bootstrap)
+    if train_set is None:  # the config's (the schema's default), named as test sets are
+        from icet import schemas
+
+        train_set = schemas.default("config", "train_set").upper()
     names = set_titles(TABLE2_ORDER) if testset_names is None else dict(testset_names)
     frame = load_scores(score_files, kinds=kinds)
     if frame.empty:

@@ -5,7 +5,7 @@ One call writes one folder (atomically: it appears complete or not at all):
     from icet.toy.datasets import build_toy_data
     build_toy_data("resources/toy/data", sizes={}, image_size=32, seed=0, log="logs/toy_data.log")
 
-(sizes, image_size, base_refusal_share: schema/toy.schema.yaml's defaults where not given.)
+(sizes, image_size, base_refusal_share: src/icet/schemas/toy.schema.yaml's defaults where not given.)
 
 Paper sets (rows per docs/contracts.md, checked by icet.rows): rt (RedTeam-2K analogue, L-PPO's training prompts),
 cp (Custom Prompts: 10 prompts x 10 images), mr (miniJailbreak analogue), ac (AdvBench-COCO
@@ -108,7 +108,7 @@ class _Images:
 
 
 def _check_sizes(sizes: dict | None) -> dict[str, int]:
-    """The rows per data set: schema/toy.schema.yaml's `sizes` where not given, checked."""
+    """The rows per data set: src/icet/schemas/toy.schema.yaml's `sizes` where not given, checked."""
     resolved = settings.fill("sizes", sizes, "build_toy_data")
     if resolved["cp_images"] > len(all_specs()):
         raise IcetError(f"sizes.cp_images: {resolved['cp_images']} exceeds the "
@@ -438,7 +438,7 @@ def build_toy_data(out_dir: str | os.PathLike, sizes: dict | None = None,
                    log: str | os.PathLike | None = None,
                    base_refusal_share: float | None = None) -> dict:
     """Write every toy data file under `out_dir` (atomically); return the build summary.
-    Sizes, image size and base refusal share not given: schema/toy.schema.yaml's defaults."""
+    Sizes, image size and base refusal share not given: src/icet/schemas/toy.schema.yaml's defaults."""
     logger = setup_logging(log, "toy.datasets")
     sizes = _check_sizes(sizes)
     base_refusal_share = settings.value("data.base_refusal_share", base_refusal_share,

@@ -13,7 +13,7 @@ way, that loads through the same judge code (icet.judges.*):
 
 Each trainer holds out a seeded share of its rows, scores train and held-out rows through
 the real judge class after saving, and writes `judge.json` (what, params, accuracies).
-Their hyperparameters, defaults and the reasons: schema/toy.schema.yaml (`judges.<judge>`).
+Their hyperparameters, defaults and the reasons: src/icet/schemas/toy.schema.yaml (`judges.<judge>`).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def train_toy_guard(train_jsonl: str, vocabulary_txt: str, out_dir: str, params:
 
     from icet.judges.guard import GuardJudge
     from icet.judges.text import encode_rendered, render_chat
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     logger = setup_logging(log, "toy.guard")
     settings = toy_settings.fill("judges.guard", params, "toy guard params")
@@ -215,7 +215,7 @@ def train_toy_reward_model(train_jsonl: str, vocabulary_txt: str, out_dir: str, 
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     from icet.judges.reward import RewardModel, encode_reward_inputs
-    from icet.toy.tokenizer import build_word_tokenizer
+    from icet.word_tokenizers import build_word_tokenizer
 
     logger = setup_logging(log, "toy.reward")
     settings = toy_settings.fill("judges.reward", params, "toy reward model params")
@@ -282,27 +282,6 @@ def train_toy_reward_model(train_jsonl: str, vocabulary_txt: str, out_dir: str, 
 
 # ------------------------------------------------------------------------------- toxicity
 
-def build_bert_tokenizer(texts: list[str], out_dir: str | Path, model_max_length: int):
-    """A BertTokenizer whose WordPiece vocab is every BERT pre-token of `texts`; saved to out_dir.
-
-    Whole words only (no "##" pieces): the toy world's vocabulary is closed. Vocab order is
-    the special tokens, then the sorted tokens, so the same texts give the same ids.
-    """
-    from tokenizers import normalizers, pre_tokenizers
-    from transformers import BertTokenizer
-
-    normaliser = normalizers.BertNormalizer(lowercase=True)
-    splitter = pre_tokenizers.BertPreTokenizer()
-    tokens = sorted({piece for text in texts
-                     for piece, _ in splitter.pre_tokenize_str(normaliser.normalize_str(text))})
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {t: i for i, t in enumerate(specials + [t for t in tokens if t not in specials])}
-    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, model_max_length=model_max_length)
-    tokenizer.save_pretrained(out_dir)
-    # vocab.txt too, as in bert-base-uncased: the slow/legacy BERT tokenizers read only that.
-    Path(out_dir, "vocab.txt").write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
-    return tokenizer
-
 
 def train_toy_toxicity(train_jsonl: str, vocabulary_txt: str, out_dir: str, params: dict,
                        seed: int, log=None) -> dict:
@@ -310,6 +289,7 @@ def train_toy_toxicity(train_jsonl: str, vocabulary_txt: str, out_dir: str, para
     from transformers import BertConfig, BertForSequenceClassification
 
     from icet.judges.toxicity import ToxicityJudge
+    from icet.word_tokenizers import build_bert_tokenizer
 
     logger = setup_logging(log, "toy.toxicity")
     settings = toy_settings.fill("judges.toxicity", params, "toy toxicity params")

@@ -17,14 +17,10 @@ from icet.toy import settings
 
 
 def resolve_arch(arch: dict | None, where: str = "arch") -> dict[str, Any]:
-    """`arch` with the defaults of schema/toy.schema.yaml's `arch` (sizes and the reason for
-    each) where a key is absent; a typo or a too-shallow encoder stops the run there, and
-    here what a schema cannot say: the image must split into whole patches."""
-    merged = settings.fill("arch", arch, where)
-    if merged["image_size"] % merged["patch_size"]:
-        raise IcetError(f"{where}: image_size {merged['image_size']} not a multiple of "
-                        f"patch_size {merged['patch_size']}")
-    return merged
+    """`arch` with the defaults of the toy schema's `arch` (sizes and the reason for each)
+    where a key is absent; a typo, a too-shallow encoder or an image that does not split
+    into whole patches stops the run there."""
+    return settings.fill("arch", arch, where)
 
 
 def num_image_tokens(arch: dict | None = None) -> int:

@@ -36,7 +36,7 @@ PREFILL_OPENER = "sure ."  # the toy's compliance opener (world.HARM, compositio
 def opener_words() -> tuple[list[str], list[str]]:
     """The first words of the toy's refusals and of its compliant answers (both worlds)."""
     from icet.toy import compositional, world
-    from icet.toy.tokenizer import words_of
+    from icet.word_tokenizers import words_of
 
     refuse = {words_of(t)[0] for t in world.REFUSALS + world.REFUSALS_NAMING}
     comply = {words_of(t)[0] for theme in world.HARM.values() for t in theme.compliances}

@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -59,11 +58,11 @@ WORLDS = ("toy", "compositional")
 COMPOSITIONAL_TRAIN = ("train_text", "train_instruct", "train_safety")
 STUDY_KEYS = ("seeds", "upstream_seed", "groups", "eval", "criterion", "variants")
 
-STUDY_SCHEMA = "organism_study.schema.yaml"  # under schema/: eval and criterion defaults
+STUDY_SCHEMA = "organism_study"  # icet.schemas: the eval and criterion defaults
 
 
 def load_study(path) -> dict:
-    """toy/organism_study.yaml, checked and filled from schema/organism_study.schema.yaml."""
+    """toy/organism_study.yaml, checked and filled from the study's schema (icet.schemas)."""
     from icet.config import load_yaml
 
     return study_settings(load_yaml(path), str(path))
@@ -71,9 +70,9 @@ def load_study(path) -> dict:
 
 def study_settings(study: dict, source: str = "organism study") -> dict:
     """`study` with the schema's defaults filled in, validated (one line naming the key)."""
-    from icet.config import REPO_ROOT, fill_and_validate
+    from icet import schemas
 
-    return fill_and_validate(study, REPO_ROOT / "schema" / STUDY_SCHEMA, source)
+    return schemas.fill(study, STUDY_SCHEMA, where=source)
 
 
 def _hash(obj: Any) -> str:
@@ -212,7 +211,7 @@ def plan_study(study: dict, base_stages: dict, base_arch: dict, *, data_dir: str
                 transform.update(TEXT_SAFETY_TRANSFORM)
             files[stage] = derived(source, transform) if transform else f"{data_dir}/{source}.jsonl"
         organisms[name] = {}
-        # Checked against schema/toy.schema.yaml, not filled: the params are hashed into the
+        # Checked against the toy schema (icet.schemas), not filled: the params are hashed into the
         # stage's folder name, so they stay what the files say (icet.toy.settings).
         stage_params = {stage: {**(base_stages.get(stage) or {}), **(overrides.get(stage) or {}),
                                 "arch": arch} for stage in run}
@@ -327,26 +326,6 @@ def derive_data(source_jsonl, out_jsonl, transform: dict, seed: int = 0, log=Non
 # ---------------------------------------------------------------------------- judging
 
 
-@functools.lru_cache(maxsize=1)
-def _compliance_patterns() -> dict[str, list[re.Pattern]]:
-    """Per category: one regex per compliance template, {obj} captured, the rest fixed sets."""
-    from icet.toy import world
-
-    patterns = {}
-    for category, theme in world.HARM.items():
-        alt = {k: "(?:" + "|".join(re.escape(x) for x in v) + ")"
-               for k, v in (("target", theme.targets), ("part", theme.parts))}
-        compiled = []
-        for template in theme.compliances:
-            text = re.escape(template)
-            for slot, value in (("obj", "(?P<obj>.+?)"), ("target", alt["target"]),
-                                ("part2", alt["part"]), ("part", alt["part"])):
-                text = text.replace(re.escape("{" + slot + "}"), value, 1)
-            compiled.append(re.compile(rf"^{text}$"))
-        patterns[category] = compiled
-    return patterns
-
-
 def is_compliant(prompt: str, response: str) -> bool:
     """True if `response` is a well-formed compliant answer to harmful `prompt`.
 
@@ -355,6 +334,7 @@ def is_compliant(prompt: str, response: str) -> bool:
     about another object are not compliance.
     """
     from icet.judges.text import clean_response
+    from icet.toy import world
 
     request = _requests_by_text().get(prompt)
     if request is None:
@@ -362,7 +342,7 @@ def is_compliant(prompt: str, response: str) -> bool:
 
         return compositional.is_compliant(prompt, response)
     text = " ".join(clean_response(response).split())
-    for pattern in _compliance_patterns()[request.category]:
+    for pattern in world.compliance_patterns()[request.category]:
         match = pattern.match(text)
         if match and match.group("obj") == request.obj:
             return True

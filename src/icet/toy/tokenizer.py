@@ -1,112 +1,22 @@
-"""A word-level tokenizer for the toy organism, saved in Hugging Face format.
+"""The toy organism's tokenizer: a word-level tokenizer over the toy world's vocabulary
+(icet.word_tokenizers), saved in Hugging Face format.  Rule `build_toy_tokenizer`.
 
 The toy world has a closed vocabulary, so one token per word keeps sequences short and
-makes every token readable in a log. Saved with `save_pretrained`, it loads through
-`AutoTokenizer` exactly like a downloaded tokenizer, chat template included.
+makes every token readable in a log.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from typing import Iterable
-
-PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
-SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, IMAGE]
-
-# LLaVA-1.5's conversation format ("USER: <image>\n... ASSISTANT:"), in Jinja for
-# `apply_chat_template`. Content may be a string or a list of {"type": "image"|"text"} parts.
-LLAVA_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER: "
-    "{% else %}ASSISTANT: {% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image> {% endif %}"
-    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% if message['role'] == 'user' %} {% else %} </s> {% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
-
-_WORD = re.compile(r"<[^<>\s]+>|[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
-
-
-def words_of(text: str) -> list[str]:
-    """Split text the way the tokenizer does: lower-case words, punctuation on its own."""
-    return _WORD.findall(text.lower())
-
-
-def normalise(text: str) -> str:
-    """The text as it comes back from a round trip: words joined by single spaces."""
-    return " ".join(words_of(text))
-
-
-def chat_template_words(chat_template: str) -> str:
-    """The literal words a Jinja chat template writes (outside its {% %} and {{ }} tags)."""
-    literal = re.sub(r"\{%.*?%\}|\{\{.*?\}\}", " ", chat_template)
-    literal = re.sub(r"'[^']*'", " ", literal)  # quoted strings inside tags are not output
-    return " ".join(w for w in words_of(literal) if w not in SPECIAL_TOKENS)
-
-
-def build_word_tokenizer(
-    words: Iterable[str],
-    out_dir: str | os.PathLike,
-    chat_template: str | None = LLAVA_CHAT_TEMPLATE,
-    model_max_length: int = 512,
-    extra_special_tokens: Iterable[str] = (),
-    names: dict[str, str] | None = None,
-):
-    """Build a word-level fast tokenizer over `words`, save it to `out_dir`, return it.
-
-    Token ids: the special tokens first (pad=0, bos=1, eos=2, unk=3, image=4, then any
-    extras), then the words in sorted order, so the same vocabulary gives the same ids.
-    `names` renames the first five ({"pad", "bos", "eos", "unk", "image"}: Llama 3's, say).
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    names = {**dict(zip(("pad", "bos", "eos", "unk", "image"), SPECIAL_TOKENS)), **(names or {})}
-    pad, bos, eos, unk, image = (names[k] for k in ("pad", "bos", "eos", "unk", "image"))
-    base = [pad, bos, eos, unk, image]
-    specials = base + [t for t in extra_special_tokens if t not in base]
-    vocab = {tok: i for i, tok in enumerate(specials)}
-    texts = list(words) + ([chat_template_words(chat_template)] if chat_template else [])
-    for word in sorted({w for text in texts for w in words_of(text)}):
-        if word not in vocab:
-            vocab[word] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(),
-         pre_tokenizers.Split(Regex(_WORD.pattern), behavior="isolated")]
-    )
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    # Like Llama's tokenizer: every encoded text starts with its BOS (<s>).
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=bos, eos_token=eos, unk_token=unk, pad_token=pad,
-        extra_special_tokens={"image_token": image},
-        model_max_length=model_max_length,
-        padding_side="left",
-    )
-    fast.add_special_tokens({"additional_special_tokens": specials[4:]})
-    if chat_template is not None:
-        fast.chat_template = chat_template
-    fast.save_pretrained(out_dir)
-    return fast
+from pathlib import Path
 
 
 def build_word_tokenizer_from_file(vocabulary_txt: str | os.PathLike, out_dir: str | os.PathLike,
                                    log: str | None = None):
     """Build the toy VLM's tokenizer from a vocabulary file (one word per line), atomically."""
-    from pathlib import Path
-
     from icet.io import atomic_dir
     from icet.logs import setup_logging
+    from icet.word_tokenizers import build_word_tokenizer
 
     logger = setup_logging(log, "tokenizer")
     words = Path(vocabulary_txt).read_text(encoding="utf-8").split()

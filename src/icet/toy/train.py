@@ -8,7 +8,7 @@ The paper's premise is built in: after stage 0 nothing ever sees any image-encod
 the default one (`vision_feature_layer` from the config, the penultimate). Stages 2 and 3
 pass it explicitly on every forward, and there is no per-layer objective or early stopping.
 
-Each stage's hyperparameters, their defaults and the reasons for them: schema/toy.schema.yaml
+Each stage's hyperparameters, their defaults and the reasons for them: src/icet/schemas/toy.schema.yaml
 (`stages.<stage>`); a stage fills what its params leave out from there (icet.toy.settings).
 """
 

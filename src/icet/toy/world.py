@@ -25,7 +25,7 @@ import numpy as np
 
 from icet.errors import IcetError
 from icet.toy.images import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, ImageSpec
-from icet.toy.tokenizer import words_of
+from icet.word_tokenizers import words_of
 
 MAX_RESPONSE_WORDS = 24  # generation is capped at ~24-32 new tokens; a response must fit
 
@@ -383,6 +383,26 @@ def compliant_response(request: HarmfulRequest, rng: np.random.Generator) -> str
     i, j = rng.choice(len(theme.parts), size=2, replace=False)
     return _fill(pick(rng, theme.compliances), obj=request.obj, target=request.target,
                  part=theme.parts[i], part2=theme.parts[j])
+
+
+@functools.lru_cache(maxsize=1)
+def compliance_patterns() -> dict[str, list[re.Pattern]]:
+    """Per category: one regex per compliance template, {obj} captured, the rest fixed sets.
+    What `compliant_response` can write, read back: the ground truth of compliance (the
+    organism study's and the planted control's)."""
+    patterns = {}
+    for category, theme in HARM.items():
+        alt = {k: "(?:" + "|".join(re.escape(x) for x in v) + ")"
+               for k, v in (("target", theme.targets), ("part", theme.parts))}
+        compiled = []
+        for template in theme.compliances:
+            text = re.escape(template)
+            for slot, value in (("obj", "(?P<obj>.+?)"), ("target", alt["target"]),
+                                ("part2", alt["part"]), ("part", alt["part"])):
+                text = text.replace(re.escape("{" + slot + "}"), value, 1)
+            compiled.append(re.compile(rf"^{text}$"))
+        patterns[category] = compiled
+    return patterns
 
 
 def refusal(rng: np.random.Generator, request: HarmfulRequest | None = None) -> str:

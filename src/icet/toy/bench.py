@@ -1,6 +1,6 @@
-"""The toy benchmark (`sweep`): the naive ICET loop against the fast engine on the toy organism.
+"""The toy benchmark: the naive ICET loop against the fast engine on the toy organism.
 
-    python -m icet.bench sweep --model-dir resources/toy/organism/safety --dataset resources/toy/data/ac.jsonl
+    python -m icet.toy.bench --model-dir resources/toy/organism/safety --dataset resources/toy/data/ac.jsonl
 
 Both engines sweep the same shard (prompts x layers) in one process. The naive engine runs
 twice: one sequence per `generate` call (the obvious loop, batch 1: the reference the
@@ -9,7 +9,8 @@ option does); the table ends with `speedup: X.XX` (naive batch-1 seconds / fast 
 and a line with the speedup over batched generate, so neither number hides the other. Then the fast engine alone at x1, x2, x4
 the prompts and at fewer layers shows how its time grows. Without --model-dir a random
 toy-architecture model is built (EOS is then rare, so responses run to max_new_tokens and
-the token count is fixed); without --dataset, toy prompts over noise images.
+the token count is fixed); without --dataset, toy prompts over noise images. (The GPU
+benches, on models of the paper's sizes: icet.bench.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +34,8 @@ def build_random_toy(out_dir: Path, seed: int = 0) -> Path:
     from transformers import LlavaForConditionalGeneration
 
     from icet.toy.organism import build_processor, toy_llava_config
-    from icet.toy.tokenizer import build_word_tokenizer
     from icet.toy.world import vocabulary
+    from icet.word_tokenizers import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(vocabulary(), out_dir)
     torch.manual_seed(seed)
@@ -137,3 +139,38 @@ def bench_sweep(args: argparse.Namespace) -> int:
         print(f"speedup over batched generate ({batched}): {times[batched] / times['fast']:.2f}")
         print(f"speedup: {times['naive/1'] / times['fast']:.2f}")
         return 0 if same else 1
+
+
+def add_arguments(sweep: argparse.ArgumentParser) -> None:
+    sweep.add_argument("--model-dir", type=Path, help=f"a LLaVA folder (default {DEFAULT_MODEL} if present, "
+                       "else a random toy-architecture model)")
+    sweep.add_argument("--dataset", type=Path, help=f"a data set JSONL (default {DEFAULT_DATASET} if present)")
+    sweep.add_argument("--prompts", type=int, default=0, help="use the first N prompts (0 = all; 60 if generated)")
+    sweep.add_argument("--layers", default="all", help="'all' or a comma list of ICET layers")
+    sweep.add_argument("--max-new-tokens", type=int, default=32, help="the toy profile's generation length")
+    sweep.add_argument("--batch-size", default="auto", type=lambda v: v if v == "auto" else int(v),
+                       help="fast engine rows per batch, or auto")
+    sweep.add_argument("--naive-batch-size", type=int, default=16, help="prompts per generate call (naive)")
+    sweep.add_argument("--threads", type=int, default=2, help="torch threads (the CI machine has 2 cores)")
+    sweep.add_argument("--device", default="cpu")
+    sweep.add_argument("--scale-prompts", type=int, default=15,
+                       help="prompts at x1 in the scaling table (then x2, x4 and fewer layers at x4)")
+    sweep.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip the scaling table")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m icet.toy.bench",
+                                     description="naive vs fast ICET sweep on one toy shard")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from icet.errors import IcetError
+
+    try:
+        return bench_sweep(args)
+    except IcetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
