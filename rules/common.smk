@@ -97,7 +97,7 @@ TOY_JUDGE_PARAMS = TOY.get("judges", {})
 TOY_ORGANISM_PRIORITY = 10
 # A sweep job's param: with the `params` rerun trigger, a change to the library code that
 # writes shards (icet.shards.SWEEP_CODE) reruns the sweep jobs, whose shard fingerprints
-# then recompute every shard (README, "What triggers a rerun").
+# then recompute every shard (docs/running.md, "What triggers a rerun").
 SWEEP_CODE_HASH = code_hash()
 
 

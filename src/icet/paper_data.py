@@ -355,7 +355,7 @@ JBV_IMAGES_HOWTO = (
     "(JailBreakV_28K.zip) from the authors via the form on "
     "https://huggingface.co/datasets/JailbreakV-28K/JailBreakV-28k, unpack it and set "
     "data.jailbreakv.images_dir to the folder holding llm_transfer_attack/ and figstep/ "
-    "(README, 'What a cluster user must fetch by hand')")
+    "(docs/paper-run.md, 'What a cluster user must fetch by hand')")
 RT_IMAGE_SOURCES = ("jailbreakv", "coco")
 MR_MISSING_POLICIES = ("error", "drop")
 
