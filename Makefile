@@ -28,7 +28,7 @@ toy-presafety: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile toy learning --configfile toy/toy.yaml toy/presafety.yaml
 
 # The paper config, reduced in sizes only, on this CPU against a local mirror of every repo
-# and URL it names, in the real layouts (README "Rehearsal"); ends with `icet verify`.
+# and URL it names, in the real layouts (docs/rehearsal.md); ends with `icet verify`.
 rehearsal: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m icet.mirror rehearse --workdir .
 

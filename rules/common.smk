@@ -91,7 +91,7 @@ ALL_SETS = SETS.swept
 JUDGES = {cls.name: cls for cls in named_judges(config["judges"])}
 # A sweep job's param: with the `params` rerun trigger, a change to the library code that
 # writes shards (icet.shards.SWEEP_CODE) reruns the sweep jobs, whose shard fingerprints
-# then recompute every shard (README, "What triggers a rerun").
+# then recompute every shard (docs/running.md, "What triggers a rerun").
 SWEEP_CODE_HASH = code_hash()
 
 

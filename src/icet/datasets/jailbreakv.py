@@ -2,8 +2,8 @@
 280-row mini split of jailbreak prompts with their images (config block `data.jailbreakv`).
 
 The Hub repo JailbreakV-28K/JailBreakV-28k serves the CSVs under `JailBreakV_28K/` and only
-part of the images; the full image set comes from the authors by request form (README, "What
-a cluster user must fetch by hand"). The build checks every image both sets need and stops
+part of the images; the full image set comes from the authors by request form
+(docs/paper-run.md, "What a cluster user must fetch by hand"). The build checks every image both sets need and stops
 with one line naming what is missing and how to get it; every sweep waits for it (`gate`).
 """
 
@@ -91,7 +91,7 @@ JBV_IMAGES_HOWTO = (
     "(JailBreakV_28K.zip) from the authors via the form on "
     "https://huggingface.co/datasets/JailbreakV-28K/JailBreakV-28k, unpack it and set "
     "data.jailbreakv.images_dir to the folder holding llm_transfer_attack/ and figstep/ "
-    "(README, 'What a cluster user must fetch by hand')")
+    "(docs/paper-run.md, 'What a cluster user must fetch by hand')")
 RT_IMAGE_SOURCES = ("jailbreakv", "coco")
 MR_MISSING_POLICIES = ("error", "drop")
 
