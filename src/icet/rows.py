@@ -32,17 +32,18 @@ from icet.io import read_jsonl
 DATASET_KEYS = ("id", "prompt", "image", "kind", "category", "answer", "source")
 # Optional keys: `answers` (VQA-v2: every human answer) and `request` (the plain request a
 # jailbreak prompt wraps: check_request).
-KINDS = ("harmful", "benign", "lookalike")
 
 # What each test set's rows may be (which kinds, whether a reference answer is required) is
 # declared by the source that builds it (icet.datasets: its DataSet). A set not registered
-# there (a test's own) gets the rules every set shares.
+# there (a test's own) gets the rules every set shares (any of icet.datasets.base.KINDS).
 
 
-def _set_rules(testset: str | None):
-    from icet.datasets.base import data_set
+def _set_rules(testset: str | None) -> tuple[Any, tuple[str, ...]]:
+    """(the set's DataSet or None, the row kinds it may hold)."""
+    from icet.datasets.base import KINDS, data_set
 
-    return data_set(testset) if testset else None
+    rules = data_set(testset) if testset else None
+    return rules, (rules.kinds if rules else KINDS)
 
 
 def numbered_rows(path: str | os.PathLike, required: Iterable[str] = ()) -> list[tuple[int, dict]]:
@@ -85,8 +86,7 @@ def check_dataset_row(row: dict, where: str, testset: str | None = None) -> None
         if not isinstance(row[key], str) or (key in ("prompt", "image") and not row[key].strip()):
             raise IcetError(f"{where}: {key} must be a non-empty string, got {row[key]!r}")
     check_request(row, where)
-    rules = _set_rules(testset)
-    kinds = rules.kinds if rules else KINDS
+    rules, kinds = _set_rules(testset)
     if row["kind"] not in kinds:
         raise IcetError(f"{where}: kind {row['kind']!r} not one of {', '.join(kinds)}"
                         + (f" (a {testset} row)" if rules else ""))

@@ -16,10 +16,10 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from icet.errors import IcetError
-from icet.rows import KINDS
 
 # What a set is for, and the config key that lists the sets of that role.
 ROLES = {"safety": "testsets", "utility": "utility_sets", "train": "train_set"}
+KINDS = ("harmful", "benign", "lookalike")  # the row kinds a set may hold (icet.rows)
 DOWNLOAD_KINDS = ("file", "archive", "snapshot")
 
 
