@@ -25,7 +25,7 @@ GIB = 2**30
 
 # toy/toy.yaml's lppo block (tests/workflow/test_bench_gpu.py keeps the two in step).
 TOY_LPPO: dict[str, Any] = {
-    "rollout_batch": 64, "minibatch": 16, "ppo_epochs": 2, "lr": 2.0e-4, "eta": 0.1,
+    "rollout_batch": 64, "minibatch": 32, "ppo_epochs": 2, "lr": 2.0e-4, "eta": 0.1,
     "kl_mode": "fixed", "target_kl": 4.0, "max_new_tokens": 24,
     "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
 }
