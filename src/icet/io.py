@@ -166,15 +166,23 @@ def disk_full(err: BaseException, folder: Path) -> bool:
         return False
 
 
-def _full_disk_error(target: Path, err: BaseException) -> IcetError:
+@contextlib.contextmanager
+def _full_disk_named(target: Path) -> Iterator[None]:
+    """An error of the block that a full disk under `target`'s folder explains becomes one line
+    naming `target`; any other error passes as it is."""
     try:
-        free = f"{shutil.disk_usage(target.parent).free / 2**20:.1f} MiB free there"
-    except OSError:
-        free = "free space unknown"
-    said = (str(err).splitlines() or [""])[0][:160]
-    return IcetError(f"{target}: no space left on the device while writing it ({free}; "
-                     f"{type(err).__name__}: {said}); nothing was replaced (an older version, "
-                     "if any, is intact): free space and rerun")
+        yield
+    except Exception as err:
+        if not disk_full(err, target.parent):
+            raise
+        try:
+            free = f"{shutil.disk_usage(target.parent).free / 2**20:.1f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        said = (str(err).splitlines() or [""])[0][:160]
+        raise IcetError(f"{target}: no space left on the device while writing it ({free}; "
+                        f"{type(err).__name__}: {said}); nothing was replaced (an older "
+                        "version, if any, is intact): free space and rerun") from None
 
 
 @contextlib.contextmanager
@@ -188,14 +196,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are for sharing
     try:
-        yield tmp_path
-        _fsync(tmp_path)
-        os.replace(tmp_path, target)
-        _fsync(target.parent)
-    except Exception as err:
-        if disk_full(err, target.parent):
-            raise _full_disk_error(target, err) from None
-        raise
+        with _full_disk_named(target):
+            yield tmp_path
+            _fsync(tmp_path)
+            os.replace(tmp_path, target)
+            _fsync(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -210,16 +215,13 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
-        yield tmp
-        _sync_tree(tmp)
-        if os.path.lexists(target) and not target.is_dir():
-            target.unlink()  # a file (or link) where the folder goes: nothing to keep
-        _swap_in(tmp, target)
-        _fsync(target.parent)
-    except Exception as err:
-        if disk_full(err, target.parent):
-            raise _full_disk_error(target, err) from None
-        raise
+        with _full_disk_named(target):
+            yield tmp
+            _sync_tree(tmp)
+            if os.path.lexists(target) and not target.is_dir():
+                target.unlink()  # a file (or link) where the folder goes: nothing to keep
+            _swap_in(tmp, target)
+            _fsync(target.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -14,6 +14,17 @@ def _layers(rows):
     return [dict(zip(LAYER_COLS, r)) for r in rows]
 
 
+def _run_tables(tmp_path, layer_rows, utility_row, table2_columns):
+    """layers.csv, table2.csv (empty) and utility.csv of one (model, variant) at its default
+    layer 1, as write_summary reads them."""
+    layers, table2, utility = (tmp_path / f"{n}.csv" for n in ("layers", "table2", "utility"))
+    write_csv(layers, _layers(layer_rows), LAYER_COLS)
+    write_csv(table2, [], table2_columns)
+    columns = ["model", "variant", "layer", "vqa_accuracy", "xstest_refusal"]
+    write_csv(utility, [dict(zip(columns, utility_row))], columns)
+    return layers, table2, utility
+
+
 def test_layer_above_default_only_with_non_overlapping_ci():
     rows = _layers([
         ("m", "original", "cp", "0", "60", "45", "75"),   # clearly above the default
@@ -51,16 +62,10 @@ def test_lppo_checks_hand_computed(tmp_path):
 
 
 def test_summary_says_toy_and_verdict(tmp_path):
-    layers = tmp_path / "layers.csv"
-    write_csv(layers, [dict(zip(LAYER_COLS, r)) for r in [
-        ("m", "original", "cp", "0", "50", "40", "60"), ("m", "original", "cp", "1", "5", "0", "12")]],
-        LAYER_COLS)
-    utility = tmp_path / "utility.csv"
-    write_csv(utility, [{"model": "m", "variant": "original", "layer": "1", "vqa_accuracy": "85",
-                         "xstest_refusal": "10"}],
-              ["model", "variant", "layer", "vqa_accuracy", "xstest_refusal"])
-    table2 = tmp_path / "table2.csv"
-    write_csv(table2, [], ["test_set"])
+    layers, table2, utility = _run_tables(
+        tmp_path, [("m", "original", "cp", "0", "50", "40", "60"),
+                   ("m", "original", "cp", "1", "5", "0", "12")],
+        ("m", "original", "1", "85", "10"), ["test_set"])
     text = write_summary(layers, table2, utility, tmp_path / "summary.md", default_layers={"m": 1},
                          label="toy", judges={"guard": "g"}, seed=3)
     assert "toy model organism" in text and "not comparable" in text
@@ -88,16 +93,10 @@ def test_summary_warns_on_unpinned_downloads(tmp_path):
 
 def test_aligned_thresholds_are_the_runs_and_the_summary_states_them(tmp_path):
     """The toy's 20 % / 80 % bar would call the paper's LLaVA-1.5 unaligned."""
-    layers = tmp_path / "layers.csv"
-    write_csv(layers, [dict(zip(LAYER_COLS, r)) for r in [
-        ("m", "original", "cp", "0", "70", "60", "80"), ("m", "original", "cp", "1", "45", "35", "55")]],
-        LAYER_COLS)
-    utility = tmp_path / "utility.csv"
-    write_csv(utility, [{"model": "m", "variant": "original", "layer": "1", "vqa_accuracy": "76",
-                         "xstest_refusal": "10"}],
-              ["model", "variant", "layer", "vqa_accuracy", "xstest_refusal"])
-    table2 = tmp_path / "table2.csv"
-    write_csv(table2, [], ["test_set"])
+    layers, table2, utility = _run_tables(
+        tmp_path, [("m", "original", "cp", "0", "70", "60", "80"),
+                   ("m", "original", "cp", "1", "45", "35", "55")],
+        ("m", "original", "1", "76", "10"), ["test_set"])
     common = dict(default_layers={"m": 1}, label="paper", judges={"guard": "g"}, seed=0)
     paper = write_summary(layers, table2, utility, tmp_path / "paper.md",
                           thresholds={"asr_max": 50, "vqa_min": 70, "vqa_drop_max": 5}, **common)
@@ -127,16 +126,10 @@ def test_paper_and_toy_configs_set_their_own_thresholds():
 def _planted_aligned_run(tmp_path, xstest="26.9", kl_ok=False):
     """The aligned planted model as the issue saw it: ASR 0 and VQA fine at the default layer,
     XSTest refusal 26.9 %, and an L-PPO check that FAILs (KL over budget)."""
-    layers = tmp_path / "layers.csv"
-    write_csv(layers, [dict(zip(LAYER_COLS, r)) for r in [
-        ("p", "aligned", "cp", "0", "10", "0", "20"), ("p", "aligned", "cp", "1", "0", "0", "5")]],
-        LAYER_COLS)
-    utility = tmp_path / "utility.csv"
-    write_csv(utility, [{"model": "p", "variant": "aligned", "layer": "1", "vqa_accuracy": "90",
-                         "xstest_refusal": xstest}],
-              ["model", "variant", "layer", "vqa_accuracy", "xstest_refusal"])
-    table2 = tmp_path / "table2.csv"
-    write_csv(table2, [], ["test_set", "layer_group", "aligned_status"])
+    layers, table2, utility = _run_tables(
+        tmp_path, [("p", "aligned", "cp", "0", "10", "0", "20"),
+                   ("p", "aligned", "cp", "1", "0", "0", "5")],
+        ("p", "aligned", "1", "90", xstest), ["test_set", "layer_group", "aligned_status"])
     metrics = tmp_path / "metrics.csv"
     write_csv(metrics, [{"step": i, "reward": i, "kl": 0.5 if kl_ok else 9.0} for i in range(1, 11)],
               ["step", "reward", "kl"])

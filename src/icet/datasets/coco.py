@@ -30,20 +30,18 @@ def mirror(block: dict, site) -> dict:
     """Both zips at their real paths, whichever the config names."""
     from icet.mirror.data import image, to_jpeg, write_zip
 
+    def members(folder: str, ids: list[int], prefix: str) -> dict:
+        out = {}
+        for image_id in ids:
+            jpg = site.scratch / f"{prefix}{image_id:012d}.jpg"
+            image(jpg.with_suffix(".png"), image_id)
+            to_jpeg(jpg.with_suffix(".png"), jpg)
+            out[f"{folder}/{jpg.name}"] = jpg
+        return out
+
     v2014, v2017 = image_ids(site.sizes, site.seed)
-    members14, members17 = {}, {}
-    for image_id in v2014:
-        jpg = site.scratch / f"COCO_val2014_{image_id:012d}.jpg"
-        image(jpg.with_suffix(".png"), image_id)
-        to_jpeg(jpg.with_suffix(".png"), jpg)
-        members14[f"val2014/COCO_val2014_{image_id:012d}.jpg"] = jpg
-    for image_id in v2017:
-        jpg = site.scratch / f"{image_id:012d}.jpg"
-        image(jpg.with_suffix(".png"), image_id)
-        to_jpeg(jpg.with_suffix(".png"), jpg)
-        members17[f"val2017/{image_id:012d}.jpg"] = jpg
-    write_zip(site.http / ZIPS / "val2014.zip", members14)
-    write_zip(site.http / ZIPS / "val2017.zip", members17)
+    write_zip(site.http / ZIPS / "val2014.zip", members("val2014", v2014, "COCO_val2014_"))
+    write_zip(site.http / ZIPS / "val2017.zip", members("val2017", v2017, ""))
     return {}
 
 
