@@ -76,9 +76,10 @@ LOGS = f"logs/{config['run']}"
 RES = config["resources_dir"]
 MODELS = {m["name"]: m for m in config["models"]}
 # The run's sets (icet.datasets.plan): safety and utility sets are swept, the train set trains.
-# A toy run (toy/toy.yaml) also includes rules/toy_common.smk and rules/toy.smk, the only
-# rule files that import the toy (the Snakefile); the toy builds its own versions of the
-# paper's sets, and a set it lacks is left out.
+# A toy run (toy/toy.yaml) also includes rules/toy_common.smk and rules/toy.smk, which hold
+# the toy's rules (the Snakefile). Here a toy run reads only the toy's list of the paper sets
+# it builds a version of, so a set it lacks (SafeBench) is left out; a paper run imports
+# nothing of the toy (tests/workflow/test_workflow.py parses it with icet.toy unimportable).
 IS_TOY = config["data_source"] == "toy"
 if IS_TOY:
     from icet.toy.datasets import TEST_SETS as TOY_SETS

@@ -255,10 +255,6 @@ def sweep_plan(arch: Arch, *, budget: int, prompt_positions: int, max_new_tokens
                 activations=need(rows, low))
 
 
-def phases_table(phases: Iterable[Phase]) -> list[tuple[str, int]]:
-    return [(p.name, p.bytes) for p in phases]
-
-
 # ---- L-PPO --------------------------------------------------------------------------------
 
 # The PPO update's activations, per token of a micro-batch, in elements of the compute dtype
